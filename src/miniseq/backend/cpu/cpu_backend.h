@@ -1,0 +1,50 @@
+// The CPU backend: fp32 compute, OpenMP across rows/heads, OpenBLAS for GEMMs. One op family per file
+// (embedding.cpp, rmsnorm.cpp, linear.cpp, rope.cpp, attention.cpp, swiglu.cpp, cross_entropy.cpp, adamw.cpp,
+// elementwise.cpp), forward and backward side by side. Conventions: ops/backend.h.
+#pragma once
+
+#include "miniseq/ops/backend.h"
+
+namespace miniseq {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+
+  void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
+  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
+
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) override;
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
+                        const Tensor& dw, bool dx_accum) override;
+
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor* dw,
+                       const Tensor* db, bool dx_accum) override;
+
+  void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) override;
+  void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) override;
+
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                         const AttentionParams& p) override;
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                          const AttentionParams& p) override;
+
+  void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& act) override;
+  void swiglu_backward(const Tensor& dact, const Tensor& gate, const Tensor& up, const Tensor& dgate,
+                       const Tensor& dup) override;
+
+  double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) override;
+
+  void add_inplace(const Tensor& y, const Tensor& x) override;
+  void scale_inplace(const Tensor& y, float s) override;
+  void fill_zero(const Tensor& y) override;
+  void copy(const Tensor& dst, const Tensor& src) override;
+  double sum_squares(const Tensor& x) override;
+
+  void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                  const AdamWParams& p) override;
+};
+
+}  // namespace miniseq

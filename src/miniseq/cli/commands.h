@@ -1,0 +1,21 @@
+// Subcommands of the `miniseq` program. Each lives in its own file under cli/ and takes the arguments after its
+// name; it returns the process exit code and throws miniseq::Error for user errors (printed as one line).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace miniseq::cli {
+
+using Args = std::vector<std::string>;
+
+int cmd_inspect(const Args& args);     // inspect.cpp: architecture, parameter counts, file/config mismatches
+int cmd_tiny_model(const Args& args);  // tiny_model.cpp: write a small random model directory (demo, tests)
+
+struct Command {
+  const char* name;
+  int (*run)(const Args&);
+  const char* summary;
+};
+
+}  // namespace miniseq::cli

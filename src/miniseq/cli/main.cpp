@@ -1,0 +1,58 @@
+// Entry point: dispatches to the subcommands declared in cli/commands.h. User errors (miniseq::Error) are printed
+// as a single line prefixed with "miniseq: error:" and exit with status 2.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+
+#include "miniseq/cli/commands.h"
+#include "miniseq/core/check.h"
+#ifdef MINISEQ_WITH_CUDA
+#include "miniseq/backend/cuda/cuda_backend.h"
+#endif
+
+namespace {
+
+using miniseq::cli::Command;
+
+const Command kCommands[] = {
+    {"inspect", miniseq::cli::cmd_inspect, "show a model directory: architecture, parameters, mismatches"},
+    {"tiny-model", miniseq::cli::cmd_tiny_model, "write a small random Hugging Face model directory"},
+};
+
+void usage() {
+  std::printf("miniseq: long-context fine-tuning of Llama/Mistral/Qwen2 models with Mini-Sequence Transformer\n\n"
+              "usage: miniseq <command> [flags]    (miniseq <command> --help for its flags)\n\ncommands:\n");
+  for (const auto& c : kCommands) std::printf("  %-12s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#ifdef MINISEQ_WITH_CUDA
+  miniseq::cuda::register_cuda_backend();
+#endif
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("miniseq 0.1.0\n");
+    return 0;
+  }
+  miniseq::cli::Args args(argv + 2, argv + argc);
+  for (const auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(args);
+    } catch (const miniseq::Error& e) {
+      std::fprintf(stderr, "miniseq: error: %s\n", e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "miniseq: internal error: %s\n", e.what());
+      return 3;
+    }
+  }
+  std::fprintf(stderr, "miniseq: unknown command '%s' (see `miniseq --help`)\n", argv[1]);
+  return 2;
+}

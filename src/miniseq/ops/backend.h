@@ -1,0 +1,112 @@
+// The op interface: every op family the model needs, declared once. The CPU backend (backend/cpu, fp32, OpenMP +
+// OpenBLAS) is the tested specification; the CUDA backend (backend/cuda) implements the same signatures.
+//
+// Conventions (all backends):
+//  - PyTorch dimension order, row-major contiguous tensors; linear layers are y = x·Wᵀ with W [out, in].
+//  - Gradients: parameter grads ACCUMULATE (+=); activation grads are WRITTEN (=) unless the argument is named
+//    `*_accum`; the residual-stream grad accumulates.
+//  - Attention tensors stay in the projection layout: q [B, S, H, D], k and v [B, S, Hkv, D] (no transposes).
+//  - Sizes are taken from the tensors; every op checks its shapes with debug asserts.
+//
+// Dimension legend: B batch, S sequence, T = B*S rows, d hidden, I intermediate, V vocab (or a vocab chunk),
+// H heads, Hkv kv heads, D head_dim, C chunk rows.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "miniseq/core/tensor.h"
+
+namespace miniseq {
+
+struct AttentionParams {
+  bool causal = true;
+  int64_t sliding_window = 0;  // 0 = none; otherwise Hugging Face's Mistral convention (see the backends)
+  float scale = 0.0f;          // softmax scale; 0 = 1/sqrt(D)
+};
+
+struct RopeParams {
+  float theta = 10000.0f;
+  float linear_factor = 1.0f;  // linear scaling (position interpolation): positions are divided by it
+};
+
+struct AdamWParams {
+  float lr = 0.0f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  int64_t step = 1;        // 1-based, for bias correction
+  float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // ---- embedding: ids [T] (int32), table [V, d] -> out [T, d] ----
+  virtual void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) = 0;
+  // dtable [V, d] += scatter of dout [T, d]
+  virtual void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) = 0;
+
+  // ---- RMSNorm (fp32 math as Hugging Face): y = x * rsqrt(mean(x²) + eps) * w; x, y [T, d], rstd [T] ----
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) = 0;
+  // dx [T, d] written (or accumulated when dx_accum), dw [d] accumulated.
+  virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                                const Tensor& dx, const Tensor& dw, bool dx_accum) = 0;
+
+  // ---- linear: y [T, out] = x [T, in] · W [out, in]ᵀ (+ b [out]) ----
+  virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
+  // dx [T, in] = dy·W (+= when dx_accum; skipped when dx is empty), dW += dyᵀ·x, db += Σ_T dy (when db non-null)
+  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
+                               const Tensor* dw, const Tensor* db, bool dx_accum) = 0;
+
+  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for every batch row) ----
+  virtual void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) = 0;
+  // the inverse rotation applied to the gradient, in place
+  virtual void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) = 0;
+
+  // ---- attention (flash-style, never stores S×S): q [B,S,H,D], k, v [B,S,Hkv,D] -> out [B,S,H,D], lse [B,H,S] ----
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                 const Tensor& lse, const AttentionParams& p) = 0;
+  // dq written, dk and dv written (each kv head sums over its query group).
+  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                                  const Tensor& dv, const AttentionParams& p) = 0;
+
+  // ---- SwiGLU: act [C, I] = silu(gate) * up ----
+  virtual void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& act) = 0;
+  // dgate, dup [C, I] written from dact (may alias gate/up: computed element by element)
+  virtual void swiglu_backward(const Tensor& dact, const Tensor& gate, const Tensor& up, const Tensor& dgate,
+                               const Tensor& dup) = 0;
+
+  // ---- cross-entropy on a chunk of logits [C, V], labels [C] (-100 = ignore) ----
+  // Returns Σ loss over valid rows (fp64 accumulation); overwrites logits with dlogits = (softmax - onehot) * scale
+  // for valid rows and 0 for ignored ones. scale is 1 / (valid labels in the whole batch).
+  virtual double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) = 0;
+
+  // ---- elementwise and reductions ----
+  virtual void add_inplace(const Tensor& y, const Tensor& x) = 0;  // y += x
+  virtual void scale_inplace(const Tensor& y, float s) = 0;        // y *= s
+  virtual void fill_zero(const Tensor& y) = 0;
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;     // converts dtypes
+  virtual double sum_squares(const Tensor& x) = 0;                 // for global grad norms
+
+  // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 ----
+  virtual void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                          const AdamWParams& p) = 0;
+};
+
+// Backend factories. make_backend(Device::CUDA) fails with a clear error when CUDA was not built.
+std::unique_ptr<Backend> make_cpu_backend();
+std::unique_ptr<Backend> make_backend(Device device);
+
+}  // namespace miniseq
+
+namespace miniseq {
+// Backends other than the CPU register themselves (the CUDA library does this from register_cuda_backend(),
+// called by the program's entry point when built with CUDA).
+using BackendFactory = std::unique_ptr<Backend> (*)();
+void register_backend_factory(Device device, BackendFactory factory);
+}  // namespace miniseq
