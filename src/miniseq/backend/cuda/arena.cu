@@ -41,16 +41,17 @@ std::string describe_device() {
   }
   cudaDeviceProp prop{};
   MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s, sm_%d%d, %.1f GiB", prop.name, prop.major, prop.minor,
-                static_cast<double>(prop.totalGlobalMem) / (1ull << 30));
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(prop.totalGlobalMem) / (1ull << 30));
+  std::string desc = std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
+                     ", " + mem;
   unsigned char* probe = nullptr;
   MS_CUDA_CHECK(cudaMalloc(&probe, 256));
   zero_kernel<<<1, 256>>>(probe, 256);
   MS_CUDA_CHECK(cudaGetLastError());
   MS_CUDA_CHECK(cudaDeviceSynchronize());
   MS_CUDA_CHECK(cudaFree(probe));
-  return buf;
+  return desc;
 }
 
 }  // namespace miniseq::cuda

@@ -1,0 +1,57 @@
+// config.json of a Hugging Face Llama / Mistral / Qwen2 model, parsed and validated. Reads both the classic keys
+// of hub checkpoints (rope_theta, rope_scaling, torch_dtype) and the newer transformers layout (rope_parameters,
+// dtype). Missing keys take the defaults of transformers' LlamaConfig / MistralConfig / Qwen2Config.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "miniseq/core/dtype.h"
+
+namespace miniseq {
+
+enum class Arch { Llama, Mistral, Qwen2 };
+std::string_view arch_name(Arch a);  // the model_type: "llama", "mistral", "qwen2"
+
+struct ModelConfig {
+  Arch arch = Arch::Llama;
+  int64_t hidden_size = 0;        // d
+  int64_t intermediate_size = 0;  // I
+  int64_t num_hidden_layers = 0;  // L
+  int64_t num_attention_heads = 0;   // H
+  int64_t num_key_value_heads = 0;   // Hkv
+  int64_t head_dim = 0;              // D (hidden / heads unless given)
+  int64_t vocab_size = 0;            // V
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  double rope_linear_factor = 1.0;   // rope_scaling {"type": "linear", "factor": f}; 1 = none
+  // Sliding window per layer (0 = full causal attention). Mistral: every layer; Qwen2 with use_sliding_window: the
+  // layers from max_window_layers on.
+  std::vector<int64_t> sliding_window;
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;  // bias on q, k, v projections (Qwen2 always; Llama with attention_bias)
+  bool o_bias = false;    // bias on o_proj (Llama with attention_bias)
+  std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
+  DType torch_dtype = DType::F32;  // the dtype the checkpoint was saved in (informational)
+  std::string hidden_act = "silu";
+
+  int64_t q_dim() const { return num_attention_heads * head_dim; }    // H*D
+  int64_t kv_dim() const { return num_key_value_heads * head_dim; }   // Hkv*D
+  int64_t max_sliding_window() const;
+
+  // The JSON (the original with our changes applied, e.g. rope scaling or a grown vocabulary), classic layout.
+  nlohmann::json to_json() const;
+  nlohmann::json original;  // what was read, kept so that unknown keys survive a save
+};
+
+// Parses config.json text; `where` names the file in error messages.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
+// Reads DIR/config.json, or a .json file given directly.
+ModelConfig load_model_config(const std::string& dir_or_file);
+
+}  // namespace miniseq

@@ -1,0 +1,47 @@
+// A set of tensors laid out by the parameter table: the weights, and with the same walk their gradients and
+// optimizer moments. Every tensor is a Buffer of the memory plan.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "miniseq/core/memory_plan.h"
+#include "miniseq/io/safetensors.h"
+#include "miniseq/model/param_spec.h"
+
+namespace miniseq {
+
+class ParamSet {
+ public:
+  // One buffer per spec, named "<prefix><HF name>", in the given category and dtype (not initialized).
+  ParamSet(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType dtype, MemCategory category,
+           const std::string& prefix = "");
+
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  size_t size() const { return specs_.size(); }
+  const Tensor& operator[](size_t i) const { return buffers_[i].tensor(); }
+  const Tensor& get(const std::string& hf_name) const;  // throws when absent
+  const Tensor* find(const std::string& hf_name) const;  // null when absent
+  size_t bytes() const;
+
+  // The visitor: f(spec, tensor) over every parameter, in table order.
+  void for_each(const std::function<void(const ParamSpec&, const Tensor&)>& f) const;
+
+ private:
+  std::vector<ParamSpec> specs_;
+  std::vector<Buffer> buffers_;
+  std::map<std::string, size_t> index_;
+};
+
+// Every disagreement between the files of a model directory and the parameter table, one line each: missing
+// tensors, unexpected tensors, wrong shapes, non-float dtypes. Empty when the files match.
+std::vector<std::string> check_model_files(const SafetensorsModel& files, const std::vector<ParamSpec>& specs,
+                                           const ModelConfig& config);
+
+// Reads every parameter from the files into `params` (converting dtypes); fails on the first mismatch listed by
+// check_model_files.
+void load_params(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params);
+
+}  // namespace miniseq
