@@ -14,9 +14,10 @@ class CpuBackend final : public Backend {
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
 
-  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) override;
-  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
-                        const Tensor& dw, bool dx_accum) override;
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
+                       const Tensor& rstd) override;
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        const Tensor& dx, const Tensor& dw, bool dx_accum) override;
 
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor* dw,
@@ -25,11 +26,11 @@ class CpuBackend final : public Backend {
   void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) override;
   void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) override;
 
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                         const AttentionParams& p) override;
-  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                          const AttentionParams& p) override;
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                         const Tensor& lse, const AttentionParams& p) override;
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv, const AttentionParams& p) override;
 
   void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& act) override;
   void swiglu_backward(const Tensor& dact, const Tensor& gate, const Tensor& up, const Tensor& dgate,

@@ -5,7 +5,9 @@
 
 namespace miniseq {
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+  return std::make_unique<CpuBackend>();
+}
 
 void CpuBackend::add_inplace(const Tensor& y, const Tensor& x) {
   MS_DASSERT(y.numel() == x.numel());
@@ -23,7 +25,9 @@ void CpuBackend::scale_inplace(const Tensor& y, float s) {
   for (int64_t i = 0; i < n; ++i) py[i] *= s;
 }
 
-void CpuBackend::fill_zero(const Tensor& y) { std::memset(y.data, 0, y.bytes()); }
+void CpuBackend::fill_zero(const Tensor& y) {
+  std::memset(y.data, 0, y.bytes());
+}
 
 void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
   MS_DASSERT(dst.numel() == src.numel());

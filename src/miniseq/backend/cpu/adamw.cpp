@@ -1,0 +1,42 @@
+// AdamW exactly as torch.optim.AdamW (_single_tensor_adamw / _multi_tensor_adamw, which agree):
+//   g ← g·grad_scale
+//   p ← p·(1 − lr·wd)                                  decoupled weight decay, first
+//   m ← m + (1−β1)·(g − m)                             torch's lerp_(g, 1−β1) for weight < 0.5
+//   v ← β2·v + (1−β2)·g²
+//   p ← p − (lr / (1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)   eps added AFTER the bias correction of v
+// The step-dependent scalars are computed in double as Python does, then used in fp32.
+#include <cmath>
+
+#include "miniseq/backend/cpu/cpu_backend.h"
+
+namespace miniseq {
+
+void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                            const AdamWParams& p) {
+  const int64_t n = param.numel();
+  MS_DASSERT(grad.numel() == n && m.numel() == n && v.numel() == n && p.step >= 1);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
+  const float step_size = static_cast<float>(static_cast<double>(p.lr) / bc1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const float decay = static_cast<float>(1.0 - static_cast<double>(p.lr) * p.weight_decay);
+  const float w1 = static_cast<float>(1.0 - static_cast<double>(p.beta1));
+  const float w2 = static_cast<float>(1.0 - static_cast<double>(p.beta2));
+  const float b2 = p.beta2, eps = p.eps, gs = p.grad_scale;
+  float* pp = param.f32();
+  const float* pg = grad.f32();
+  float* pm = m.f32();
+  float* pv = v.f32();
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = pg[i] * gs;
+    const float w = pp[i] * decay;
+    const float mi = pm[i] + w1 * (g - pm[i]);
+    const float vi = pv[i] * b2 + w2 * (g * g);
+    pm[i] = mi;
+    pv[i] = vi;
+    pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+  }
+}
+
+}  // namespace miniseq

@@ -1,0 +1,154 @@
+// Attention: gradient check of the double reference, then the tiled CPU kernel against it over shapes that
+// hit every remainder path (S and D around the tile size 64 and the vector width 16, S = 1, GQA, sliding
+// windows shorter than S, batch 2, non-causal).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "miniseq/ops/backend.h"
+#include "support/op_check.h"
+
+using namespace miniseq;
+using namespace miniseq::test;
+
+namespace {
+
+struct Case {
+  int64_t B, S, H, Hkv, D;
+  bool causal;
+  int64_t window;
+};
+
+std::string name(const Case& c) {
+  return "B" + std::to_string(c.B) + " S" + std::to_string(c.S) + " H" + std::to_string(c.H) + " Hkv" +
+         std::to_string(c.Hkv) + " D" + std::to_string(c.D) + (c.causal ? " causal" : " full") + " window" +
+         std::to_string(c.window);
+}
+
+struct Outputs {
+  std::vector<float> out, lse, dq, dk, dv;
+};
+
+Outputs run_cpu(const Case& c, std::vector<float>& q, std::vector<float>& k, std::vector<float>& v,
+                std::vector<float>& dout) {
+  auto be = make_cpu_backend();
+  Outputs o;
+  o.out.assign(q.size(), NAN);
+  o.lse.assign(static_cast<size_t>(c.B * c.H * c.S), NAN);
+  o.dq.assign(q.size(), NAN);
+  o.dk.assign(k.size(), NAN);
+  o.dv.assign(v.size(), NAN);
+  const Shape qs{c.B, c.S, c.H, c.D}, ks{c.B, c.S, c.Hkv, c.D};
+  AttentionParams p;
+  p.causal = c.causal;
+  p.sliding_window = c.window;
+  be->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks), tensor_of(o.out, qs),
+                        tensor_of(o.lse, Shape{c.B, c.H, c.S}), p);
+  be->attention_backward(tensor_of(dout, qs), tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks),
+                         tensor_of(o.out, qs), tensor_of(o.lse, Shape{c.B, c.H, c.S}), tensor_of(o.dq, qs),
+                         tensor_of(o.dk, ks), tensor_of(o.dv, ks), p);
+  return o;
+}
+
+ref::AttnShape shape_of(const Case& c) {
+  return ref::AttnShape{c.B, c.S, c.H, c.Hkv, c.D, c.causal, c.window};
+}
+
+}  // namespace
+
+TEST(AttentionReference, GradientCheck) {
+  for (const Case c :
+       {Case{1, 5, 2, 1, 3, true, 0}, Case{2, 6, 4, 2, 2, true, 3}, Case{1, 4, 2, 2, 3, false, 0}}) {
+    SCOPED_TRACE(name(c));
+    const ref::AttnShape a = shape_of(c);
+    const size_t nq = static_cast<size_t>(c.B * c.S * c.H * c.D),
+                 nk = static_cast<size_t>(c.B * c.S * c.Hkv * c.D);
+    const Vec q = to_double(random_floats(nq, 1)), k = to_double(random_floats(nk, 2)),
+              v = to_double(random_floats(nk, 3)), r = to_double(random_floats(nq, 4));
+    Vec dq, dk, dv;
+    ref::attention_backward(r, q, k, v, a, dq, dk, dv);
+    auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+      Vec out, lse;
+      ref::attention_forward(qq, kk, vv, a, out, lse);
+      return dot(out, r);
+    };
+    EXPECT_TRUE(grad_check([&](const Vec& x) { return loss(x, k, v); }, q, dq));
+    EXPECT_TRUE(grad_check([&](const Vec& x) { return loss(q, x, v); }, k, dk));
+    EXPECT_TRUE(grad_check([&](const Vec& x) { return loss(q, k, x); }, v, dv));
+  }
+}
+
+TEST(AttentionReference, LseIsTheLogOfTheSoftmaxDenominator) {
+  // One query, two keys, D = 1, no mask: lse = log(e^{s0} + e^{s1}) with s = q·k/sqrt(1).
+  const ref::AttnShape a{1, 2, 1, 1, 1, false, 0};
+  Vec out, lse;
+  ref::attention_forward({0.5, 1.0}, {2.0, -1.0}, {3.0, 5.0}, a, out, lse);
+  EXPECT_NEAR(lse[0], std::log(std::exp(1.0) + std::exp(-0.5)), 1e-15);
+  const double p0 = std::exp(1.0) / (std::exp(1.0) + std::exp(-0.5));
+  EXPECT_NEAR(out[0], p0 * 3.0 + (1.0 - p0) * 5.0, 1e-15);
+}
+
+// Tolerances. Outputs are softmax-weighted sums of S values (|v| <= 1) with weights from D-length dot
+// products; the scores carry absolute error ~ u·sqrt(D)·|q||k|·sqrt(D)·scale ≈ u·sqrt(D) that moves each
+// weight relatively by the same amount. So out, lse: fp32_tol(S + D, sqrt(D)). Gradients are sums over up to
+// G·S query rows (dk, dv) or S keys (dq) of products of such weights with D-length dot products: fp32_tol(G·S
+// + D, sqrt(D)·max|grad|).
+TEST(AttentionCpu, MatchesReference) {
+  const Case cases[] = {
+      {1, 1, 1, 1, 1, true, 0},     {1, 1, 2, 1, 16, true, 0},     {1, 17, 2, 1, 15, true, 0},
+      {1, 63, 2, 2, 17, true, 0},   {1, 64, 3, 1, 16, true, 0},    {1, 65, 2, 1, 64, true, 0},
+      {2, 130, 4, 2, 64, true, 0},  {1, 129, 6, 2, 32, true, 37},  {2, 100, 2, 1, 8, true, 64},
+      {1, 200, 3, 3, 17, false, 0}, {1, 150, 4, 1, 128, true, 65}, {1, 70, 2, 1, 16, true, 1},
+      {2, 90, 2, 2, 33, true, 200}, {1, 128, 4, 2, 64, true, 63},  {1, 67, 2, 1, 16, false, 10},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(name(c));
+    const size_t nq = static_cast<size_t>(c.B * c.S * c.H * c.D),
+                 nk = static_cast<size_t>(c.B * c.S * c.Hkv * c.D);
+    auto q = random_floats(nq, 11), k = random_floats(nk, 12), v = random_floats(nk, 13),
+         dout = random_floats(nq, 14);
+    const Outputs o = run_cpu(c, q, k, v, dout);
+    Vec out, lse, dq, dk, dv;
+    const ref::AttnShape a = shape_of(c);
+    ref::attention_forward(to_double(q), to_double(k), to_double(v), a, out, lse);
+    ref::attention_backward(to_double(dout), to_double(q), to_double(k), to_double(v), a, dq, dk, dv);
+    const double sd = std::sqrt(static_cast<double>(c.D));
+    const int64_t G = c.H / c.Hkv;
+    EXPECT_TRUE(all_close(o.out, out, fp32_tol(c.S + c.D, sd))) << "out";
+    EXPECT_TRUE(all_close(o.lse, lse, fp32_tol(c.S + c.D, sd * (1.0 + max_abs(lse))))) << "lse";
+    EXPECT_TRUE(all_close(o.dq, dq, fp32_tol(c.S + c.D, sd * std::max(1.0, max_abs(dq))))) << "dq";
+    EXPECT_TRUE(all_close(o.dk, dk, fp32_tol(G * c.S + c.D, sd * std::max(1.0, max_abs(dk))))) << "dk";
+    EXPECT_TRUE(all_close(o.dv, dv, fp32_tol(G * c.S + c.D, sd * std::max(1.0, max_abs(dv))))) << "dv";
+  }
+}
+
+// The tolerance is tight enough to see the convention: a window one key longer changes the result measurably.
+TEST(AttentionCpu, ToleranceDetectsAnOffByOneWindow) {
+  const Case c{1, 96, 2, 1, 16, true, 20};
+  const size_t nq = static_cast<size_t>(c.S * c.H * c.D), nk = static_cast<size_t>(c.S * c.Hkv * c.D);
+  auto q = random_floats(nq, 21), k = random_floats(nk, 22), v = random_floats(nk, 23),
+       dout = random_floats(nq, 24);
+  const Outputs o = run_cpu(c, q, k, v, dout);
+  Vec out, lse;
+  ref::attention_forward(to_double(q), to_double(k), to_double(v), shape_of(Case{1, 96, 2, 1, 16, true, 21}),
+                         out, lse);
+  EXPECT_FALSE(all_close(o.out, out, fp32_tol(c.S + c.D, 4.0)));
+}
+
+// The kernel's scale parameter overrides 1/sqrt(D).
+TEST(AttentionCpu, ExplicitScale) {
+  const Case c{1, 33, 2, 1, 8, true, 0};
+  const size_t nq = static_cast<size_t>(c.S * c.H * c.D), nk = static_cast<size_t>(c.S * c.Hkv * c.D);
+  auto q = random_floats(nq, 31), k = random_floats(nk, 32), v = random_floats(nk, 33);
+  std::vector<float> out(nq), lse(static_cast<size_t>(c.H * c.S));
+  AttentionParams p;
+  p.scale = 0.7f;
+  const Shape qs{1, c.S, c.H, c.D}, ks{1, c.S, c.Hkv, c.D};
+  make_cpu_backend()->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks),
+                                        tensor_of(out, qs), tensor_of(lse, Shape{1, c.H, c.S}), p);
+  ref::AttnShape a = shape_of(c);
+  a.scale = 0.7;
+  Vec rout, rlse;
+  ref::attention_forward(to_double(q), to_double(k), to_double(v), a, rout, rlse);
+  EXPECT_TRUE(all_close(out, rout, fp32_tol(c.S + c.D, 3.0)));
+}
