@@ -77,6 +77,7 @@ int cmd_inspect(const Args& args) {
               mib(4.0 * static_cast<double>(total)).c_str());
 
   const auto problems = check_model_files(files, specs, c);
+  std::fflush(stdout);  // the report first, then the errors, in order on a shared terminal or pipe
   for (const auto& p : problems) std::fprintf(stderr, "miniseq: error: %s: %s\n", dir.c_str(), p.c_str());
   MS_CHECK(problems.empty(), dir, ": ", problems.size(), " mismatch", problems.size() == 1 ? "" : "es",
            " between the weight files and config.json (listed above)");
