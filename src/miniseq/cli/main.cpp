@@ -18,6 +18,7 @@ using miniseq::cli::Command;
 const Command kCommands[] = {
     {"inspect", miniseq::cli::cmd_inspect, "show a model directory: architecture, parameters, mismatches"},
     {"tiny-model", miniseq::cli::cmd_tiny_model, "write a small random Hugging Face model directory"},
+    {"grad", miniseq::cli::cmd_grad, "loss and gradients of one batch, as safetensors"},
 };
 
 void usage() {

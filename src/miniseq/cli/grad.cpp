@@ -1,0 +1,100 @@
+// `miniseq grad --model DIR --data FILE.jsonl --out GRADS.safetensors`: one forward + backward over one batch,
+// writing the loss and the fp32 gradient of every parameter under its Hugging Face name. The step is planned
+// first (a dry run of the same schedule), then run in an arena of exactly the planned size; the planned and the
+// measured peak memory are printed per category.
+#include <cmath>
+#include <cstdio>
+
+#include "miniseq/cli/commands.h"
+#include "miniseq/cli/flags.h"
+#include "miniseq/core/rss.h"
+#include "miniseq/io/safetensors.h"
+#include "miniseq/model/decoder.h"
+#include "miniseq/ops/dry_backend.h"
+
+namespace miniseq::cli {
+
+namespace {
+std::string format_loss(double loss) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", loss);
+  return buf;
+}
+}  // namespace
+
+int cmd_grad(const Args& args) {
+  Flags f("grad",
+          "miniseq grad --model DIR --data FILE.jsonl --out GRADS.safetensors [--mini_sequence True|False] "
+          "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False]",
+          {
+              {"model", FlagKind::String, "", "Hugging Face model directory (config.json + safetensors)"},
+              {"data", FlagKind::String, "", "JSONL, one sequence per line: {\"input_ids\": [...], \"labels\": [...]}"},
+              {"out", FlagKind::String, "", "safetensors file for the gradients (fp32, HF names, loss in metadata)"},
+              {"mini_sequence", FlagKind::Bool, "True", "chunk the MLP and the LM head + loss (MsT)"},
+              {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
+              {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
+              {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs only, recompute in backward"},
+          });
+  if (!f.parse(args)) return 0;
+  for (const char* required : {"model", "data", "out"})
+    MS_CHECK(f.has(required), "grad: --", required, " is required (see `miniseq grad --help`)");
+  MS_CHECK(f.i64("mlp_chunk_tokens") >= 0 && f.i64("lm_head_chunks") >= 0,
+           "grad: --mlp_chunk_tokens and --lm_head_chunks must be >= 0");
+
+  const ModelConfig config = load_model_config(f.str("model"));
+  const TokenBatch batch = read_token_batch_jsonl(f.str("data"), config.vocab_size);
+  const int64_t n_targets = batch.count_targets();
+  MS_CHECK(n_targets > 0, f.str("data"), ": every label is -100 after the shift by one; there is no loss to compute");
+  StepPolicy policy;
+  policy.mini_sequence = f.boolean("mini_sequence");
+  policy.checkpointing = f.boolean("gradient_checkpointing");
+  policy.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
+  policy.lm_head_chunks = f.i64("lm_head_chunks");
+
+  // Plan: the same schedule on a dry plan with the dry backend.
+  MemReport planned;
+  {
+    MemoryPlan plan = MemoryPlan::dry(Device::CPU);
+    DryBackend dry;
+    Decoder model(config, dry, plan);
+    model.forward_backward(batch, policy, n_targets);
+    planned = plan.report();
+  }
+
+  // Run in an arena of exactly the planned size.
+  const size_t rss_baseline = current_rss_bytes();
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
+  auto backend = make_backend(Device::CPU);
+  Decoder model(config, *backend, plan);
+  {
+    SafetensorsModel files(f.str("model"));
+    load_params(files, config, model.weights());
+  }
+  model.zero_grads();
+  reset_peak_rss();
+  const double loss_sum = model.forward_backward(batch, policy, n_targets);
+  const size_t rss_peak = peak_rss_bytes();
+  const MemReport measured = plan.report();
+  const double loss = loss_sum / static_cast<double>(n_targets);
+  MS_CHECK(std::isfinite(loss), "grad: the loss is not finite (", loss, "); check the weights");
+
+  std::vector<TensorToWrite> out;
+  model.grads().for_each([&](const ParamSpec& s, const Tensor& g) { out.push_back({s.name, g, DType::F32}); });
+  write_safetensors(f.str("out"), out, {{"loss", format_loss(loss)}});
+
+  std::printf("loss %s\n", format_loss(loss).c_str());
+  std::printf("tokens %lld x %lld, %lld targets; mini_sequence %s, checkpointing %s, MLP chunk %lld rows, "
+              "LM-head chunk %lld rows\n",
+              (long long)batch.batch, (long long)batch.seq, (long long)n_targets, policy.mini_sequence ? "on" : "off",
+              policy.checkpointing ? "on" : "off", (long long)policy.mlp_chunk_rows(config, batch.rows()),
+              (long long)policy.lm_head_chunk_rows(config, batch.rows()));
+  std::printf("planned memory: %s", planned.str().c_str());
+  std::printf("measured memory (real arena): %s", measured.str().c_str());
+  std::printf("measured peak RSS above the process baseline: %.2f MiB (planned arena %.2f MiB)\n",
+              static_cast<double>(rss_peak > rss_baseline ? rss_peak - rss_baseline : 0) / (1 << 20),
+              static_cast<double>(planned.arena_bytes) / (1 << 20));
+  std::printf("wrote %s\n", f.str("out").c_str());
+  return 0;
+}
+
+}  // namespace miniseq::cli

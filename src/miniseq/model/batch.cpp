@@ -1,0 +1,72 @@
+#include "miniseq/model/batch.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "miniseq/core/check.h"
+
+namespace miniseq {
+
+std::vector<int32_t> TokenBatch::shifted_targets() const {
+  std::vector<int32_t> t(static_cast<size_t>(rows()), kIgnoreIndex);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t s = 0; s + 1 < seq; ++s)
+      t[static_cast<size_t>(b * seq + s)] = labels[static_cast<size_t>(b * seq + s + 1)];
+  return t;
+}
+
+int64_t TokenBatch::count_targets() const {
+  int64_t n = 0;
+  for (int32_t t : shifted_targets()) n += t != kIgnoreIndex;
+  return n;
+}
+
+TokenBatch read_token_batch_jsonl(const std::string& path, int64_t vocab_size) {
+  std::ifstream in(path);
+  MS_CHECK(in.good(), path, ": cannot read the data file");
+  TokenBatch b;
+  std::string line;
+  int64_t lineno = 0;
+  auto read_ids = [&](const nlohmann::json& j, const char* key, bool labels) {
+    MS_CHECK(j.contains(key) && j[key].is_array(), path, ":", lineno, ": \"", key, "\" must be an array of integers");
+    std::vector<int32_t> v;
+    for (const auto& x : j[key]) {
+      MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key, "\" holds a non-integer: ", x.dump());
+      int64_t id = x.get<int64_t>();
+      if (labels && id == kIgnoreIndex) {
+        v.push_back(kIgnoreIndex);
+        continue;
+      }
+      MS_CHECK(id >= 0 && id < vocab_size, path, ":", lineno, ": ", key, " value ", id,
+               " is outside the model's vocabulary [0, ", vocab_size, ")", labels ? " (use -100 to ignore)" : "");
+      v.push_back(static_cast<int32_t>(id));
+    }
+    return v;
+  };
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail(path, ":", lineno, ": malformed JSON: ", e.what());
+    }
+    MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object with \"input_ids\"");
+    std::vector<int32_t> ids = read_ids(j, "input_ids", false);
+    std::vector<int32_t> labels = j.contains("labels") ? read_ids(j, "labels", true) : ids;
+    MS_CHECK(!ids.empty(), path, ":", lineno, ": empty input_ids");
+    MS_CHECK(labels.size() == ids.size(), path, ":", lineno, ": labels has ", labels.size(),
+             " entries but input_ids has ", ids.size());
+    if (b.batch == 0) b.seq = static_cast<int64_t>(ids.size());
+    MS_CHECK(static_cast<int64_t>(ids.size()) == b.seq, path, ":", lineno, ": sequence of ", ids.size(),
+             " tokens, but line 1 has ", b.seq, "; all lines form one batch and must have equal lengths");
+    b.input_ids.insert(b.input_ids.end(), ids.begin(), ids.end());
+    b.labels.insert(b.labels.end(), labels.begin(), labels.end());
+    ++b.batch;
+  }
+  MS_CHECK(b.batch > 0, path, ": no sequences (expected JSONL lines like {\"input_ids\": [1, 2, 3]})");
+  return b;
+}
+
+}  // namespace miniseq

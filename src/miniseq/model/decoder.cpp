@@ -1,0 +1,305 @@
+// Decoder forward and backward with per-layer activation checkpointing and mini-sequence (MsT) MLP and LM head.
+//
+// Forward (checkpointing):  x = embed(ids); for l: ckpt[l] = x; layer l (transient working set) updates x;
+//                           head: final norm, then per chunk logits -> loss and dlogits -> dx, dW_lm (MsT).
+// Backward:                 for l = L-1..0: recompute layer l from ckpt[l] up to what backward needs, then the
+//                           MLP backward chunk by chunk (recomputing gate/up/act per chunk), attention backward,
+//                           norm backwards; dx flows to layer l-1. Finally the embedding gradient.
+// Without checkpointing every layer keeps its Saved tensors (resident); without MsT the MLP keeps gate/up/act whole
+// and the LM head runs as one chunk.
+#include "miniseq/model/decoder.h"
+
+#include <optional>
+#include <string>
+
+namespace miniseq {
+
+struct Decoder::Step {
+  int64_t B, S, T, d, qd, kvd, I, V;
+  std::vector<int32_t> positions;  // [S]: 0 … S-1
+  std::vector<int32_t> targets;    // [T]: shifted labels
+  const int32_t* ids;              // [T]
+  StepPolicy policy;
+  int64_t mlp_rows;                // C for the MLP
+  MemCategory saved_cat;           // resident without checkpointing, transient with
+  float loss_scale;                // 1 / loss_denominator
+  RopeParams rope;
+};
+
+// The tensors a layer's backward reads. Buffers are released with the struct.
+struct Decoder::Saved {
+  Buffer n1, rstd1;    // [T, d], [T]      input norm output and 1/rms
+  Buffer q, k, v;      // [T, qd], [T, kvd], [T, kvd] after bias and RoPE
+  Buffer attn, lse;    // [T, qd], [B, H, S]
+  Buffer h, n2, rstd2; // [T, d] residual after attention, [T, d] post-attention norm output, [T]
+  Buffer gate, up, act;  // [T, I] each, only without MsT
+};
+
+Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan)
+    : config_(config),
+      be_(backend),
+      plan_(plan),
+      weights_(plan, param_specs(config), DType::F32, MemCategory::Weights),
+      grads_(plan, param_specs(config), DType::F32, MemCategory::Grads, "grad:") {
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    w_layers_.push_back(layer_params(weights_, l));
+    g_layers_.push_back(layer_params(grads_, l));
+  }
+}
+
+Decoder::LayerParams Decoder::layer_params(const ParamSet& set, int l) const {
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  LayerParams lp;
+  lp.in_norm = set.get(p + "input_layernorm.weight");
+  lp.q = set.get(p + "self_attn.q_proj.weight");
+  lp.k = set.get(p + "self_attn.k_proj.weight");
+  lp.v = set.get(p + "self_attn.v_proj.weight");
+  lp.o = set.get(p + "self_attn.o_proj.weight");
+  lp.post_norm = set.get(p + "post_attention_layernorm.weight");
+  lp.gate = set.get(p + "mlp.gate_proj.weight");
+  lp.up = set.get(p + "mlp.up_proj.weight");
+  lp.down = set.get(p + "mlp.down_proj.weight");
+  lp.q_bias = set.find(p + "self_attn.q_proj.bias");
+  lp.k_bias = set.find(p + "self_attn.k_proj.bias");
+  lp.v_bias = set.find(p + "self_attn.v_proj.bias");
+  lp.o_bias = set.find(p + "self_attn.o_proj.bias");
+  return lp;
+}
+
+void Decoder::zero_grads() {
+  grads_.for_each([&](const ParamSpec&, const Tensor& g) { be_.fill_zero(g); });
+}
+
+void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s, int64_t r0,
+                                int64_t C) {
+  const LayerParams& w = w_layers_[static_cast<size_t>(l)];
+  const Tensor n2c = n2.rows(r0, C);  // [C, d]
+  std::optional<Buffer> gate, up, act;
+  Tensor g, u, a;  // [C, I]
+  if (st.policy.mini_sequence) {
+    gate = plan_.alloc("mlp.gate", {C, st.I}, DType::F32, MemCategory::TransientActivations);
+    up = plan_.alloc("mlp.up", {C, st.I}, DType::F32, MemCategory::TransientActivations);
+    act = plan_.alloc("mlp.act", {C, st.I}, DType::F32, MemCategory::TransientActivations);
+    g = *gate, u = *up, a = *act;
+  } else {
+    g = s.gate->rows(r0, C), u = s.up->rows(r0, C), a = s.act->rows(r0, C);
+  }
+  be_.linear_forward(n2c, w.gate, nullptr, g);
+  be_.linear_forward(n2c, w.up, nullptr, u);
+  be_.swiglu_forward(g, u, a);
+  Buffer out = plan_.alloc("mlp.out", {C, st.d}, DType::F32, MemCategory::TransientActivations);  // [C, d]
+  be_.linear_forward(a, w.down, nullptr, out);
+  be_.add_inplace(x.rows(r0, C), out);
+}
+
+void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bool finish) {
+  const LayerParams& w = w_layers_[static_cast<size_t>(l)];
+  const MemCategory cat = st.saved_cat;
+  const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+
+  // ---- attention block: x = x + o_proj(attention(rope(q), rope(k), v)) ----
+  s.n1 = plan_.alloc("n1", {st.T, st.d}, DType::F32, cat);
+  s.rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, cat);
+  be_.rmsnorm_forward(x, w.in_norm, eps, s.n1, s.rstd1);
+  s.q = plan_.alloc("q", {st.T, st.qd}, DType::F32, cat);
+  s.k = plan_.alloc("k", {st.T, st.kvd}, DType::F32, cat);
+  s.v = plan_.alloc("v", {st.T, st.kvd}, DType::F32, cat);
+  be_.linear_forward(s.n1, w.q, w.q_bias, s.q);
+  be_.linear_forward(s.n1, w.k, w.k_bias, s.k);
+  be_.linear_forward(s.n1, w.v, w.v_bias, s.v);
+  const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
+  const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
+  be_.rope_forward(q4, st.positions.data(), st.rope);
+  be_.rope_forward(k4, st.positions.data(), st.rope);
+  s.attn = plan_.alloc("attn", {st.T, st.qd}, DType::F32, cat);
+  s.lse = plan_.alloc("lse", {st.B, H, st.S}, DType::F32, cat);
+  AttentionParams ap;
+  ap.causal = true;
+  ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
+  be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
+  {
+    Buffer o = plan_.alloc("o", {st.T, st.d}, DType::F32, MemCategory::TransientActivations);  // [T, d]
+    be_.linear_forward(s.attn, w.o, w.o_bias, o);
+    be_.add_inplace(x, o);
+  }
+  s.h = plan_.alloc("h", {st.T, st.d}, DType::F32, cat);
+  be_.copy(s.h, x);
+
+  // ---- MLP block: x = x + down(silu(gate(n2)) * up(n2)), over chunks of C rows ----
+  s.n2 = plan_.alloc("n2", {st.T, st.d}, DType::F32, cat);
+  s.rstd2 = plan_.alloc("rstd2", {st.T}, DType::F32, cat);
+  be_.rmsnorm_forward(x, w.post_norm, eps, s.n2, s.rstd2);
+  if (!st.policy.mini_sequence) {
+    s.gate = plan_.alloc("mlp.gate", {st.T, st.I}, DType::F32, cat);
+    s.up = plan_.alloc("mlp.up", {st.T, st.I}, DType::F32, cat);
+    s.act = plan_.alloc("mlp.act", {st.T, st.I}, DType::F32, cat);
+    if (!finish) {  // recompute for backward: gate/up/act are needed, the output is not
+      be_.linear_forward(s.n2, w.gate, nullptr, s.gate);
+      be_.linear_forward(s.n2, w.up, nullptr, s.up);
+      be_.swiglu_forward(s.gate, s.up, s.act);
+    }
+  }
+  if (!finish) return;
+  for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
+    MemoryPlan::Phase phase(plan_, "MLP chunk " + std::to_string(r0 / st.mlp_rows));
+    mlp_forward_chunk(st, l, s.n2, x, s, r0, std::min(st.mlp_rows, st.T - r0));
+  }
+}
+
+void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx) {
+  const LayerParams& w = w_layers_[static_cast<size_t>(l)];
+  const LayerParams& g = g_layers_[static_cast<size_t>(l)];
+  const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
+  const MemCategory tr = MemCategory::TransientActivations;
+
+  // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the gradient of the post-attention norm output ----
+  {
+    Buffer dn2 = plan_.alloc("dn2", {st.T, st.d}, DType::F32, tr);
+    for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
+      MemoryPlan::Phase phase(plan_, "MLP chunk " + std::to_string(r0 / st.mlp_rows));
+      const int64_t C = std::min(st.mlp_rows, st.T - r0);
+      const Tensor n2c = s.n2->rows(r0, C), dyc = dx.rows(r0, C);
+      std::optional<Buffer> gate, up, act;
+      Tensor gt, ut, at;  // [C, I]
+      if (st.policy.mini_sequence) {  // recompute this chunk's intermediates from its input
+        gate = plan_.alloc("mlp.gate", {C, st.I}, DType::F32, tr);
+        up = plan_.alloc("mlp.up", {C, st.I}, DType::F32, tr);
+        act = plan_.alloc("mlp.act", {C, st.I}, DType::F32, tr);
+        gt = *gate, ut = *up, at = *act;
+        be_.linear_forward(n2c, w.gate, nullptr, gt);
+        be_.linear_forward(n2c, w.up, nullptr, ut);
+        be_.swiglu_forward(gt, ut, at);
+      } else {
+        gt = s.gate->rows(r0, C), ut = s.up->rows(r0, C), at = s.act->rows(r0, C);
+      }
+      Buffer dact = plan_.alloc("mlp.dact", {C, st.I}, DType::F32, tr);  // [C, I]
+      be_.linear_backward(dyc, at, w.down, dact, &g.down, nullptr, /*dx_accum=*/false);
+      be_.swiglu_backward(dact, gt, ut, /*dgate=*/gt, /*dup=*/ut);  // in place: gate/up become their grads
+      be_.linear_backward(gt, n2c, w.gate, dn2->rows(r0, C), &g.gate, nullptr, /*dx_accum=*/false);
+      be_.linear_backward(ut, n2c, w.up, dn2->rows(r0, C), &g.up, nullptr, /*dx_accum=*/true);
+    }
+    s.gate.release(), s.up.release(), s.act.release();
+    // dx += d(post_attention_layernorm)/dh: dx becomes the gradient of h (residual after attention).
+    be_.rmsnorm_backward(dn2, s.h, w.post_norm, s.rstd2, dx, g.post_norm, /*dx_accum=*/true);
+  }
+  s.n2.release(), s.rstd2.release(), s.h.release();
+
+  // ---- attention backward ----
+  Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, DType::F32, tr);  // [T, qd]
+  be_.linear_backward(dx, s.attn, w.o, dattn, &g.o, g.o_bias, /*dx_accum=*/false);
+  Buffer dq = plan_.alloc("dq", {st.T, st.qd}, DType::F32, tr);
+  Buffer dk = plan_.alloc("dk", {st.T, st.kvd}, DType::F32, tr);
+  Buffer dv = plan_.alloc("dv", {st.T, st.kvd}, DType::F32, tr);
+  AttentionParams ap;
+  ap.causal = true;
+  ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
+  const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
+  const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
+  be_.attention_backward(dattn->view({st.B, st.S, H, D}), q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse,
+                         dq->view({st.B, st.S, H, D}), dk->view({st.B, st.S, Hkv, D}),
+                         dv->view({st.B, st.S, Hkv, D}), ap);
+  dattn.release();
+  s.attn.release(), s.lse.release(), s.q.release(), s.k.release(), s.v.release();
+  be_.rope_backward(dq->view({st.B, st.S, H, D}), st.positions.data(), st.rope);
+  be_.rope_backward(dk->view({st.B, st.S, Hkv, D}), st.positions.data(), st.rope);
+  Buffer dn1 = plan_.alloc("dn1", {st.T, st.d}, DType::F32, tr);  // [T, d]
+  be_.linear_backward(dq, s.n1, w.q, dn1, &g.q, g.q_bias, /*dx_accum=*/false);
+  be_.linear_backward(dk, s.n1, w.k, dn1, &g.k, g.k_bias, /*dx_accum=*/true);
+  be_.linear_backward(dv, s.n1, w.v, dn1, &g.v, g.v_bias, /*dx_accum=*/true);
+  dq.release(), dk.release(), dv.release();
+  // dx += d(input_layernorm)/dx_in: dx becomes the gradient of the layer input.
+  be_.rmsnorm_backward(dn1, x_in, w.in_norm, s.rstd1, dx, g.in_norm, /*dx_accum=*/true);
+}
+
+double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx) {
+  MemoryPlan::Phase phase(plan_, "LM head");
+  const Tensor& w_norm = weights_.get("model.norm.weight");
+  const Tensor& g_norm = grads_.get("model.norm.weight");
+  const std::string head = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const Tensor& w_head = weights_.get(head);  // [V, d]
+  const Tensor& g_head = grads_.get(head);
+  const MemCategory tr = MemCategory::TransientActivations;
+
+  Buffer nf = plan_.alloc("final_norm", {st.T, st.d}, DType::F32, tr);  // [T, d]
+  Buffer rstd = plan_.alloc("final_rstd", {st.T}, DType::F32, tr);
+  be_.rmsnorm_forward(x, w_norm, static_cast<float>(config_.rms_norm_eps), nf, rstd);
+  Buffer dnf = plan_.alloc("dfinal_norm", {st.T, st.d}, DType::F32, tr);
+  const int64_t rows = st.policy.lm_head_chunk_rows(config_, st.T);
+  double loss = 0.0;
+  for (int64_t r0 = 0; r0 < st.T; r0 += rows) {
+    MemoryPlan::Phase chunk(plan_, "chunk " + std::to_string(r0 / rows));
+    const int64_t C = std::min(rows, st.T - r0);
+    Buffer logits = plan_.alloc("logits", {C, st.V}, DType::F32, tr);  // [C, V], becomes dlogits in place
+    be_.linear_forward(nf->rows(r0, C), w_head, nullptr, logits);
+    loss += be_.cross_entropy_forward_backward(logits, st.targets.data() + r0, st.loss_scale);
+    // dW_head += dlogitsᵀ · nf_c (once per chunk, exactly once overall); dnf_c = dlogits · W_head.
+    be_.linear_backward(logits, nf->rows(r0, C), w_head, dnf->rows(r0, C), &g_head, nullptr, /*dx_accum=*/false);
+  }
+  be_.rmsnorm_backward(dnf, x, w_norm, rstd, dx, g_norm, /*dx_accum=*/false);
+  return loss;
+}
+
+double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator) {
+  MS_CHECK(static_cast<int64_t>(batch.input_ids.size()) == batch.rows() &&
+               static_cast<int64_t>(batch.labels.size()) == batch.rows(),
+           "internal: token batch of inconsistent size");
+  Step st;
+  st.B = batch.batch, st.S = batch.seq, st.T = batch.rows();
+  st.d = config_.hidden_size, st.qd = config_.q_dim(), st.kvd = config_.kv_dim();
+  st.I = config_.intermediate_size, st.V = config_.vocab_size;
+  st.positions.resize(static_cast<size_t>(st.S));
+  for (int64_t s = 0; s < st.S; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(s);
+  st.targets = batch.shifted_targets();
+  st.ids = batch.input_ids.data();
+  st.policy = policy;
+  st.mlp_rows = policy.mlp_chunk_rows(config_, st.T);
+  st.saved_cat = policy.checkpointing ? MemCategory::TransientActivations : MemCategory::ResidentActivations;
+  st.loss_scale = loss_denominator > 0 ? 1.0f / static_cast<float>(loss_denominator) : 0.0f;
+  st.rope.theta = static_cast<float>(config_.rope_theta);
+  st.rope.linear_factor = static_cast<float>(config_.rope_linear_factor);
+  const int L = static_cast<int>(config_.num_hidden_layers);
+
+  // ---- forward ----
+  Buffer x = plan_.alloc("residual", {st.T, st.d}, DType::F32, MemCategory::ResidentActivations);  // [T, d]
+  be_.embedding_forward(st.ids, weights_.get("model.embed_tokens.weight"), x);
+  std::vector<Buffer> ckpt;          // [L] × [T, d]: each layer's input
+  std::vector<Saved> saved(policy.checkpointing ? 0 : static_cast<size_t>(L));
+  for (int l = 0; l < L; ++l) {
+    MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " forward");
+    ckpt.push_back(plan_.alloc("layer_input." + std::to_string(l), {st.T, st.d}, DType::F32,
+                               MemCategory::ResidentActivations));
+    be_.copy(ckpt.back(), x);
+    Saved transient;
+    layer_forward(st, l, x, policy.checkpointing ? transient : saved[static_cast<size_t>(l)], /*finish=*/true);
+  }
+
+  // ---- head: loss and the gradient of the last layer's output ----
+  Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, DType::F32, MemCategory::ResidentActivations);
+  const double loss = head_forward_backward(st, x, dx);
+  x.release();
+
+  // ---- backward ----
+  for (int l = L - 1; l >= 0; --l) {
+    MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " backward");
+    const Tensor& x_in = ckpt[static_cast<size_t>(l)];
+    if (policy.checkpointing) {
+      Saved s;
+      {
+        MemoryPlan::Phase re(plan_, "recompute");
+        Buffer xr = plan_.alloc("recompute_input", {st.T, st.d}, DType::F32, MemCategory::TransientActivations);
+        be_.copy(xr, x_in);
+        layer_forward(st, l, xr, s, /*finish=*/false);
+      }
+      layer_backward(st, l, x_in, s, dx);
+    } else {
+      layer_backward(st, l, x_in, saved[static_cast<size_t>(l)], dx);
+      saved.pop_back();
+    }
+    ckpt.pop_back();
+  }
+  be_.embedding_backward(st.ids, dx, grads_.get("model.embed_tokens.weight"));
+  return loss;
+}
+
+}  // namespace miniseq

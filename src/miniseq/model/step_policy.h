@@ -1,0 +1,32 @@
+// How one training step spends memory: activation checkpointing and Mini-Sequence Transformer chunking.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "miniseq/io/model_config.h"
+
+namespace miniseq {
+
+struct StepPolicy {
+  bool mini_sequence = true;     // MsT: MLP and LM head + loss over chunks of rows
+  bool checkpointing = true;     // keep each layer's input, recompute the layer in backward
+  int64_t mlp_chunk_tokens = 0;  // rows per MLP chunk; 0 = hidden_size (the paper's C = d)
+  int64_t lm_head_chunks = 0;    // chunks of the LM head; 0 = ceil(vocab / hidden) (the paper's M)
+
+  // Rows per MLP chunk for T rows (all of them without MsT or when T is smaller: no split).
+  int64_t mlp_chunk_rows(const ModelConfig& c, int64_t T) const {
+    if (!mini_sequence) return T;
+    int64_t C = mlp_chunk_tokens > 0 ? mlp_chunk_tokens : c.hidden_size;
+    return std::clamp<int64_t>(C, 1, T);
+  }
+  // Rows per LM-head chunk: ceil(T / M), the last chunk takes the remainder (no token is dropped).
+  int64_t lm_head_chunk_rows(const ModelConfig& c, int64_t T) const {
+    if (!mini_sequence) return T;
+    int64_t M = lm_head_chunks > 0 ? lm_head_chunks : (c.vocab_size + c.hidden_size - 1) / c.hidden_size;
+    M = std::clamp<int64_t>(M, 1, T);
+    return (T + M - 1) / M;
+  }
+};
+
+}  // namespace miniseq

@@ -1,0 +1,41 @@
+// The dry backend: every op is a no-op. Running the model's real step schedule with it on a dry memory plan gives
+// the exact sequence of allocations (and so the planned peak) without touching memory or computing anything.
+#pragma once
+
+#include "miniseq/ops/backend.h"
+
+namespace miniseq {
+
+class DryBackend final : public Backend {
+ public:
+  explicit DryBackend(Device device = Device::CPU) : device_(device) {}
+  Device device() const override { return device_; }
+  void embedding_forward(const int32_t*, const Tensor&, const Tensor&) override {}
+  void embedding_backward(const int32_t*, const Tensor&, const Tensor&) override {}
+  void rmsnorm_forward(const Tensor&, const Tensor&, float, const Tensor&, const Tensor&) override {}
+  void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                        bool) override {}
+  void linear_forward(const Tensor&, const Tensor&, const Tensor*, const Tensor&) override {}
+  void linear_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*, const Tensor*,
+                       bool) override {}
+  void rope_forward(const Tensor&, const int32_t*, const RopeParams&) override {}
+  void rope_backward(const Tensor&, const int32_t*, const RopeParams&) override {}
+  void attention_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                         const AttentionParams&) override {}
+  void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                          const Tensor&, const Tensor&, const Tensor&, const AttentionParams&) override {}
+  void swiglu_forward(const Tensor&, const Tensor&, const Tensor&) override {}
+  void swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) override {}
+  double cross_entropy_forward_backward(const Tensor&, const int32_t*, float) override { return 0.0; }
+  void add_inplace(const Tensor&, const Tensor&) override {}
+  void scale_inplace(const Tensor&, float) override {}
+  void fill_zero(const Tensor&) override {}
+  void copy(const Tensor&, const Tensor&) override {}
+  double sum_squares(const Tensor&) override { return 0.0; }
+  void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWParams&) override {}
+
+ private:
+  Device device_;
+};
+
+}  // namespace miniseq
