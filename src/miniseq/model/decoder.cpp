@@ -39,8 +39,9 @@ Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan)
     : config_(config),
       be_(backend),
       plan_(plan),
-      weights_(plan, param_specs(config), DType::F32, MemCategory::Weights),
-      grads_(plan, param_specs(config), DType::F32, MemCategory::Grads, "grad:") {
+      act_(backend.activation_dtype()),
+      weights_(plan, param_specs(config), backend.param_dtype(), MemCategory::Weights),
+      grads_(plan, param_specs(config), backend.grad_dtype(), MemCategory::Grads, "grad:") {
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     w_layers_.push_back(layer_params(weights_, l));
     g_layers_.push_back(layer_params(grads_, l));
@@ -77,9 +78,9 @@ void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const T
   std::optional<Buffer> gate, up, act;
   Tensor g, u, a;  // [C, I]
   if (st.policy.mini_sequence) {
-    gate = plan_.alloc("mlp.gate", {C, st.I}, DType::F32, MemCategory::TransientActivations);
-    up = plan_.alloc("mlp.up", {C, st.I}, DType::F32, MemCategory::TransientActivations);
-    act = plan_.alloc("mlp.act", {C, st.I}, DType::F32, MemCategory::TransientActivations);
+    gate = plan_.alloc("mlp.gate", {C, st.I}, act_, MemCategory::TransientActivations);
+    up = plan_.alloc("mlp.up", {C, st.I}, act_, MemCategory::TransientActivations);
+    act = plan_.alloc("mlp.act", {C, st.I}, act_, MemCategory::TransientActivations);
     g = *gate, u = *up, a = *act;
   } else {
     g = s.gate->rows(r0, C), u = s.up->rows(r0, C), a = s.act->rows(r0, C);
@@ -87,7 +88,7 @@ void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const T
   be_.linear_forward(n2c, w.gate, nullptr, g);
   be_.linear_forward(n2c, w.up, nullptr, u);
   be_.swiglu_forward(g, u, a);
-  Buffer out = plan_.alloc("mlp.out", {C, st.d}, DType::F32, MemCategory::TransientActivations);  // [C, d]
+  Buffer out = plan_.alloc("mlp.out", {C, st.d}, act_, MemCategory::TransientActivations);  // [C, d]
   be_.linear_forward(a, w.down, nullptr, out);
   be_.add_inplace(x.rows(r0, C), out);
 }
@@ -99,12 +100,12 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   const float eps = static_cast<float>(config_.rms_norm_eps);
 
   // ---- attention block: x = x + o_proj(attention(rope(q), rope(k), v)) ----
-  s.n1 = plan_.alloc("n1", {st.T, st.d}, DType::F32, cat);
+  s.n1 = plan_.alloc("n1", {st.T, st.d}, act_, cat);
   s.rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, cat);
   be_.rmsnorm_forward(x, w.in_norm, eps, s.n1, s.rstd1);
-  s.q = plan_.alloc("q", {st.T, st.qd}, DType::F32, cat);
-  s.k = plan_.alloc("k", {st.T, st.kvd}, DType::F32, cat);
-  s.v = plan_.alloc("v", {st.T, st.kvd}, DType::F32, cat);
+  s.q = plan_.alloc("q", {st.T, st.qd}, act_, cat);
+  s.k = plan_.alloc("k", {st.T, st.kvd}, act_, cat);
+  s.v = plan_.alloc("v", {st.T, st.kvd}, act_, cat);
   be_.linear_forward(s.n1, w.q, w.q_bias, s.q);
   be_.linear_forward(s.n1, w.k, w.k_bias, s.k);
   be_.linear_forward(s.n1, w.v, w.v_bias, s.v);
@@ -112,28 +113,28 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
   be_.rope_forward(q4, st.positions.data(), st.rope);
   be_.rope_forward(k4, st.positions.data(), st.rope);
-  s.attn = plan_.alloc("attn", {st.T, st.qd}, DType::F32, cat);
+  s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
   s.lse = plan_.alloc("lse", {st.B, H, st.S}, DType::F32, cat);
   AttentionParams ap;
   ap.causal = true;
   ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
   be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
   {
-    Buffer o = plan_.alloc("o", {st.T, st.d}, DType::F32, MemCategory::TransientActivations);  // [T, d]
+    Buffer o = plan_.alloc("o", {st.T, st.d}, act_, MemCategory::TransientActivations);  // [T, d]
     be_.linear_forward(s.attn, w.o, w.o_bias, o);
     be_.add_inplace(x, o);
   }
-  s.h = plan_.alloc("h", {st.T, st.d}, DType::F32, cat);
+  s.h = plan_.alloc("h", {st.T, st.d}, act_, cat);
   be_.copy(s.h, x);
 
   // ---- MLP block: x = x + down(silu(gate(n2)) * up(n2)), over chunks of C rows ----
-  s.n2 = plan_.alloc("n2", {st.T, st.d}, DType::F32, cat);
+  s.n2 = plan_.alloc("n2", {st.T, st.d}, act_, cat);
   s.rstd2 = plan_.alloc("rstd2", {st.T}, DType::F32, cat);
   be_.rmsnorm_forward(x, w.post_norm, eps, s.n2, s.rstd2);
   if (!st.policy.mini_sequence) {
-    s.gate = plan_.alloc("mlp.gate", {st.T, st.I}, DType::F32, cat);
-    s.up = plan_.alloc("mlp.up", {st.T, st.I}, DType::F32, cat);
-    s.act = plan_.alloc("mlp.act", {st.T, st.I}, DType::F32, cat);
+    s.gate = plan_.alloc("mlp.gate", {st.T, st.I}, act_, cat);
+    s.up = plan_.alloc("mlp.up", {st.T, st.I}, act_, cat);
+    s.act = plan_.alloc("mlp.act", {st.T, st.I}, act_, cat);
     if (!finish) {  // recompute for backward: gate/up/act are needed, the output is not
       be_.linear_forward(s.n2, w.gate, nullptr, s.gate);
       be_.linear_forward(s.n2, w.up, nullptr, s.up);
@@ -155,7 +156,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
 
   // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the gradient of the post-attention norm output ----
   {
-    Buffer dn2 = plan_.alloc("dn2", {st.T, st.d}, DType::F32, tr);
+    Buffer dn2 = plan_.alloc("dn2", {st.T, st.d}, act_, tr);
     for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
       MemoryPlan::Phase phase(plan_, "MLP chunk " + std::to_string(r0 / st.mlp_rows));
       const int64_t C = std::min(st.mlp_rows, st.T - r0);
@@ -163,9 +164,9 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
       std::optional<Buffer> gate, up, act;
       Tensor gt, ut, at;  // [C, I]
       if (st.policy.mini_sequence) {  // recompute this chunk's intermediates from its input
-        gate = plan_.alloc("mlp.gate", {C, st.I}, DType::F32, tr);
-        up = plan_.alloc("mlp.up", {C, st.I}, DType::F32, tr);
-        act = plan_.alloc("mlp.act", {C, st.I}, DType::F32, tr);
+        gate = plan_.alloc("mlp.gate", {C, st.I}, act_, tr);
+        up = plan_.alloc("mlp.up", {C, st.I}, act_, tr);
+        act = plan_.alloc("mlp.act", {C, st.I}, act_, tr);
         gt = *gate, ut = *up, at = *act;
         be_.linear_forward(n2c, w.gate, nullptr, gt);
         be_.linear_forward(n2c, w.up, nullptr, ut);
@@ -173,7 +174,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
       } else {
         gt = s.gate->rows(r0, C), ut = s.up->rows(r0, C), at = s.act->rows(r0, C);
       }
-      Buffer dact = plan_.alloc("mlp.dact", {C, st.I}, DType::F32, tr);  // [C, I]
+      Buffer dact = plan_.alloc("mlp.dact", {C, st.I}, act_, tr);  // [C, I]
       be_.linear_backward(dyc, at, w.down, dact, &g.down, nullptr, /*dx_accum=*/false);
       be_.swiglu_backward(dact, gt, ut, /*dgate=*/gt, /*dup=*/ut);  // in place: gate/up become their grads
       be_.linear_backward(gt, n2c, w.gate, dn2->rows(r0, C), &g.gate, nullptr, /*dx_accum=*/false);
@@ -186,11 +187,11 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
   s.n2.release(), s.rstd2.release(), s.h.release();
 
   // ---- attention backward ----
-  Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, DType::F32, tr);  // [T, qd]
+  Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
   be_.linear_backward(dx, s.attn, w.o, dattn, &g.o, g.o_bias, /*dx_accum=*/false);
-  Buffer dq = plan_.alloc("dq", {st.T, st.qd}, DType::F32, tr);
-  Buffer dk = plan_.alloc("dk", {st.T, st.kvd}, DType::F32, tr);
-  Buffer dv = plan_.alloc("dv", {st.T, st.kvd}, DType::F32, tr);
+  Buffer dq = plan_.alloc("dq", {st.T, st.qd}, act_, tr);
+  Buffer dk = plan_.alloc("dk", {st.T, st.kvd}, act_, tr);
+  Buffer dv = plan_.alloc("dv", {st.T, st.kvd}, act_, tr);
   AttentionParams ap;
   ap.causal = true;
   ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
@@ -203,7 +204,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
   s.attn.release(), s.lse.release(), s.q.release(), s.k.release(), s.v.release();
   be_.rope_backward(dq->view({st.B, st.S, H, D}), st.positions.data(), st.rope);
   be_.rope_backward(dk->view({st.B, st.S, Hkv, D}), st.positions.data(), st.rope);
-  Buffer dn1 = plan_.alloc("dn1", {st.T, st.d}, DType::F32, tr);  // [T, d]
+  Buffer dn1 = plan_.alloc("dn1", {st.T, st.d}, act_, tr);  // [T, d]
   be_.linear_backward(dq, s.n1, w.q, dn1, &g.q, g.q_bias, /*dx_accum=*/false);
   be_.linear_backward(dk, s.n1, w.k, dn1, &g.k, g.k_bias, /*dx_accum=*/true);
   be_.linear_backward(dv, s.n1, w.v, dn1, &g.v, g.v_bias, /*dx_accum=*/true);
@@ -221,16 +222,16 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
   const Tensor& g_head = grads_.get(head);
   const MemCategory tr = MemCategory::TransientActivations;
 
-  Buffer nf = plan_.alloc("final_norm", {st.T, st.d}, DType::F32, tr);  // [T, d]
+  Buffer nf = plan_.alloc("final_norm", {st.T, st.d}, act_, tr);  // [T, d]
   Buffer rstd = plan_.alloc("final_rstd", {st.T}, DType::F32, tr);
   be_.rmsnorm_forward(x, w_norm, static_cast<float>(config_.rms_norm_eps), nf, rstd);
-  Buffer dnf = plan_.alloc("dfinal_norm", {st.T, st.d}, DType::F32, tr);
+  Buffer dnf = plan_.alloc("dfinal_norm", {st.T, st.d}, act_, tr);
   const int64_t rows = st.policy.lm_head_chunk_rows(config_, st.T);
   double loss = 0.0;
   for (int64_t r0 = 0; r0 < st.T; r0 += rows) {
     MemoryPlan::Phase chunk(plan_, "chunk " + std::to_string(r0 / rows));
     const int64_t C = std::min(rows, st.T - r0);
-    Buffer logits = plan_.alloc("logits", {C, st.V}, DType::F32, tr);  // [C, V], becomes dlogits in place
+    Buffer logits = plan_.alloc("logits", {C, st.V}, act_, tr);  // [C, V], becomes dlogits in place
     be_.linear_forward(nf->rows(r0, C), w_head, nullptr, logits);
     loss += be_.cross_entropy_forward_backward(logits, st.targets.data() + r0, st.loss_scale);
     // dW_head += dlogitsᵀ · nf_c (once per chunk, exactly once overall); dnf_c = dlogits · W_head.
@@ -261,13 +262,13 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   const int L = static_cast<int>(config_.num_hidden_layers);
 
   // ---- forward ----
-  Buffer x = plan_.alloc("residual", {st.T, st.d}, DType::F32, MemCategory::ResidentActivations);  // [T, d]
+  Buffer x = plan_.alloc("residual", {st.T, st.d}, act_, MemCategory::ResidentActivations);  // [T, d]
   be_.embedding_forward(st.ids, weights_.get("model.embed_tokens.weight"), x);
   std::vector<Buffer> ckpt;          // [L] × [T, d]: each layer's input
   std::vector<Saved> saved(policy.checkpointing ? 0 : static_cast<size_t>(L));
   for (int l = 0; l < L; ++l) {
     MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " forward");
-    ckpt.push_back(plan_.alloc("layer_input." + std::to_string(l), {st.T, st.d}, DType::F32,
+    ckpt.push_back(plan_.alloc("layer_input." + std::to_string(l), {st.T, st.d}, act_,
                                MemCategory::ResidentActivations));
     be_.copy(ckpt.back(), x);
     Saved transient;
@@ -275,7 +276,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   }
 
   // ---- head: loss and the gradient of the last layer's output ----
-  Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, DType::F32, MemCategory::ResidentActivations);
+  Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, act_, MemCategory::ResidentActivations);
   const double loss = head_forward_backward(st, x, dx);
   x.release();
 
@@ -287,7 +288,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
       Saved s;
       {
         MemoryPlan::Phase re(plan_, "recompute");
-        Buffer xr = plan_.alloc("recompute_input", {st.T, st.d}, DType::F32, MemCategory::TransientActivations);
+        Buffer xr = plan_.alloc("recompute_input", {st.T, st.d}, act_, MemCategory::TransientActivations);
         be_.copy(xr, x_in);
         layer_forward(st, l, xr, s, /*finish=*/false);
       }

@@ -19,7 +19,7 @@ namespace miniseq {
 
 class Decoder {
  public:
-  // Allocates the weights (Weights) and their gradients (Grads), fp32, uninitialized.
+  // Allocates the weights (Weights) and their gradients (Grads) in the backend's dtypes, uninitialized.
   Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan);
 
   const ModelConfig& config() const { return config_; }
@@ -54,6 +54,7 @@ class Decoder {
   ModelConfig config_;
   Backend& be_;
   MemoryPlan& plan_;
+  DType act_;  // activation storage dtype (backend.activation_dtype())
   ParamSet weights_, grads_;
   std::vector<LayerParams> w_layers_, g_layers_;
 };

@@ -30,12 +30,14 @@ struct RopeParams {
   float linear_factor = 1.0f;  // linear scaling (position interpolation): positions are divided by it
 };
 
+// Hyperparameters in double, as torch holds them (Python floats): torch derives 1 − β, 1 − lr·wd and the bias
+// corrections in double and rounds only the results to fp32. From a float β2 = 0.999f, 1 − β2 would be off by 1e-5.
 struct AdamWParams {
-  float lr = 0.0f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;
+  double lr = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
   int64_t step = 1;        // 1-based, for bias correction
   float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
 };
@@ -44,6 +46,12 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual Device device() const = 0;
+  // Storage dtypes of the training step on this backend: parameters, their gradients, and activations (the
+  // residual stream, projections, MLP and logits chunks). Per-row statistics (rstd, lse) are always F32.
+  // CPU: all F32 (the specification). CUDA: BF16 weights and activations with fp32 accumulation.
+  virtual DType param_dtype() const { return DType::F32; }
+  virtual DType grad_dtype() const { return DType::F32; }
+  virtual DType activation_dtype() const { return DType::F32; }
 
   // ---- embedding: ids [T] (int32), table [V, d] -> out [T, d] ----
   virtual void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) = 0;

@@ -8,8 +8,14 @@ namespace miniseq {
 
 class DryBackend final : public Backend {
  public:
-  explicit DryBackend(Device device = Device::CPU) : device_(device) {}
+  // Plans for `device` with the given storage dtypes (e.g. the CUDA backend's BF16 on a machine without a GPU).
+  explicit DryBackend(Device device = Device::CPU, DType params = DType::F32, DType grads = DType::F32,
+                      DType activations = DType::F32)
+      : device_(device), params_(params), grads_(grads), acts_(activations) {}
   Device device() const override { return device_; }
+  DType param_dtype() const override { return params_; }
+  DType grad_dtype() const override { return grads_; }
+  DType activation_dtype() const override { return acts_; }
   void embedding_forward(const int32_t*, const Tensor&, const Tensor&) override {}
   void embedding_backward(const int32_t*, const Tensor&, const Tensor&) override {}
   void rmsnorm_forward(const Tensor&, const Tensor&, float, const Tensor&, const Tensor&) override {}
@@ -36,6 +42,7 @@ class DryBackend final : public Backend {
 
  private:
   Device device_;
+  DType params_, grads_, acts_;
 };
 
 }  // namespace miniseq
