@@ -66,7 +66,8 @@ class Backend {
 
   // ---- linear: y [T, out] = x [T, in] · W [out, in]ᵀ (+ b [out]) ----
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
-  // dx [T, in] = dy·W (+= when dx_accum; skipped when dx is empty), dW += dyᵀ·x, db += Σ_T dy (when db non-null)
+  // dx [T, in] = dy·W (+= when dx_accum; skipped when dx is a default Tensor() with no data), dW += dyᵀ·x (when
+  // dw non-null), db += Σ_T dy (when db non-null)
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
                                const Tensor* dw, const Tensor* db, bool dx_accum) = 0;
 

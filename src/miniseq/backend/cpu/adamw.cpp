@@ -4,7 +4,8 @@
 //   m ← m + (1−β1)·(g − m)                             torch's lerp_(g, 1−β1) for weight < 0.5
 //   v ← β2·v + (1−β2)·g²
 //   p ← p − (lr / (1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)   eps added AFTER the bias correction of v
-// The step-dependent scalars are computed in double as Python does, then used in fp32.
+// The scalars (1 − β, 1 − lr·wd, bias corrections, lr / bc1) are computed in double as Python does, then
+// rounded to fp32 as torch does when it hands them to its fp32 kernels.
 #include <cmath>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
@@ -15,14 +16,14 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
                             const AdamWParams& p) {
   const int64_t n = param.numel();
   MS_DASSERT(grad.numel() == n && m.numel() == n && v.numel() == n && p.step >= 1);
-  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
-  const float step_size = static_cast<float>(static_cast<double>(p.lr) / bc1);
+  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
+  const float step_size = static_cast<float>(p.lr / bc1);
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  const float decay = static_cast<float>(1.0 - static_cast<double>(p.lr) * p.weight_decay);
-  const float w1 = static_cast<float>(1.0 - static_cast<double>(p.beta1));
-  const float w2 = static_cast<float>(1.0 - static_cast<double>(p.beta2));
-  const float b2 = p.beta2, eps = p.eps, gs = p.grad_scale;
+  const float decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
+  const float w1 = static_cast<float>(1.0 - p.beta1);
+  const float w2 = static_cast<float>(1.0 - p.beta2);
+  const float b2 = static_cast<float>(p.beta2), eps = static_cast<float>(p.eps), gs = p.grad_scale;
   float* pp = param.f32();
   const float* pg = grad.f32();
   float* pm = m.f32();

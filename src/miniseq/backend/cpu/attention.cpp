@@ -29,8 +29,8 @@ namespace miniseq {
 
 namespace {
 
-constexpr int64_t kQTile = 64;  // query positions per tile (× G stacked heads = rows of the tile products)
-constexpr int64_t kKTile = 64;  // keys per tile; also the leading dimension of the score buffers
+constexpr int64_t kQTile = 64;   // query positions per tile (× G stacked heads = rows of the tile products)
+constexpr int64_t kKTile = 128;  // keys per tile; also the leading dimension of the score buffers
 
 struct Geometry {
   int64_t B, S, H, Hkv, D, G;

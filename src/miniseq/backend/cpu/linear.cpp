@@ -32,7 +32,7 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
   if (T == 0) return;
   const int iT = static_cast<int>(T), iin = static_cast<int>(in), iout = static_cast<int>(out);
   // dx [T, in] = dy [T, out] · W [out, in]
-  if (!dx.empty()) {
+  if (dx.data != nullptr && !dx.empty()) {  // a default Tensor() (null data) means: no input gradient
     MS_DASSERT(dx.numel() == T * in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iT, iin, iout, 1.0f, dy.f32(), iout, w.f32(), iin,
                 dx_accum ? 1.0f : 0.0f, dx.f32(), iin);
