@@ -6,6 +6,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "miniseq/ops/attention_mask.h"
 #include "miniseq/ops/backend.h"
 #include "support/op_check.h"
 
@@ -153,4 +154,33 @@ TEST(AttentionCpu, ExplicitScale) {
   Vec rout, rlse;
   ref::attention_forward(to_double(q), to_double(k), to_double(v), a, rout, rlse);
   EXPECT_TRUE(all_close(out, rout, fp32_tol(c.S + c.D, 3.0)));
+}
+
+// The convention itself, pinned to docs/goldens.md (Hugging Face Mistral, transformers 5.24.0): query i sees
+// key j iff j <= i and i − j < W. Kernel and reference share AttentionMask, so only this test guards the
+// convention.
+TEST(AttentionMask, MatchesHuggingFaceMistralConvention) {
+  const AttentionMask m{/*seq=*/10, /*causal=*/true, /*window=*/3};
+  for (int64_t i = 0; i < 10; ++i)
+    for (int64_t j = 0; j < 10; ++j) EXPECT_EQ(m.allowed(i, j), j <= i && i - j < 3) << i << "," << j;
+  EXPECT_EQ(m.first_key(5), 3);
+  EXPECT_EQ(m.last_key(5), 5);
+  const AttentionMask causal{10, true, 0};
+  EXPECT_TRUE(causal.allowed(9, 0));
+  EXPECT_FALSE(causal.allowed(3, 4));
+  const AttentionMask full{10, false, 0};
+  EXPECT_TRUE(full.allowed(3, 9));
+  // tile classification agrees with the element rule
+  for (int64_t i0 = 0; i0 < 10; i0 += 3)
+    for (int64_t j0 = 0; j0 < 10; j0 += 4) {
+      const int64_t i1 = std::min<int64_t>(i0 + 3, 10), j1 = std::min<int64_t>(j0 + 4, 10);
+      bool any = false, all = true;
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) {
+          any |= m.allowed(i, j);
+          all &= m.allowed(i, j);
+        }
+      EXPECT_EQ(m.tile_any(i0, i1, j0, j1), any) << i0 << "," << j0;
+      EXPECT_EQ(m.tile_all(i0, i1, j0, j1), all) << i0 << "," << j0;
+    }
 }
