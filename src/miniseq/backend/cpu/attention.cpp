@@ -178,52 +178,48 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
 
 #pragma omp parallel
   {
-    std::vector<float> qt(static_cast<size_t>(max_rows * g.D)), dot(static_cast<size_t>(max_rows * g.D));
+    std::vector<float> qt(static_cast<size_t>(max_rows * g.D)), dot(static_cast<size_t>(max_rows * g.D)),
+        dqt(static_cast<size_t>(max_rows * g.D));
     std::vector<float> pt(static_cast<size_t>(max_rows * kKTile)),
         dpt(static_cast<size_t>(max_rows * kKTile));
-    std::vector<float> dkt(static_cast<size_t>(kKTile * g.D)), dvt(static_cast<size_t>(kKTile * g.D));
-    std::vector<float> di(static_cast<size_t>(g.G * g.S)), lse_t(static_cast<size_t>(max_rows)),
-        di_t(static_cast<size_t>(max_rows));
+    std::vector<float> lse_t(static_cast<size_t>(max_rows)), di_t(static_cast<size_t>(max_rows));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t kvh = task % g.Hkv, b = task / g.Hkv;
-      // dq rows of this group start at zero (written, not accumulated); Di = rowsum(dO ∘ O) per head and
-      // position.
-      for (int64_t hg = 0; hg < g.G; ++hg)
-        for (int64_t i = 0; i < g.S; ++i) {
-          const int64_t off = g.q_off(b, i, kvh * g.G + hg);
-          std::fill_n(pdq + off, g.D, 0.0f);
-          float s = 0.0f;
+      for (int64_t j = 0; j < g.S; ++j) {  // dk, dv of this kv head: accumulated below, from zero
+        std::fill_n(pdk + g.kv_off(b, j, kvh), g.D, 0.0f);
+        std::fill_n(pdv + g.kv_off(b, j, kvh), g.D, 0.0f);
+      }
+      for (int64_t i0 = 0; i0 < g.S; i0 += kQTile) {
+        const int64_t nq = std::min(kQTile, g.S - i0), M = g.G * nq;
+        gather_q(g, pq, b, kvh, i0, nq, qt.data());
+        gather_q(g, pdo, b, kvh, i0, nq, dot.data());
+        std::fill_n(dqt.data(), M * g.D, 0.0f);
+        for (int64_t hg = 0; hg < g.G; ++hg)
+          for (int64_t ii = 0; ii < nq; ++ii) {
+            const int64_t r = hg * nq + ii, h = kvh * g.G + hg;
+            lse_t[static_cast<size_t>(r)] = plse[(b * g.H + h) * g.S + i0 + ii];
+            const float* orow = po + g.q_off(b, i0 + ii, h);
+            const float* drow = dot.data() + r * g.D;
+            float s = 0.0f;  // Di = rowsum(dO ∘ O)
 #pragma omp simd reduction(+ : s)
-          for (int64_t c = 0; c < g.D; ++c) s += pdo[off + c] * po[off + c];
-          di[static_cast<size_t>(hg * g.S + i)] = s;
-        }
-      for (int64_t j0 = 0; j0 < g.S; j0 += kKTile) {
-        const int64_t nk = std::min(kKTile, g.S - j0);
-        const float* kt = pk + g.kv_off(b, j0, kvh);
-        const float* vt = pv + g.kv_off(b, j0, kvh);
-        std::fill_n(dkt.data(), nk * g.D, 0.0f);
-        std::fill_n(dvt.data(), nk * g.D, 0.0f);
-        bool any = false;
-        for (int64_t i0 = 0; i0 < g.S; i0 += kQTile) {
-          const int64_t nq = std::min(kQTile, g.S - i0), M = g.G * nq;
+            for (int64_t c = 0; c < g.D; ++c) s += drow[c] * orow[c];
+            di_t[static_cast<size_t>(r)] = s;
+          }
+        const int64_t jlo = g.mask.first_key(i0), jhi = g.mask.last_key(i0 + nq - 1);
+        for (int64_t j0 = jlo; j0 <= jhi; j0 += kKTile) {
+          const int64_t nk = std::min(kKTile, jhi + 1 - j0);
           if (!g.mask.tile_any(i0, i0 + nq, j0, j0 + nk)) continue;
-          any = true;
-          gather_q(g, pq, b, kvh, i0, nq, qt.data());
-          gather_q(g, pdo, b, kvh, i0, nq, dot.data());
-          for (int64_t hg = 0; hg < g.G; ++hg)
-            for (int64_t ii = 0; ii < nq; ++ii) {
-              lse_t[static_cast<size_t>(hg * nq + ii)] = plse[(b * g.H + kvh * g.G + hg) * g.S + i0 + ii];
-              di_t[static_cast<size_t>(hg * nq + ii)] = di[static_cast<size_t>(hg * g.S + i0 + ii)];
-            }
+          const float* kt = pk + g.kv_off(b, j0, kvh);
+          const float* vt = pv + g.kv_off(b, j0, kvh);
           tile_scores(g, qt.data(), kt, M, nq, i0, j0, nk, pt.data());
           for (int64_t r = 0; r < M; ++r) {  // P = exp(Sc − lse), 0 where masked
             float* row = pt.data() + r * kKTile;
             cpu::exp_affine_sum(row, 1.0f, -lse_t[static_cast<size_t>(r)], row, nk);
           }
-          // dV [nk, D] += Pᵀ · dO
+          // dV [nk, D] += Pᵀ · dO, straight into dv (owned by this task)
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ci(nk), ci(g.D), ci(M), 1.0f, pt.data(),
-                      ci(kKTile), dot.data(), ci(g.D), 1.0f, dvt.data(), ci(g.D));
+                      ci(kKTile), dot.data(), ci(g.D), 1.0f, pdv + g.kv_off(b, j0, kvh), ci(g.kv_stride()));
           // dP [M, nk] = dO · Vᵀ
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ci(M), ci(nk), ci(g.D), 1.0f, dot.data(),
                       ci(g.D), vt, ci(g.kv_stride()), 0.0f, dpt.data(), ci(kKTile));
@@ -234,25 +230,17 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
 #pragma omp simd
             for (int64_t c = 0; c < nk; ++c) drow[c] = g.scale * prow[c] * (drow[c] - dr);
           }
-          // dK [nk, D] += dSᵀ · Q
+          // dK [nk, D] += dSᵀ · Q, straight into dk
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ci(nk), ci(g.D), ci(M), 1.0f, dpt.data(),
-                      ci(kKTile), qt.data(), ci(g.D), 1.0f, dkt.data(), ci(g.D));
-          // dQ [nq, D] += dS · K, straight into dq for each head of the group
-          for (int64_t hg = 0; hg < g.G; ++hg)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ci(nq), ci(g.D), ci(nk), 1.0f,
-                        dpt.data() + hg * nq * kKTile, ci(kKTile), kt, ci(g.kv_stride()), 1.0f,
-                        pdq + g.q_off(b, i0, kvh * g.G + hg), ci(g.q_stride()));
+                      ci(kKTile), qt.data(), ci(g.D), 1.0f, pdk + g.kv_off(b, j0, kvh), ci(g.kv_stride()));
+          // dQ tile [M, D] += dS · K
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ci(M), ci(g.D), ci(nk), 1.0f, dpt.data(),
+                      ci(kKTile), kt, ci(g.kv_stride()), 1.0f, dqt.data(), ci(g.D));
         }
-        for (int64_t jj = 0; jj < nk; ++jj) {
-          const int64_t off = g.kv_off(b, j0 + jj, kvh);
-          if (any) {
-            std::memcpy(pdk + off, dkt.data() + jj * g.D, static_cast<size_t>(g.D) * sizeof(float));
-            std::memcpy(pdv + off, dvt.data() + jj * g.D, static_cast<size_t>(g.D) * sizeof(float));
-          } else {
-            std::fill_n(pdk + off, g.D, 0.0f);
-            std::fill_n(pdv + off, g.D, 0.0f);
-          }
-        }
+        for (int64_t hg = 0; hg < g.G; ++hg)
+          for (int64_t ii = 0; ii < nq; ++ii)
+            std::memcpy(pdq + g.q_off(b, i0 + ii, kvh * g.G + hg), dqt.data() + (hg * nq + ii) * g.D,
+                        static_cast<size_t>(g.D) * sizeof(float));
       }
     }
   }
