@@ -1,5 +1,7 @@
 // Linear layers as nn.Linear: y = x·Wᵀ + b with W [out, in], all products through OpenBLAS sgemm.
 // x, dx [T, in]; y, dy [T, out]; W, dW [out, in]; b, db [out].
+#include <algorithm>
+
 #include <cblas.h>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
@@ -43,16 +45,24 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iout, iin, iT, 1.0f, dy.f32(), iout, x.f32(), iin,
                 1.0f, dw->f32(), iin);
   }
-  // db [out] += Σ_t dy[t]; threads split the columns so the order over t is fixed.
+  // db [out] += Σ_t dy[t]: threads split the columns in blocks (rows stream through contiguously, the order
+  // over t is fixed, so the result does not depend on the thread count).
   if (db) {
     MS_DASSERT(db->numel() == out);
     const float* g = dy.f32();
     float* pdb = db->f32();
+    constexpr int64_t kCols = 64;
+    const int64_t nblocks = (out + kCols - 1) / kCols;
 #pragma omp parallel for schedule(static) if (T * out > (1 << 15))
-    for (int64_t o = 0; o < out; ++o) {
-      double s = 0.0;
-      for (int64_t t = 0; t < T; ++t) s += g[t * out + o];
-      pdb[o] += static_cast<float>(s);
+    for (int64_t cb = 0; cb < nblocks; ++cb) {
+      const int64_t c0 = cb * kCols, nc = std::min(kCols, out - c0);
+      double acc[kCols] = {};
+      for (int64_t t = 0; t < T; ++t) {
+        const float* row = g + t * out + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < nc; ++c) acc[c] += row[c];
+      }
+      for (int64_t c = 0; c < nc; ++c) pdb[c0 + c] += static_cast<float>(acc[c]);
     }
   }
 }
