@@ -1,0 +1,94 @@
+// `miniseq train`: LongLoRA fine-tune.py's command line, natively. Flags: train/train_args.cpp (one table);
+// the loop: train/trainer.cpp; `--preset demo` trains a tiny Mistral on synthetic passkey documents.
+#include <cstdio>
+#include <filesystem>
+
+#include "miniseq/cli/commands.h"
+#include "miniseq/train/demo_preset.h"
+#include "miniseq/train/model_setup.h"
+#include "miniseq/train/trainer.h"
+
+namespace miniseq::cli {
+
+namespace {
+
+std::string gib(size_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return b;
+}
+
+// The demo's defaults, applied unless the flag was given on the command line.
+void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {
+  const std::pair<const char*, const char*> defaults[] = {
+      {"output_dir", "demo-out/train"}, {"model_max_length", "4096"},   {"per_device_train_batch_size", "1"},
+      {"max_steps", "60"},              {"learning_rate", "2e-3"},      {"warmup_steps", "5"},
+      {"lr_scheduler_type", "cosine"},  {"logging_steps", "5"},         {"save_steps", "30"},
+      {"save_total_limit", "1"},        {"weight_decay", "0.0"},        {"seed", "42"}};
+  for (const auto& [name, value] : defaults)
+    if (!f.given(name)) args.push_back(std::string("--") + name + "=" + value);
+}
+
+}  // namespace
+
+int cmd_train(const Args& raw_args) {
+  Flags f = train_flags();
+  if (!f.parse(raw_args)) return 0;
+  TrainSetup setup;
+  Dataset data;
+  if (f.str("preset") == "demo") {
+    Args args = raw_args;
+    apply_demo_defaults(f, args);
+    f = train_flags();
+    f.parse(args);
+    setup.args = train_args_from(f);
+    setup.file_config = setup.config = demo_model_config(setup.args.model_max_length);
+    const uint64_t seed = static_cast<uint64_t>(setup.args.seed);
+    setup.init_weights = [seed](const ParamSet& w) { init_random_weights(w, seed); };
+    const int64_t S = setup.args.model_max_length;
+    data = Dataset::from_stream(demo_token_stream(S * 24, S * 3 / 4, seed),
+                                DataSpec{S, setup.config.vocab_size, -1, 0});
+  } else {
+    MS_CHECK(f.str("preset").empty(), "--preset '", f.str("preset"), "' is unknown (available: demo)");
+    setup.args = train_args_from(f);
+    const TrainArgs& a = setup.args;
+    MS_CHECK(!a.model_name_or_path.empty(), "--model_name_or_path is required (a local model directory)");
+    MS_CHECK(!a.data_path.empty(), "--data_path is required (JSONL with \"text\" or \"input_ids\")");
+    MS_CHECK(std::filesystem::is_directory(a.model_name_or_path), "--model_name_or_path ", a.model_name_or_path,
+             " is not a directory; miniseq reads local Hugging Face model directories (download it first)");
+    setup.model_dir = a.model_name_or_path;
+    setup.file_config = load_model_config(a.model_name_or_path);
+    setup.config = setup.file_config;
+    setup.config.rope_linear_factor = rope_factor_for(setup.file_config, a.model_max_length);
+    const ModelConfig& c = setup.config;
+    DataSpec spec;
+    spec.seq = a.model_max_length;
+    spec.vocab = c.vocab_size;
+    spec.eos_id = c.eos_token_id ? static_cast<int32_t>(*c.eos_token_id) : -1;
+    spec.pad_id = c.pad_token_id ? static_cast<int32_t>(*c.pad_token_id) : std::max(spec.eos_id, 0);
+    data = Dataset::from_jsonl(a.data_path, spec, TokenizeFn());
+    setup.tokenizer_dir = a.model_name_or_path;
+  }
+  setup.data = &data;
+  std::printf("miniseq train, effective configuration:\n%s", f.effective_config().c_str());
+  if (setup.config.rope_linear_factor != setup.file_config.rope_linear_factor)
+    std::printf("RoPE linear scaling: factor %g for model_max_length %lld (max_position_embeddings %lld)\n",
+                setup.config.rope_linear_factor, (long long)setup.args.model_max_length,
+                (long long)setup.config.max_position_embeddings);
+  std::fflush(stdout);
+
+  const TrainResult r = run_training(setup);
+  std::printf("loss %.4f -> %.4f over %lld steps\n", r.first_loss, r.last_loss, (long long)r.steps);
+  // What MsT bought: the same run planned without it.
+  TrainArgs no_mst = setup.args;
+  no_mst.mini_sequence = false;
+  const MemReport without = plan_training(setup.config, no_mst, policy_from(no_mst));
+  std::printf("planned peak: %s with mini-sequence, %s without (checkpointing %s)\n",
+              gib(r.planned.arena_bytes).c_str(), gib(without.arena_bytes).c_str(),
+              setup.args.gradient_checkpointing ? "on" : "off");
+  if (r.interrupted) return 130;
+  std::printf("final model: %s (checkpoints: %s/checkpoint-*)\n", r.final_dir.c_str(), setup.args.output_dir.c_str());
+  return 0;
+}
+
+}  // namespace miniseq::cli

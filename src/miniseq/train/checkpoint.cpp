@@ -1,0 +1,198 @@
+#include "miniseq/train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "miniseq/io/safetensors.h"
+
+namespace miniseq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int g_fault_after = -1;
+int g_files_written = 0;
+
+void count_file(const std::string& what) {
+  ++g_files_written;
+  if (g_fault_after >= 0 && g_files_written > g_fault_after) {
+    g_fault_after = -1;
+    fail("simulated crash while saving ", what);
+  }
+}
+
+const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                 "tokenizer.model", "generation_config.json"};
+
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_model(const SaveRequest& r, const fs::path& dir) {
+  write_file_atomic((dir / "config.json").string(), r.config->to_json().dump(2) + "\n");
+  count_file("config.json");
+  std::vector<TensorToWrite> tensors;
+  r.weights->for_each([&](const ParamSpec& s, const Tensor& t) { tensors.push_back({s.name, t, r.weights_dtype}); });
+  write_safetensors_model(dir.string(), tensors, {{"format", "pt"}}, r.max_shard_bytes);
+  count_file("model weights");
+  for (const char* name : kTokenizerFiles) {
+    if (r.tokenizer_overrides.contains(name)) {
+      write_file_atomic((dir / name).string(), r.tokenizer_overrides[name].get<std::string>());
+    } else if (!r.tokenizer_dir.empty() && fs::exists(fs::path(r.tokenizer_dir) / name)) {
+      write_file_atomic((dir / name).string(), read_file(fs::path(r.tokenizer_dir) / name));
+    } else {
+      continue;
+    }
+    count_file(name);
+  }
+}
+
+}  // namespace
+
+void set_save_fault_for_testing(int files) {
+  g_fault_after = files;
+  g_files_written = 0;
+}
+
+void save_model_files(const SaveRequest& r) {
+  fs::create_directories(r.dir);
+  write_model(r, r.dir);
+}
+
+void save_checkpoint(const SaveRequest& r) {
+  const fs::path final_dir(r.dir);
+  const fs::path parent = final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path();
+  fs::create_directories(parent);
+  const fs::path tmp = parent / (".tmp-" + final_dir.filename().string() + "." + std::to_string(getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_model(r, tmp);
+    if (r.exp_avg) {
+      std::vector<TensorToWrite> state;
+      r.exp_avg->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg." + s.name, t, DType::F32}); });
+      r.exp_avg_sq->for_each(
+          [&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg_sq." + s.name, t, DType::F32}); });
+      if (r.weights_dtype != DType::F32)  // the saved model is rounded: keep the exact fp32 weights for resume
+        r.weights->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"master." + s.name, t, DType::F32}); });
+      write_safetensors((tmp / "optimizer.safetensors").string(), state, {{"format", "miniseq-adamw"}});
+      count_file("optimizer.safetensors");
+    }
+    if (r.progress) {
+      const TrainProgress& p = *r.progress;
+      nlohmann::json j = {{"global_step", p.global_step},   {"epoch", p.epoch},
+                          {"micro_in_epoch", p.micro_in_epoch}, {"total_steps", p.total_steps},
+                          {"seed", p.seed},                 {"tokens_seen", p.tokens_seen},
+                          {"log_history", p.log_history},   {"writer", "miniseq"}};
+      write_file_atomic((tmp / "trainer_state.json").string(), j.dump(2) + "\n");
+      count_file("trainer_state.json");
+    }
+    fsync_dir(tmp);
+    // Swap into place: an existing directory of the same name is moved aside first, then removed.
+    if (fs::exists(final_dir)) {
+      const fs::path old = parent / (".old-" + final_dir.filename().string() + "." + std::to_string(getpid()));
+      fs::remove_all(old);
+      fs::rename(final_dir, old);
+      fs::rename(tmp, final_dir);
+      fs::remove_all(old);
+    } else {
+      fs::rename(tmp, final_dir);
+    }
+    fsync_dir(parent);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, const ParamSet& exp_avg,
+                            const ParamSet& exp_avg_sq) {
+  const fs::path d(dir);
+  MS_CHECK(fs::is_directory(d), dir, ": checkpoint directory does not exist");
+  const fs::path state_path = d / "trainer_state.json";
+  const fs::path opt_path = d / "optimizer.safetensors";
+  MS_CHECK(fs::exists(state_path) && fs::exists(opt_path), dir,
+           ": not a miniseq checkpoint (needs trainer_state.json and optimizer.safetensors)");
+  SafetensorsFile opt(opt_path.string());
+  const bool has_master = opt.find("master." + weights.specs().front().name) != nullptr;
+  if (has_master) {
+    weights.for_each([&](const ParamSpec& s, const Tensor& t) {
+      MS_CHECK(opt.find("master." + s.name), opt_path.string(), ": no master weight for '", s.name, "'");
+      opt.read("master." + s.name, t);
+    });
+  } else {
+    SafetensorsModel model(dir);
+    weights.for_each([&](const ParamSpec& s, const Tensor& t) {
+      MS_CHECK(model.find(s.name), dir, ": the checkpoint has no tensor '", s.name,
+               "'; it was written for another model or vocabulary size");
+      model.read(s.name, t);
+    });
+  }
+  exp_avg.for_each([&](const ParamSpec& s, const Tensor& t) {
+    MS_CHECK(opt.find("exp_avg." + s.name), opt_path.string(), ": no optimizer state for '", s.name, "'");
+    opt.read("exp_avg." + s.name, t);
+  });
+  exp_avg_sq.for_each([&](const ParamSpec& s, const Tensor& t) {
+    MS_CHECK(opt.find("exp_avg_sq." + s.name), opt_path.string(), ": no optimizer state for '", s.name, "'");
+    opt.read("exp_avg_sq." + s.name, t);
+  });
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(state_path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(state_path.string(), ": malformed JSON: ", e.what());
+  }
+  LoadedState st;
+  try {
+    st.progress.global_step = j.at("global_step").get<int64_t>();
+    st.progress.epoch = j.at("epoch").get<int64_t>();
+    st.progress.micro_in_epoch = j.at("micro_in_epoch").get<int64_t>();
+    st.progress.total_steps = j.at("total_steps").get<int64_t>();
+    st.progress.seed = j.at("seed").get<uint64_t>();
+    st.progress.tokens_seen = j.value("tokens_seen", int64_t{0});
+    st.progress.log_history = j.value("log_history", nlohmann::json::array());
+  } catch (const nlohmann::json::exception& e) {
+    fail(state_path.string(), ": missing or invalid field: ", e.what());
+  }
+  return st;
+}
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  if (!fs::is_directory(output_dir)) return out;
+  for (const auto& e : fs::directory_iterator(output_dir)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.rfind("checkpoint-", 0) != 0) continue;
+    const std::string num = name.substr(11);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;
+    out.push_back({std::stoll(num), e.path().string()});
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void prune_checkpoints(const std::string& output_dir, int64_t limit) {
+  if (limit <= 0) return;
+  auto cps = list_checkpoints(output_dir);
+  for (size_t i = 0; i + static_cast<size_t>(limit) < cps.size(); ++i) fs::remove_all(cps[i].second);
+}
+
+}  // namespace miniseq

@@ -1,0 +1,64 @@
+// Checkpoints in Hugging Face layout: OUT/checkpoint-STEP/ holds the model (config.json, safetensors, sharded with
+// an index when large), the tokenizer files, and the training state: optimizer.safetensors (AdamW moments and, when
+// the model is saved in bf16, the fp32 master weights, by Hugging Face name) and trainer_state.json (step, epoch,
+// data position, seed, log history). A checkpoint is written into a temporary directory, every file fsynced, then
+// renamed into place: a crash during a save leaves the previous checkpoint as it was.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "miniseq/io/model_config.h"
+#include "miniseq/model/params.h"
+
+namespace miniseq {
+
+struct TrainProgress {
+  int64_t global_step = 0;      // optimizer steps done
+  int64_t epoch = 0;            // current epoch (0-based)
+  int64_t micro_in_epoch = 0;   // next micro-batch of the epoch
+  int64_t total_steps = 0;
+  uint64_t seed = 0;
+  int64_t tokens_seen = 0;
+  nlohmann::json log_history = nlohmann::json::array();
+};
+
+struct SaveRequest {
+  std::string dir;                    // final directory (created or replaced atomically)
+  const ModelConfig* config = nullptr;
+  const ParamSet* weights = nullptr;
+  DType weights_dtype = DType::F32;   // dtype of the saved model weights
+  const ParamSet* exp_avg = nullptr;  // null: a model-only save (the final model)
+  const ParamSet* exp_avg_sq = nullptr;
+  const TrainProgress* progress = nullptr;
+  std::string tokenizer_dir;          // tokenizer files copied from here ("" = none)
+  nlohmann::json tokenizer_overrides; // {"file name": contents} written instead of copying (e.g. with [PAD] added)
+  size_t max_shard_bytes = 5ull << 30;  // Hugging Face's default max_shard_size
+};
+
+void save_checkpoint(const SaveRequest& r);
+
+// Model files of a directory (weights and config) written in place, file by file atomically (the final model in
+// output_dir, next to the checkpoint-* directories).
+void save_model_files(const SaveRequest& r);
+
+struct LoadedState {
+  TrainProgress progress;
+};
+// Restores weights (fp32 master if present, else the model file), moments and progress from a checkpoint. Every
+// tensor is checked against the parameter table; errors name the file and tensor.
+LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, const ParamSet& exp_avg,
+                            const ParamSet& exp_avg_sq);
+
+// checkpoint-N directories of output_dir, sorted by N.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);
+// Removes the oldest checkpoints so that at most `limit` remain (limit 0: keep all).
+void prune_checkpoints(const std::string& output_dir, int64_t limit);
+
+// Test hook: make the next save throw after `files` files were written (simulates a crash mid-save). -1 = off.
+void set_save_fault_for_testing(int files);
+
+}  // namespace miniseq

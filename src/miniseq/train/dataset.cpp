@@ -1,0 +1,129 @@
+#include "miniseq/train/dataset.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "miniseq/core/check.h"
+#include "miniseq/core/random.h"
+
+namespace miniseq {
+
+void Dataset::add_stream(const std::vector<int32_t>& tokens, const DataSpec& spec) {
+  seq_ = spec.seq;
+  for (size_t i = 0; i < tokens.size(); i += static_cast<size_t>(spec.seq)) {
+    const size_t n = std::min(tokens.size() - i, static_cast<size_t>(spec.seq));
+    ids_.insert(ids_.end(), tokens.begin() + static_cast<ptrdiff_t>(i), tokens.begin() + static_cast<ptrdiff_t>(i + n));
+    labels_.insert(labels_.end(), tokens.begin() + static_cast<ptrdiff_t>(i),
+                   tokens.begin() + static_cast<ptrdiff_t>(i + n));
+    for (size_t k = n; k < static_cast<size_t>(spec.seq); ++k) {
+      ids_.push_back(spec.pad_id);
+      labels_.push_back(kIgnoreIndex);
+    }
+  }
+}
+
+Dataset Dataset::from_stream(const std::vector<int32_t>& tokens, const DataSpec& spec) {
+  Dataset d;
+  d.add_stream(tokens, spec);
+  d.doc_tokens_ = static_cast<int64_t>(tokens.size());
+  d.seq_ = spec.seq;
+  return d;
+}
+
+Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const TokenizeFn& tokenize) {
+  std::ifstream in(path);
+  MS_CHECK(in.good(), path, ": cannot read the training data (--data_path)");
+  std::vector<std::vector<int32_t>> records_ids, records_labels;
+  std::vector<int32_t> stream;
+  bool all_exact = true, any_text = false;
+  std::string line;
+  int64_t lineno = 0;
+  auto ids_from = [&](const nlohmann::json& j, const char* key, bool labels) {
+    MS_CHECK(j[key].is_array(), path, ":", lineno, ": \"", key, "\" must be an array of token ids");
+    std::vector<int32_t> v;
+    v.reserve(j[key].size());
+    for (const auto& x : j[key]) {
+      MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key, "\" holds a non-integer: ", x.dump());
+      const int64_t id = x.get<int64_t>();
+      MS_CHECK((labels && id == kIgnoreIndex) || (id >= 0 && id < spec.vocab), path, ":", lineno, ": ", key, " value ",
+               id, " is outside the model's vocabulary [0, ", spec.vocab, ")");
+      v.push_back(static_cast<int32_t>(id));
+    }
+    return v;
+  };
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail(path, ":", lineno, ": malformed JSON: ", e.what());
+    }
+    MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object with \"text\" or \"input_ids\"");
+    std::vector<int32_t> toks;
+    if (j.contains("text")) {
+      MS_CHECK(j["text"].is_string(), path, ":", lineno, ": \"text\" must be a string");
+      MS_CHECK(static_cast<bool>(tokenize), path, ":", lineno,
+               ": text documents need a tokenizer (tokenizer.json in the model directory), or give {\"input_ids\": ...}");
+      toks = tokenize(j["text"].get<std::string>());
+      for (int32_t t : toks)
+        MS_CHECK(t >= 0 && t < spec.vocab, path, ":", lineno, ": the tokenizer produced id ", t,
+                 " outside the model's vocabulary [0, ", spec.vocab, "); tokenizer and model do not match");
+      any_text = true;
+      all_exact = false;
+      records_labels.emplace_back();
+    } else if (j.contains("input_ids")) {
+      toks = ids_from(j, "input_ids", false);
+      std::vector<int32_t> labels = j.contains("labels") ? ids_from(j, "labels", true) : toks;
+      MS_CHECK(labels.size() == toks.size(), path, ":", lineno, ": labels has ", labels.size(),
+               " entries but input_ids has ", toks.size());
+      if (static_cast<int64_t>(toks.size()) != spec.seq) all_exact = false;
+      records_labels.push_back(std::move(labels));
+    } else {
+      fail(path, ":", lineno, ": a record needs \"text\" or \"input_ids\"");
+    }
+    records_ids.push_back(std::move(toks));
+  }
+  MS_CHECK(!records_ids.empty(), path, ": no records (expected JSONL lines like {\"text\": \"...\"})");
+
+  Dataset d;
+  d.seq_ = spec.seq;
+  if (all_exact && !any_text) {  // pre-tokenized blocks, used as they are (labels included)
+    for (size_t r = 0; r < records_ids.size(); ++r) {
+      d.ids_.insert(d.ids_.end(), records_ids[r].begin(), records_ids[r].end());
+      d.labels_.insert(d.labels_.end(), records_labels[r].begin(), records_labels[r].end());
+      d.doc_tokens_ += spec.seq;
+    }
+    return d;
+  }
+  for (const auto& doc : records_ids) {
+    stream.insert(stream.end(), doc.begin(), doc.end());
+    if (spec.eos_id >= 0) stream.push_back(spec.eos_id);
+  }
+  d.doc_tokens_ = static_cast<int64_t>(stream.size());
+  d.add_stream(stream, spec);
+  return d;
+}
+
+std::vector<int64_t> Dataset::order(uint64_t seed, int64_t epoch) const {
+  std::vector<int64_t> o(static_cast<size_t>(size()));
+  for (size_t i = 0; i < o.size(); ++i) o[i] = static_cast<int64_t>(i);
+  Rng rng(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
+  for (size_t i = o.size(); i > 1; --i) std::swap(o[i - 1], o[static_cast<size_t>(rng.below(i))]);
+  return o;
+}
+
+TokenBatch Dataset::batch(const std::vector<int64_t>& blocks) const {
+  TokenBatch b;
+  b.batch = static_cast<int64_t>(blocks.size());
+  b.seq = seq_;
+  for (int64_t blk : blocks) {
+    const auto begin = static_cast<ptrdiff_t>(blk * seq_);
+    b.input_ids.insert(b.input_ids.end(), ids_.begin() + begin, ids_.begin() + begin + seq_);
+    b.labels.insert(b.labels.end(), labels_.begin() + begin, labels_.begin() + begin + seq_);
+  }
+  return b;
+}
+
+}  // namespace miniseq

@@ -1,0 +1,48 @@
+// Training data, LongLoRA / RedPajama style: JSONL documents, tokenized without truncation, joined with EOS and cut
+// into blocks of exactly model_max_length tokens; the last partial block is padded with the pad token and its pad
+// positions get label -100. Pre-tokenized JSONL ({"input_ids": [...]}, optional "labels") is used block by block
+// when every record already has model_max_length tokens, and otherwise joined and cut like text.
+// The order of blocks is a deterministic shuffle of (seed, epoch).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "miniseq/model/batch.h"
+
+namespace miniseq {
+
+using TokenizeFn = std::function<std::vector<int32_t>(const std::string& text)>;
+
+struct DataSpec {
+  int64_t seq = 0;       // model_max_length
+  int64_t vocab = 0;     // ids must lie in [0, vocab)
+  int32_t eos_id = -1;   // appended after every document (-1: none)
+  int32_t pad_id = 0;    // fills the last block (labels -100)
+};
+
+class Dataset {
+ public:
+  // Reads `path`. Text records need `tokenize` (a clear error otherwise).
+  static Dataset from_jsonl(const std::string& path, const DataSpec& spec, const TokenizeFn& tokenize);
+  // From a token stream already joined (the demo's synthetic documents).
+  static Dataset from_stream(const std::vector<int32_t>& tokens, const DataSpec& spec);
+
+  int64_t size() const { return static_cast<int64_t>(ids_.size()) / seq_; }  // blocks
+  int64_t seq() const { return seq_; }
+  int64_t tokens_in_documents() const { return doc_tokens_; }
+  // Block indices of epoch `epoch` in training order.
+  std::vector<int64_t> order(uint64_t seed, int64_t epoch) const;
+  // The micro-batch of the given block indices.
+  TokenBatch batch(const std::vector<int64_t>& blocks) const;
+
+ private:
+  void add_stream(const std::vector<int32_t>& tokens, const DataSpec& spec);
+  int64_t seq_ = 0;
+  int64_t doc_tokens_ = 0;
+  std::vector<int32_t> ids_, labels_;  // [blocks, seq]
+};
+
+}  // namespace miniseq

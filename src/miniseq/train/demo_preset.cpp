@@ -1,0 +1,79 @@
+#include "miniseq/train/demo_preset.h"
+
+#include <cstdio>
+
+#include "miniseq/core/random.h"
+
+namespace miniseq {
+
+ModelConfig demo_model_config(int64_t max_position_embeddings) {
+  nlohmann::json j = {{"model_type", "mistral"},
+                      {"architectures", {"MistralForCausalLM"}},
+                      {"hidden_size", 128},
+                      {"intermediate_size", 352},
+                      {"num_hidden_layers", 4},
+                      {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2},
+                      {"vocab_size", 259},
+                      {"max_position_embeddings", max_position_embeddings},
+                      {"sliding_window", 1024},
+                      {"rms_norm_eps", 1e-5},
+                      {"rope_theta", 10000.0},
+                      {"hidden_act", "silu"},
+                      {"tie_word_embeddings", false},
+                      {"bos_token_id", 1},
+                      {"eos_token_id", 2},
+                      {"pad_token_id", 0},
+                      {"torch_dtype", "float32"}};
+  return parse_model_config(j.dump(), "demo preset config");
+}
+
+void init_random_weights(const ParamSet& weights, uint64_t seed) {
+  Rng rng(seed);
+  weights.for_each([&](const ParamSpec& s, const Tensor& t) {
+    const bool norm = param_kind(s.role) == "norm";
+    float* w = t.f32();
+    for (int64_t i = 0; i < t.numel(); ++i) w[i] = norm ? 1.0f : static_cast<float>(0.02 * rng.normal());
+  });
+}
+
+std::vector<int32_t> demo_encode(const std::string& text) {
+  std::vector<int32_t> ids;
+  for (unsigned char c : text) ids.push_back(3 + static_cast<int32_t>(c));
+  return ids;
+}
+
+std::string demo_decode(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids)
+    if (id >= 3) s.push_back(static_cast<char>(id - 3));
+  return s;
+}
+
+std::vector<int32_t> demo_token_stream(int64_t tokens, int64_t doc_tokens, uint64_t seed) {
+  static const char* kFiller[] = {"The grass is green. ", "The sky is blue. ", "The sun is yellow. ",
+                                  "Here we go. ", "There and back again. "};
+  Rng rng(seed);
+  std::vector<int32_t> stream;
+  while (static_cast<int64_t>(stream.size()) < tokens) {
+    char key[16];
+    std::snprintf(key, sizeof key, "%05d", static_cast<int>(rng.below(100000)));
+    const std::string fact = std::string("The pass key is ") + key + ". Remember it. " + key + " is the pass key. ";
+    const std::string question = std::string("What is the pass key? The pass key is ") + key + ".";
+    const int64_t body = doc_tokens - static_cast<int64_t>(fact.size() + question.size()) - 2;
+    const int64_t depth = static_cast<int64_t>(rng.below(static_cast<uint64_t>(std::max<int64_t>(1, body))));
+    std::string text;
+    size_t f = 0;
+    while (static_cast<int64_t>(text.size()) < depth) text += kFiller[f++ % 5];
+    text += fact;
+    while (static_cast<int64_t>(text.size()) < body + static_cast<int64_t>(fact.size())) text += kFiller[f++ % 5];
+    text += question;
+    stream.push_back(1);
+    auto ids = demo_encode(text);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+    stream.push_back(2);
+  }
+  return stream;
+}
+
+}  // namespace miniseq

@@ -1,0 +1,134 @@
+#include "miniseq/train/train_args.h"
+
+#include "miniseq/core/check.h"
+
+namespace miniseq {
+
+using cli::FlagKind;
+
+cli::Flags train_flags() {
+  return cli::Flags(
+      "train",
+      "miniseq train --model_name_or_path DIR --data_path FILE.jsonl --output_dir OUT [flags]   "
+      "(or: miniseq train --preset demo)",
+      {
+          // Model and data.
+          {"model_name_or_path", FlagKind::String, "", "local Hugging Face model directory"},
+          {"data_path", FlagKind::String, "", "JSONL: {\"text\": ...} documents, or {\"input_ids\": [...]}"},
+          {"output_dir", FlagKind::String, "", "where checkpoints and the final model go"},
+          {"cache_dir", FlagKind::String, "", "accepted for compatibility (nothing is downloaded)"},
+          {"model_max_length", FlagKind::Int, "32768", "tokens per training sequence"},
+          {"preset", FlagKind::String, "", "built-in run: 'demo' (tiny Mistral on synthetic passkey documents)"},
+          {"device", FlagKind::String, "cpu", "cpu or cuda"},
+          // Precision and kernels.
+          {"bf16", FlagKind::Bool, "False", "save bf16 weights (CPU compute stays fp32)"},
+          {"tf32", FlagKind::Bool, "False", "accepted for compatibility"},
+          {"use_flash_attn", FlagKind::Bool, "True", "accepted: attention is always memory-efficient"},
+          {"low_rank_training", FlagKind::Bool, "False", "LoRA + S2-Attn (not available yet: must be False)"},
+          // Schedule and optimizer (Hugging Face TrainingArguments defaults).
+          {"num_train_epochs", FlagKind::Float, "3", "epochs over the data (when max_steps <= 0)"},
+          {"max_steps", FlagKind::Int, "-1", "optimizer steps; overrides num_train_epochs when > 0"},
+          {"per_device_train_batch_size", FlagKind::Int, "8", "sequences per micro-batch"},
+          {"gradient_accumulation_steps", FlagKind::Int, "1", "micro-batches per optimizer step"},
+          {"learning_rate", FlagKind::Float, "5e-5", "peak learning rate"},
+          {"weight_decay", FlagKind::Float, "0", "AdamW decoupled weight decay (not on biases and norms)"},
+          {"adam_beta1", FlagKind::Float, "0.9", "AdamW beta1"},
+          {"adam_beta2", FlagKind::Float, "0.999", "AdamW beta2"},
+          {"adam_epsilon", FlagKind::Float, "1e-8", "AdamW epsilon"},
+          {"max_grad_norm", FlagKind::Float, "1.0", "global gradient-norm clipping (0 = off)"},
+          {"warmup_steps", FlagKind::Int, "0", "linear warmup steps"},
+          {"warmup_ratio", FlagKind::Float, "0", "warmup as a fraction of all steps (when warmup_steps is 0)"},
+          {"lr_scheduler_type", FlagKind::String, "linear", "constant, constant_with_warmup, linear, cosine"},
+          // Logging and checkpoints.
+          {"logging_steps", FlagKind::Int, "500", "log every N optimizer steps"},
+          {"save_strategy", FlagKind::String, "steps", "steps, epoch or no"},
+          {"save_steps", FlagKind::Int, "500", "checkpoint every N steps (save_strategy steps)"},
+          {"save_total_limit", FlagKind::Int, "0", "keep at most N checkpoints (0 = all)"},
+          {"evaluation_strategy", FlagKind::String, "no", "accepted; only \"no\" is supported"},
+          {"seed", FlagKind::Int, "42", "seed of the data order"},
+          {"resume_from_checkpoint", FlagKind::String, "", "checkpoint directory, or True for the latest"},
+          // miniseq's memory policy.
+          {"mini_sequence", FlagKind::Bool, "True", "Mini-Sequence Transformer: chunked MLP and LM head + loss"},
+          {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
+          {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
+          {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs, recompute layers in backward"},
+          {"max_memory_gib", FlagKind::Float, "0", "memory budget checked before step 0 (0 = available RAM)"},
+      });
+}
+
+const char* schedule_name(Schedule s) {
+  switch (s) {
+    case Schedule::Constant: return "constant";
+    case Schedule::ConstantWithWarmup: return "constant_with_warmup";
+    case Schedule::Linear: return "linear";
+    case Schedule::Cosine: return "cosine";
+  }
+  return "?";
+}
+
+TrainArgs train_args_from(const cli::Flags& f) {
+  TrainArgs a;
+  a.model_name_or_path = f.str("model_name_or_path");
+  a.data_path = f.str("data_path");
+  a.output_dir = f.str("output_dir");
+  a.preset = f.str("preset");
+  a.device = f.str("device");
+  a.resume_from_checkpoint = f.str("resume_from_checkpoint");
+  a.model_max_length = f.i64("model_max_length");
+  a.bf16 = f.boolean("bf16");
+  a.low_rank_training = f.boolean("low_rank_training");
+  a.num_train_epochs = f.f64("num_train_epochs");
+  a.max_steps = f.i64("max_steps");
+  a.per_device_train_batch_size = f.i64("per_device_train_batch_size");
+  a.gradient_accumulation_steps = f.i64("gradient_accumulation_steps");
+  a.learning_rate = f.f64("learning_rate");
+  a.weight_decay = f.f64("weight_decay");
+  a.adam_beta1 = f.f64("adam_beta1");
+  a.adam_beta2 = f.f64("adam_beta2");
+  a.adam_epsilon = f.f64("adam_epsilon");
+  a.max_grad_norm = f.f64("max_grad_norm");
+  a.warmup_steps = f.i64("warmup_steps");
+  a.warmup_ratio = f.f64("warmup_ratio");
+  a.logging_steps = f.i64("logging_steps");
+  a.save_steps = f.i64("save_steps");
+  a.save_total_limit = f.i64("save_total_limit");
+  a.seed = f.i64("seed");
+  a.mini_sequence = f.boolean("mini_sequence");
+  a.gradient_checkpointing = f.boolean("gradient_checkpointing");
+  a.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
+  a.lm_head_chunks = f.i64("lm_head_chunks");
+  a.max_memory_gib = f.f64("max_memory_gib");
+
+  const std::string sched = f.str("lr_scheduler_type");
+  if (sched == "constant") a.lr_scheduler_type = Schedule::Constant;
+  else if (sched == "constant_with_warmup") a.lr_scheduler_type = Schedule::ConstantWithWarmup;
+  else if (sched == "linear") a.lr_scheduler_type = Schedule::Linear;
+  else if (sched == "cosine") a.lr_scheduler_type = Schedule::Cosine;
+  else fail("--lr_scheduler_type '", sched, "' is not supported (constant, constant_with_warmup, linear, cosine)");
+  const std::string save = f.str("save_strategy");
+  if (save == "steps") a.save_strategy = SaveStrategy::Steps;
+  else if (save == "epoch") a.save_strategy = SaveStrategy::Epoch;
+  else if (save == "no") a.save_strategy = SaveStrategy::No;
+  else fail("--save_strategy '", save, "' is not one of steps, epoch, no");
+  MS_CHECK(f.str("evaluation_strategy") == "no", "--evaluation_strategy '", f.str("evaluation_strategy"),
+           "' is not supported: miniseq train does not evaluate during training (use `miniseq eval` afterwards)");
+  MS_CHECK(!a.low_rank_training, "--low_rank_training True (LoRA + shifted sparse attention) is not available yet; "
+           "run full fine-tuning with --low_rank_training False");
+  MS_CHECK(a.device == "cpu" || a.device == "cuda", "--device must be cpu or cuda, got '", a.device, "'");
+  MS_CHECK(a.model_max_length >= 2, "--model_max_length must be at least 2, got ", a.model_max_length);
+  MS_CHECK(a.per_device_train_batch_size >= 1, "--per_device_train_batch_size must be >= 1");
+  MS_CHECK(a.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1");
+  MS_CHECK(a.max_steps > 0 || a.num_train_epochs > 0, "give --max_steps > 0 or --num_train_epochs > 0");
+  MS_CHECK(a.learning_rate >= 0, "--learning_rate must be >= 0");
+  MS_CHECK(a.adam_beta1 >= 0 && a.adam_beta1 < 1 && a.adam_beta2 >= 0 && a.adam_beta2 < 1,
+           "--adam_beta1 and --adam_beta2 must lie in [0, 1)");
+  MS_CHECK(a.warmup_steps >= 0 && a.warmup_ratio >= 0 && a.warmup_ratio <= 1,
+           "--warmup_steps must be >= 0 and --warmup_ratio in [0, 1]");
+  MS_CHECK(a.logging_steps >= 1, "--logging_steps must be >= 1");
+  MS_CHECK(a.save_strategy != SaveStrategy::Steps || a.save_steps >= 1, "--save_steps must be >= 1");
+  MS_CHECK(a.save_total_limit >= 0, "--save_total_limit must be >= 0");
+  MS_CHECK(a.mlp_chunk_tokens >= 0 && a.lm_head_chunks >= 0, "--mlp_chunk_tokens and --lm_head_chunks must be >= 0");
+  return a;
+}
+
+}  // namespace miniseq

@@ -1,0 +1,45 @@
+// The flags of `miniseq train`, declared once (train_args.cpp): LongLoRA fine-tune.py / Hugging Face
+// TrainingArguments names and defaults, plus miniseq's own (data_path, mini_sequence, chunking, preset, device).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "miniseq/cli/flags.h"
+
+namespace miniseq {
+
+enum class Schedule { Constant, ConstantWithWarmup, Linear, Cosine };
+enum class SaveStrategy { Steps, Epoch, No };
+
+struct TrainArgs {
+  std::string model_name_or_path, output_dir, data_path, resume_from_checkpoint, preset, device = "cpu";
+  int64_t model_max_length = 8192 * 4;
+  bool bf16 = false;
+  bool low_rank_training = false;
+  double num_train_epochs = 3.0;
+  int64_t max_steps = -1;
+  int64_t per_device_train_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  double learning_rate = 5e-5, weight_decay = 0.0, adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  Schedule lr_scheduler_type = Schedule::Linear;
+  int64_t logging_steps = 500;
+  SaveStrategy save_strategy = SaveStrategy::Steps;
+  int64_t save_steps = 500;
+  int64_t save_total_limit = 0;  // 0 = keep all
+  int64_t seed = 42;
+  bool mini_sequence = true, gradient_checkpointing = true;
+  int64_t mlp_chunk_tokens = 0, lm_head_chunks = 0;
+  double max_memory_gib = 0;  // 0 = the machine's available RAM
+};
+
+// The flag table (name, type, default, help) for parsing, --help and the effective-config printout.
+cli::Flags train_flags();
+// Reads parsed flags into TrainArgs, validating values (one-line errors naming the flag).
+TrainArgs train_args_from(const cli::Flags& f);
+const char* schedule_name(Schedule s);
+
+}  // namespace miniseq

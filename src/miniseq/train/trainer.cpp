@@ -1,0 +1,292 @@
+#include "miniseq/train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include "miniseq/core/rss.h"
+#include "miniseq/model/decoder.h"
+#include "miniseq/ops/dry_backend.h"
+#include "miniseq/train/checkpoint.h"
+#include "miniseq/train/metrics.h"
+#include "miniseq/train/model_setup.h"
+#include "miniseq/train/optimizer.h"
+#include "miniseq/train/schedule.h"
+
+namespace miniseq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+size_t available_ram_bytes() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  size_t kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %zu kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
+}
+
+std::string gib(double bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return b;
+}
+
+std::string hms(double seconds) {
+  const long s = static_cast<long>(std::max(0.0, seconds));
+  char b[32];
+  std::snprintf(b, sizeof b, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  return b;
+}
+
+TokenBatch shape_only_batch(int64_t B, int64_t S) {
+  TokenBatch b;
+  b.batch = B, b.seq = S;
+  b.input_ids.assign(static_cast<size_t>(B * S), 0);
+  b.labels.assign(static_cast<size_t>(B * S), 0);
+  return b;
+}
+
+}  // namespace
+
+StepPolicy policy_from(const TrainArgs& a) {
+  StepPolicy p;
+  p.mini_sequence = a.mini_sequence;
+  p.checkpointing = a.gradient_checkpointing;
+  p.mlp_chunk_tokens = a.mlp_chunk_tokens;
+  p.lm_head_chunks = a.lm_head_chunks;
+  return p;
+}
+
+MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy) {
+  MemoryPlan plan = MemoryPlan::dry(Device::CPU);
+  DryBackend be;
+  Decoder model(config, be, plan);
+  AdamW opt(plan, param_specs(config));
+  model.forward_backward(shape_only_batch(args.per_device_train_batch_size, args.model_max_length), policy, 1);
+  return plan.report();
+}
+
+int64_t total_training_steps(const TrainArgs& a, int64_t blocks) {
+  if (a.max_steps > 0) return a.max_steps;
+  const int64_t micro = (blocks + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size;
+  const int64_t per_epoch = std::max<int64_t>(1, (micro + a.gradient_accumulation_steps - 1) / a.gradient_accumulation_steps);
+  return static_cast<int64_t>(std::ceil(a.num_train_epochs * static_cast<double>(per_epoch)));
+}
+
+TrainResult run_training(const TrainSetup& setup) {
+  const TrainArgs& a = setup.args;
+  const ModelConfig& config = setup.config;
+  const Dataset& data = *setup.data;
+  MS_CHECK(a.device == "cpu", "--device cuda: the CUDA training path is not available in this build yet");
+  MS_CHECK(data.size() > 0, "the training data holds no block of --model_max_length ", a.model_max_length, " tokens");
+  MS_CHECK(!a.output_dir.empty(), "--output_dir is required");
+  const StepPolicy policy = policy_from(a);
+  TrainResult result;
+
+  // ---- plan the whole run before step 0, and refuse when it does not fit ----
+  result.planned = plan_training(config, a, policy);
+  const size_t budget = a.max_memory_gib > 0 ? static_cast<size_t>(a.max_memory_gib * (1ull << 30))
+                                             : available_ram_bytes();
+  if (budget > 0 && result.planned.arena_bytes > budget) {
+    TrainArgs alt = a;
+    alt.mini_sequence = alt.gradient_checkpointing = true;
+    const MemReport best = plan_training(config, alt, policy_from(alt));
+    fail("the run needs ", gib(static_cast<double>(result.planned.arena_bytes)), " (peak at ",
+         result.planned.peak_moment, ") but only ", gib(static_cast<double>(budget)),
+         " is available; lower --model_max_length or --per_device_train_batch_size",
+         (a.mini_sequence && a.gradient_checkpointing)
+             ? std::string()
+             : ", or turn on --mini_sequence and --gradient_checkpointing (planned with both: " +
+                   gib(static_cast<double>(best.arena_bytes)) + ")");
+  }
+
+  // ---- allocate exactly the plan, load or create the weights ----
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, result.planned.arena_bytes);
+  auto be = make_backend(Device::CPU);
+  Decoder model(config, *be, plan);
+  AdamW opt(plan, param_specs(config));
+  TrainProgress progress;
+  progress.seed = static_cast<uint64_t>(a.seed);
+  progress.total_steps = total_training_steps(a, data.size());
+
+  std::string resume = a.resume_from_checkpoint;
+  bool resume_flag = false;
+  if (resume == "True" || resume == "true") {
+    auto cps = list_checkpoints(a.output_dir);
+    MS_CHECK(!cps.empty(), "--resume_from_checkpoint True: no checkpoint-* directory in ", a.output_dir);
+    resume = cps.back().second;
+  } else if (resume == "False" || resume == "false") {
+    resume.clear();
+  }
+  if (!resume.empty()) {
+    progress = load_checkpoint(resume, model.weights(), opt.exp_avg(), opt.exp_avg_sq()).progress;
+    resume_flag = true;
+    if (a.max_steps > 0) progress.total_steps = a.max_steps;
+  } else if (setup.init_weights) {
+    setup.init_weights(model.weights());
+    opt.zero(*be);
+  } else {
+    SafetensorsModel files(setup.model_dir);
+    load_params_grown(files, setup.file_config, config, model.weights());
+    opt.zero(*be);
+  }
+  const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
+  const int64_t micro_per_epoch = (data.size() + B - 1) / B;
+  const int64_t warmup = warmup_steps_for(a, progress.total_steps);
+  fs::create_directories(a.output_dir);
+
+  SaveRequest save;
+  save.config = &config;
+  save.weights = &model.weights();
+  save.weights_dtype = a.bf16 ? DType::BF16 : DType::F32;
+  save.exp_avg = &opt.exp_avg();
+  save.exp_avg_sq = &opt.exp_avg_sq();
+  save.progress = &progress;
+  save.tokenizer_dir = setup.tokenizer_dir;
+  save.tokenizer_overrides = setup.tokenizer_overrides;
+  auto save_checkpoint_now = [&]() {
+    save.dir = (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).string();
+    save_checkpoint(save);
+    prune_checkpoints(a.output_dir, a.save_total_limit);
+    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history));
+  };
+
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_int {}, old_term {};
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  g_stop_signal.store(0);
+
+  const bool tty = !setup.quiet && isatty(STDOUT_FILENO);
+  if (!setup.quiet) {
+    std::printf("training %lld steps (%lld blocks of %lld tokens, batch %lld x %lld accumulation)%s; planned peak %s "
+                "at %s\n",
+                (long long)progress.total_steps, (long long)data.size(), (long long)a.model_max_length, (long long)B,
+                (long long)GA, resume_flag ? (" resumed from " + resume).c_str() : "",
+                gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
+    std::fflush(stdout);
+  }
+  std::vector<int64_t> order = data.order(progress.seed, progress.epoch);
+  double window_loss = 0.0;
+  int64_t window_steps = 0;
+  const auto t_start = std::chrono::steady_clock::now();
+  int64_t tokens_this_run = 0, steps_this_run = 0;
+  bool first = true;
+
+  while (progress.global_step < progress.total_steps) {
+    // ---- one optimizer step: up to GA micro-batches of this epoch ----
+    std::vector<TokenBatch> micro;
+    for (int64_t k = 0; k < GA && progress.micro_in_epoch + k < micro_per_epoch; ++k) {
+      const int64_t m = progress.micro_in_epoch + k;
+      std::vector<int64_t> blocks(order.begin() + m * B, order.begin() + std::min<int64_t>((m + 1) * B, data.size()));
+      micro.push_back(data.batch(blocks));
+    }
+    int64_t n_targets = 0;
+    for (const auto& mb : micro) n_targets += mb.count_targets();
+    model.zero_grads();
+    double loss_sum = 0.0;
+    for (const auto& mb : micro) {
+      loss_sum += model.forward_backward(mb, policy, n_targets);
+      tokens_this_run += mb.rows();
+      progress.tokens_seen += mb.rows();
+    }
+    const double loss = n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : 0.0;
+    const double norm = AdamW::grad_norm(*be, model.grads());
+    const double lr = a.learning_rate * lr_multiplier(a.lr_scheduler_type, progress.global_step, warmup,
+                                                      progress.total_steps);
+    if (n_targets > 0)
+      opt.step(*be, model.weights(), model.grads(), lr, progress.global_step + 1, norm, a.max_grad_norm,
+               a.weight_decay, a.adam_beta1, a.adam_beta2, a.adam_epsilon);
+    ++progress.global_step;
+    ++steps_this_run;
+    progress.micro_in_epoch += static_cast<int64_t>(micro.size());
+    bool epoch_end = false;
+    if (progress.micro_in_epoch >= micro_per_epoch) {
+      ++progress.epoch;
+      progress.micro_in_epoch = 0;
+      order = data.order(progress.seed, progress.epoch);
+      epoch_end = true;
+    }
+    if (first) result.first_loss = loss, first = false;
+    result.last_loss = loss;
+    window_loss += loss;
+    ++window_steps;
+
+    // ---- progress and logging ----
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double tok_s = static_cast<double>(tokens_this_run) / std::max(elapsed, 1e-9);
+    const double epoch_f = static_cast<double>(progress.epoch) +
+                           static_cast<double>(progress.micro_in_epoch) / static_cast<double>(micro_per_epoch);
+    const size_t peak = peak_rss_bytes();
+    if (progress.global_step % a.logging_steps == 0 || progress.global_step == progress.total_steps) {
+      nlohmann::json rec = {{"step", progress.global_step},
+                            {"epoch", epoch_f},
+                            {"loss", window_loss / static_cast<double>(window_steps)},
+                            {"learning_rate", lr},
+                            {"grad_norm", norm},
+                            {"tokens_per_second", tok_s},
+                            {"peak_memory_bytes", peak},
+                            {"elapsed_seconds", elapsed}};
+      progress.log_history.push_back(rec);
+      write_metrics_jsonl((fs::path(a.output_dir) / "metrics.jsonl").string(), progress.log_history);
+      window_loss = 0.0;
+      window_steps = 0;
+      if (!setup.quiet && !tty) {
+        std::printf("step %lld/%lld loss %.4f lr %.3e grad_norm %.4f tokens/s %.1f peak %s epoch %.2f\n",
+                    (long long)progress.global_step, (long long)progress.total_steps, rec["loss"].get<double>(), lr,
+                    norm, tok_s, gib(static_cast<double>(peak)).c_str(), epoch_f);
+        std::fflush(stdout);
+      }
+    }
+    if (tty) {
+      const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, steps_this_run));
+      std::printf("\r step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | peak %s | ETA %s   ",
+                  (long long)progress.global_step, (long long)progress.total_steps, loss, lr, norm, tok_s,
+                  gib(static_cast<double>(peak)).c_str(),
+                  hms(per_step * static_cast<double>(progress.total_steps - progress.global_step)).c_str());
+      std::fflush(stdout);
+    }
+
+    // ---- checkpoints and stop requests ----
+    const bool stop = g_stop_signal.load() != 0;
+    const bool save_now = (a.save_strategy == SaveStrategy::Steps && progress.global_step % a.save_steps == 0) ||
+                          (a.save_strategy == SaveStrategy::Epoch && epoch_end);
+    if (save_now || stop) save_checkpoint_now();
+    if (stop) {
+      result.interrupted = true;
+      if (!setup.quiet)
+        std::printf("%sinterrupted by signal %d after step %lld; checkpoint saved in %s\n", tty ? "\n" : "",
+                    g_stop_signal.load(), (long long)progress.global_step, save.dir.c_str());
+      break;
+    }
+  }
+  if (tty) std::printf("\n");
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  result.steps = progress.global_step;
+  if (!result.interrupted) {
+    SaveRequest final_save = save;
+    final_save.dir = a.output_dir;
+    save_model_files(final_save);
+    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history));
+    result.final_dir = a.output_dir;
+  }
+  return result;
+}
+
+}  // namespace miniseq

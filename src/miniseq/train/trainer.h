@@ -1,0 +1,48 @@
+// The training loop of `miniseq train`: plan the memory of the whole run before step 0 (weights, gradients, AdamW
+// state, one micro-batch's step) and refuse if it does not fit; then micro-batches → gradient accumulation →
+// global-norm clipping → AdamW with the Hugging Face schedule; logging, checkpoints, resume, and a clean stop on
+// SIGINT/SIGTERM (finish the step, save, exit non-zero).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "miniseq/core/memory_plan.h"
+#include "miniseq/model/step_policy.h"
+#include "miniseq/train/dataset.h"
+#include "miniseq/train/train_args.h"
+
+namespace miniseq {
+
+struct TrainSetup {
+  TrainArgs args;
+  ModelConfig file_config;  // as read from the model directory
+  ModelConfig config;       // what is trained: RoPE factor and vocabulary applied
+  std::string model_dir;    // weights come from here...
+  std::function<void(const class ParamSet&)> init_weights;  // ...or from this (the demo's random model)
+  const Dataset* data = nullptr;
+  std::string tokenizer_dir;
+  nlohmann::json tokenizer_overrides = nlohmann::json::object();
+  bool quiet = false;       // no progress output (tests)
+};
+
+struct TrainResult {
+  int64_t steps = 0;          // optimizer steps done in total
+  double last_loss = 0.0;     // loss of the last step
+  double first_loss = 0.0;    // loss of the first step of this run
+  bool interrupted = false;
+  MemReport planned;
+  std::string final_dir;
+};
+
+StepPolicy policy_from(const TrainArgs& a);
+// Plans the run's peak: weights, grads, AdamW moments and one step at [B, S], with the given policy.
+MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy);
+// Optimizer steps of a run over `blocks` training blocks (Hugging Face: max_steps, or epochs × steps per epoch).
+int64_t total_training_steps(const TrainArgs& a, int64_t blocks);
+
+TrainResult run_training(const TrainSetup& setup);
+
+}  // namespace miniseq
