@@ -1,6 +1,7 @@
 #include "miniseq/cli/flags.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -10,8 +11,11 @@
 namespace miniseq::cli {
 
 bool parse_bool(const std::string& s, bool* out) {
-  if (s == "True" || s == "true" || s == "1" || s == "TRUE") *out = true;
-  else if (s == "False" || s == "false" || s == "0" || s == "FALSE") *out = false;
+  // transformers' HfArgumentParser (string_to_bool), case-insensitive.
+  std::string l = s;
+  for (char& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (l == "true" || l == "t" || l == "yes" || l == "y" || l == "1") *out = true;
+  else if (l == "false" || l == "f" || l == "no" || l == "n" || l == "0") *out = false;
   else return false;
   return true;
 }
@@ -90,9 +94,8 @@ bool Flags::parse(const std::vector<std::string>& args) {
     if (!has_value) {
       bool next_is_value = i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0;
       if (s.kind == FlagKind::Bool) {
-        bool b;
-        if (next_is_value && parse_bool(args[i + 1], &b)) value = args[++i];
-        else value = "True";
+        // A bare --flag means True; a following word is its value and must be a boolean.
+        value = next_is_value ? args[++i] : "True";
       } else {
         MS_CHECK(next_is_value, "flag --", name, " needs a ", kind_name(s.kind), " value");
         value = args[++i];

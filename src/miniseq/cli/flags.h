@@ -1,6 +1,7 @@
 // Command-line flags declared once: each command lists its flags in a table (name, default, help), and parsing,
 // --help and the printed effective configuration all come from that table. Accepts `--flag value` and
-// `--flag=value`; booleans as True/False/true/false/1/0 (a bare `--flag` means True); an unknown flag is an error
+// `--flag=value`; booleans as transformers accepts them (True/False, yes/no, 1/0, any case; a bare `--flag`
+// means True); an unknown flag is an error
 // naming the closest known one. Positional arguments are collected in order.
 #pragma once
 

@@ -1,0 +1,347 @@
+// miniseq train: flags, schedules, accumulation, clipping, bit-exact resume, checkpoint pruning and atomicity,
+// LongLoRA's pad-token and RoPE rules, the memory refusal and the stop on SIGINT.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "miniseq/core/random.h"
+#include "miniseq/io/safetensors.h"
+#include "miniseq/ops/backend.h"
+#include "miniseq/train/checkpoint.h"
+#include "miniseq/train/model_setup.h"
+#include "miniseq/train/optimizer.h"
+#include "miniseq/train/schedule.h"
+#include "miniseq/train/trainer.h"
+#include "support/tmpdir.h"
+
+using namespace miniseq;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kModel = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden/llama_basic/model";
+
+TrainArgs parse(std::vector<std::string> args) {
+  cli::Flags f = train_flags();
+  f.parse(args);
+  return train_args_from(f);
+}
+
+Dataset random_blocks(int64_t blocks, int64_t seq, int64_t vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> stream;
+  for (int64_t i = 0; i < blocks * seq; ++i) stream.push_back(static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab))));
+  return Dataset::from_stream(stream, DataSpec{seq, vocab, -1, 0});
+}
+
+TrainSetup tiny_setup(const TrainArgs& a, const Dataset& data) {
+  TrainSetup s;
+  s.args = a;
+  s.file_config = s.config = load_model_config(kModel.string());
+  s.model_dir = kModel.string();
+  s.data = &data;
+  s.quiet = true;
+  return s;
+}
+
+std::map<std::string, std::vector<float>> read_weights(const std::string& dir) {
+  SafetensorsModel m(dir);
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& name : m.names()) {
+    const auto* e = m.find(name);
+    std::vector<float> v(static_cast<size_t>(e->info->numel()));
+    m.read(name, Tensor(v.data(), Shape::from(e->info->shape)));
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
+double max_rel_diff(const std::map<std::string, std::vector<float>>& a,
+                    const std::map<std::string, std::vector<float>>& b) {
+  double worst = 0;
+  for (const auto& [name, va] : a) {
+    const auto& vb = b.at(name);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < va.size(); ++i) {
+      num += (static_cast<double>(va[i]) - vb[i]) * (static_cast<double>(va[i]) - vb[i]);
+      den += static_cast<double>(vb[i]) * vb[i];
+    }
+    worst = std::max(worst, std::sqrt(num / std::max(den, 1e-300)));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST(TrainFlags, BothSyntaxesBooleansAndErrors) {
+  TrainArgs a = parse({"--model_max_length", "1024", "--learning_rate=2e-5", "--bf16", "True", "--mini_sequence=false",
+                       "--gradient_checkpointing", "0", "--lr_scheduler_type", "constant_with_warmup",
+                       "--save_total_limit=2", "--tf32", "True", "--use_flash_attn", "True", "--cache_dir", "/x"});
+  EXPECT_EQ(a.model_max_length, 1024);
+  EXPECT_DOUBLE_EQ(a.learning_rate, 2e-5);
+  EXPECT_TRUE(a.bf16);
+  EXPECT_FALSE(a.mini_sequence);
+  EXPECT_FALSE(a.gradient_checkpointing);
+  EXPECT_EQ(a.lr_scheduler_type, Schedule::ConstantWithWarmup);
+  EXPECT_EQ(a.save_total_limit, 2);
+  EXPECT_DOUBLE_EQ(a.max_grad_norm, 1.0);  // Hugging Face's default
+  auto error_of = [](std::vector<std::string> args) {
+    try {
+      parse(args);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of({"--learning_rat", "1"}).find("did you mean --learning_rate"), std::string::npos);
+  EXPECT_NE(error_of({"--bf16", "maybe"}).find("--bf16 expects True or False"), std::string::npos);
+  EXPECT_TRUE(parse({"--bf16", "yes", "--tf32"}).bf16);  // HfArgumentParser's spellings, and a bare flag
+  EXPECT_FALSE(parse({"--bf16=FALSE"}).bf16);
+  EXPECT_NE(error_of({"--max_steps", "ten"}).find("--max_steps expects an integer"), std::string::npos);
+  EXPECT_NE(error_of({"--lr_scheduler_type", "polynomial"}).find("not supported"), std::string::npos);
+  EXPECT_NE(error_of({"--low_rank_training", "True"}).find("not available yet"), std::string::npos);
+  EXPECT_NE(error_of({"--evaluation_strategy", "steps"}).find("not supported"), std::string::npos);
+  EXPECT_NE(train_flags().help().find("--gradient_accumulation_steps"), std::string::npos);
+}
+
+TEST(TrainSchedule, MatchesHuggingFaceFormulas) {
+  // get_linear_schedule_with_warmup(warmup 10, total 100)
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Linear, 0, 10, 100), 0.0);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Linear, 5, 10, 100), 0.5);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Linear, 10, 10, 100), 1.0);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Linear, 55, 10, 100), 0.5);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Linear, 100, 10, 100), 0.0);
+  // get_cosine_schedule_with_warmup: 0.5 * (1 + cos(pi * progress))
+  EXPECT_NEAR(lr_multiplier(Schedule::Cosine, 55, 10, 100), 0.5, 1e-15);
+  EXPECT_NEAR(lr_multiplier(Schedule::Cosine, 32, 10, 100), 0.5 * (1 + std::cos(M_PI * 22.0 / 90.0)), 1e-15);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Cosine, 3, 10, 100), 0.3);
+  // constant_with_warmup and constant
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::ConstantWithWarmup, 3, 4, 100), 0.75);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::ConstantWithWarmup, 40, 4, 100), 1.0);
+  EXPECT_DOUBLE_EQ(lr_multiplier(Schedule::Constant, 0, 4, 100), 1.0);
+  // warmup_ratio: ceil(ratio * total)
+  TrainArgs a;
+  a.warmup_ratio = 0.1;
+  EXPECT_EQ(warmup_steps_for(a, 95), 10);
+  a.warmup_steps = 3;
+  EXPECT_EQ(warmup_steps_for(a, 95), 3);
+  // Steps from epochs: ceil(blocks / batch) micro-batches, ceil(micro / accumulation) steps per epoch.
+  TrainArgs e;
+  e.num_train_epochs = 2;
+  e.per_device_train_batch_size = 2;
+  e.gradient_accumulation_steps = 3;
+  EXPECT_EQ(total_training_steps(e, 13), 6);  // 7 micro-batches -> 3 steps per epoch
+}
+
+TEST(TrainOptimizer, ClippingAndDecayGroups) {
+  ModelConfig c = load_model_config(kModel.string());
+  auto specs = param_specs(c);
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, 1 << 24);
+  auto be = make_cpu_backend();
+  ParamSet w(plan, specs, DType::F32, MemCategory::Weights), g(plan, specs, DType::F32, MemCategory::Grads);
+  AdamW opt(plan, specs);
+  opt.zero(*be);
+  Rng rng(3);
+  w.for_each([&](const ParamSpec&, const Tensor& t) { for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = 1.0f; });
+  g.for_each([&](const ParamSpec&, const Tensor& t) {
+    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = static_cast<float>(rng.normal());
+  });
+  const double norm = AdamW::grad_norm(*be, g);
+  const double clip = opt.step(*be, w, g, 1e-3, 1, norm, /*max_norm=*/1.0, /*wd=*/0.1, 0.9, 0.999, 1e-8);
+  EXPECT_NEAR(clip, 1.0 / (norm + 1e-6), 1e-15);
+  // First moment after one step: (1 - beta1) * clip * g, for every element.
+  const Tensor& m0 = opt.exp_avg().get("model.layers.0.mlp.up_proj.weight");
+  const Tensor& g0 = g.get("model.layers.0.mlp.up_proj.weight");
+  for (int64_t i = 0; i < 10; ++i)
+    EXPECT_NEAR(m0.f32()[i], 0.1 * clip * g0.f32()[i], 1e-6 * std::abs(0.1 * clip * g0.f32()[i]) + 1e-12);
+  // Decay: norms and biases are not decayed (w stays 1 - lr * update only), matrices are.
+  EXPECT_TRUE(AdamW::decays(specs[0]));
+  for (const auto& s : specs)
+    if (param_kind(s.role) == "norm") {
+      EXPECT_FALSE(AdamW::decays(s)) << s.name;
+    }
+  // Without clipping (max_norm 0) nothing is scaled.
+  EXPECT_EQ(opt.step(*be, w, g, 1e-3, 2, norm, 0.0, 0.0, 0.9, 0.999, 1e-8), 1.0);
+}
+
+TEST(TrainLoop, AccumulationEqualsLargerBatch) {
+  test::TempDir tmp;
+  const Dataset data = random_blocks(4, 24, 131, 11);
+  TrainArgs a = parse({"--max_steps", "1", "--learning_rate", "1e-3", "--save_strategy", "no", "--logging_steps", "1",
+                       "--model_max_length", "24", "--seed", "5"});
+  a.per_device_train_batch_size = 1, a.gradient_accumulation_steps = 4, a.output_dir = tmp.file("ga");
+  TrainResult r1 = run_training(tiny_setup(a, data));
+  a.per_device_train_batch_size = 4, a.gradient_accumulation_steps = 1, a.output_dir = tmp.file("batch");
+  TrainResult r2 = run_training(tiny_setup(a, data));
+  EXPECT_NEAR(r1.last_loss, r2.last_loss, 1e-6 * r2.last_loss);
+  // One AdamW step from the same start: the weights agree to fp32 summation order.
+  EXPECT_LE(max_rel_diff(read_weights(tmp.file("ga")), read_weights(tmp.file("batch"))), 1e-6);
+}
+
+TEST(TrainLoop, ResumeIsBitExactAndPruningKeepsTheNewest) {
+  test::TempDir tmp;
+  const Dataset data = random_blocks(5, 16, 131, 12);
+  TrainArgs a = parse({"--max_steps", "6", "--learning_rate", "1e-3", "--warmup_steps", "2", "--lr_scheduler_type",
+                       "cosine", "--logging_steps", "1", "--model_max_length", "16", "--per_device_train_batch_size",
+                       "2", "--gradient_accumulation_steps", "1", "--weight_decay", "0.01", "--save_steps", "3"});
+  a.output_dir = tmp.file("straight");
+  TrainResult full = run_training(tiny_setup(a, data));
+  EXPECT_EQ(full.steps, 6);
+
+  // 3 steps, then a resumed run to 6 (the epoch boundary falls in between: 3 micro-batches per epoch).
+  a.output_dir = tmp.file("resumed");
+  a.max_steps = 3;
+  run_training(tiny_setup(a, data));
+  ASSERT_TRUE(fs::exists(tmp.file("resumed") + "/checkpoint-3"));
+  a.max_steps = 6;
+  a.resume_from_checkpoint = "True";
+  a.save_steps = 1;
+  a.save_total_limit = 2;
+  TrainResult resumed = run_training(tiny_setup(a, data));
+  EXPECT_EQ(resumed.steps, 6);
+  EXPECT_EQ(resumed.last_loss, full.last_loss);  // bitwise
+  auto wa = read_weights(tmp.file("straight")), wb = read_weights(tmp.file("resumed"));
+  for (const auto& [name, v] : wa) EXPECT_EQ(v, wb.at(name)) << name;
+  // Identical per-step losses in the metrics.
+  auto metrics = [](const std::string& dir) {
+    std::vector<double> losses;
+    std::istringstream in(test::read_text(dir + "/metrics.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+    return losses;
+  };
+  EXPECT_EQ(metrics(tmp.file("straight")), metrics(tmp.file("resumed")));
+  // save_total_limit 2 with a save every step: only the two newest remain.
+  auto cps = list_checkpoints(tmp.file("resumed"));
+  ASSERT_EQ(cps.size(), 2u);
+  EXPECT_EQ(cps[0].first, 5);
+  EXPECT_EQ(cps[1].first, 6);
+  EXPECT_TRUE(fs::exists(tmp.file("resumed") + "/training.svg"));
+  EXPECT_TRUE(fs::exists(tmp.file("resumed") + "/config.json"));
+}
+
+TEST(TrainCheckpoint, CrashDuringSaveKeepsThePreviousCheckpoint) {
+  test::TempDir tmp;
+  const Dataset data = random_blocks(2, 16, 131, 13);
+  TrainArgs a = parse({"--max_steps", "2", "--model_max_length", "16", "--per_device_train_batch_size", "1",
+                       "--save_steps", "1", "--logging_steps", "1"});
+  a.output_dir = tmp.file("out");
+  run_training(tiny_setup(a, data));
+  const std::string cp = tmp.file("out") + "/checkpoint-2";
+  const std::string before = test::read_text(cp + "/trainer_state.json");
+  const auto weights_before = read_weights(cp);
+
+  // Overwrite checkpoint-2 with other weights, crashing after two files: the old one must survive untouched.
+  ModelConfig c = load_model_config(kModel.string());
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, 1 << 24);
+  ParamSet w(plan, param_specs(c), DType::F32, MemCategory::Weights);
+  w.for_each([](const ParamSpec&, const Tensor& t) { for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = 7.0f; });
+  TrainProgress p;
+  SaveRequest r;
+  r.dir = cp;
+  r.config = &c;
+  r.weights = &w;
+  r.progress = &p;
+  set_save_fault_for_testing(2);
+  EXPECT_THROW(save_checkpoint(r), Error);
+  EXPECT_EQ(test::read_text(cp + "/trainer_state.json"), before);
+  EXPECT_EQ(read_weights(cp), weights_before);
+  for (const auto& e : fs::directory_iterator(tmp.file("out")))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << "left behind: " << e.path();
+  set_save_fault_for_testing(-1);
+}
+
+TEST(TrainSetupRules, RopeFactorAndVocabularyGrowth) {
+  ModelConfig llama2 = parse_model_config(R"({"model_type":"llama","max_position_embeddings":4096})", "llama2");
+  EXPECT_EQ(rope_factor_for(llama2, 32768), 8.0);
+  EXPECT_EQ(rope_factor_for(llama2, 4096), 1.0);
+  EXPECT_EQ(rope_factor_for(llama2, 4097), 2.0);
+  ModelConfig llama3 = parse_model_config(R"({"model_type":"llama","max_position_embeddings":8192})", "llama3");
+  EXPECT_EQ(rope_factor_for(llama3, 32768), 4.0);
+  ModelConfig mistral = parse_model_config(R"({"model_type":"mistral","max_position_embeddings":32768})", "m");
+  EXPECT_EQ(rope_factor_for(mistral, 32768), 1.0);
+  ModelConfig scaled = parse_model_config(
+      R"({"model_type":"llama","max_position_embeddings":4096,"rope_scaling":{"type":"linear","factor":2.0}})", "s");
+  EXPECT_EQ(rope_factor_for(scaled, 32768), 8.0);  // 2 already × ceil(32768 / 8192)
+
+  // A pad token added: one more row in the embedding and the LM head, equal to the mean of the old rows.
+  ModelConfig file_c = load_model_config(kModel.string());
+  ModelConfig grown = file_c;
+  grown.vocab_size += 1;
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, 1 << 24);
+  ParamSet w(plan, param_specs(grown), DType::F32, MemCategory::Weights);
+  SafetensorsModel files(kModel.string());
+  load_params_grown(files, file_c, grown, w);
+  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+    const Tensor& t = w.get(name);
+    const int64_t V = file_c.vocab_size, d = file_c.hidden_size;
+    std::vector<float> orig(static_cast<size_t>(V * d));
+    files.read(name, Tensor(orig.data(), {V, d}));
+    EXPECT_EQ(std::vector<float>(t.f32(), t.f32() + V * d), orig);
+    for (int64_t j = 0; j < d; ++j) {
+      double mean = 0;
+      for (int64_t r = 0; r < V; ++r) mean += orig[static_cast<size_t>(r * d + j)];
+      EXPECT_NEAR(t.f32()[V * d + j], mean / static_cast<double>(V), 1e-7) << name << " column " << j;
+    }
+  }
+}
+
+TEST(TrainCli, RefusesARunThatDoesNotFit) {
+  test::TempDir tmp;
+  test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8]}\n");
+  auto r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
+                             " --output_dir " + tmp.file("o") + " --model_max_length 8 --max_steps 1 " +
+                             "--max_memory_gib 0.0001 --mini_sequence False");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("only 0.00 GiB is available"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("planned with both"), std::string::npos) << r.out;
+  r = test::run_miniseq("train --model_name_or_path /nonexistent --data_path x --output_dir y");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("is not a directory"), std::string::npos) << r.out;
+}
+
+TEST(TrainCli, SigintFinishesTheStepSavesAndExitsNonZero) {
+  test::TempDir tmp;
+  // Enough data for many steps; the run is stopped as soon as the first metrics line appears.
+  std::string jsonl;
+  Rng rng(1);
+  for (int i = 0; i < 64; ++i) {
+    jsonl += "{\"input_ids\": [";
+    for (int k = 0; k < 64; ++k) {
+      if (k) jsonl += ",";
+      jsonl += std::to_string(rng.below(131));
+    }
+    jsonl += "]}\n";
+  }
+  test::write_text(tmp.file("d.jsonl"), jsonl);
+  const std::string out = tmp.file("o");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string log = tmp.file("log.txt");
+    freopen(log.c_str(), "w", stdout);
+    execl(MINISEQ_BINARY, MINISEQ_BINARY, "train", "--model_name_or_path", kModel.c_str(), "--data_path",
+          tmp.file("d.jsonl").c_str(), "--output_dir", out.c_str(), "--model_max_length", "64", "--max_steps",
+          "100000", "--logging_steps", "1", "--per_device_train_batch_size", "1", "--save_steps", "100000",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && !fs::exists(out + "/metrics.jsonl"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(out + "/metrics.jsonl")) << test::read_text(tmp.file("log.txt"));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  auto cps = list_checkpoints(out);
+  ASSERT_EQ(cps.size(), 1u);
+  EXPECT_TRUE(fs::exists(cps[0].second + "/optimizer.safetensors"));
+  EXPECT_NE(test::read_text(tmp.file("log.txt")).find("interrupted by signal 2"), std::string::npos);
+}
