@@ -62,9 +62,10 @@ int cmd_grad(const Args& args) {
   }
 
   // Run in an arena of exactly the planned size.
+  auto backend = make_backend(Device::CPU);
+  backend->warm_up();
   const size_t rss_baseline = current_rss_bytes();
   MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
-  auto backend = make_backend(Device::CPU);
   Decoder model(config, *backend, plan);
   {
     SafetensorsModel files(f.str("model"));

@@ -17,6 +17,7 @@ using miniseq::cli::Command;
 
 const Command kCommands[] = {
     {"train", miniseq::cli::cmd_train, "fine-tune a model (LongLoRA fine-tune.py flags); --preset demo"},
+    {"memplan", miniseq::cli::cmd_memplan, "peak memory of a run before it runs; longest length that fits"},
     {"inspect", miniseq::cli::cmd_inspect, "show a model directory: architecture, parameters, mismatches"},
     {"tiny-model", miniseq::cli::cmd_tiny_model, "write a small random Hugging Face model directory"},
     {"grad", miniseq::cli::cmd_grad, "loss and gradients of one batch, as safetensors"},

@@ -24,7 +24,8 @@ void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {
       {"output_dir", "demo-out/train"}, {"model_max_length", "4096"},   {"per_device_train_batch_size", "1"},
       {"max_steps", "60"},              {"learning_rate", "2e-3"},      {"warmup_steps", "5"},
       {"lr_scheduler_type", "cosine"},  {"logging_steps", "5"},         {"save_steps", "30"},
-      {"save_total_limit", "1"},        {"weight_decay", "0.0"},        {"seed", "42"}};
+      {"save_total_limit", "1"},        {"weight_decay", "0.0"},        {"seed", "42"},
+      {"mlp_chunk_tokens", "512"},      {"lm_head_chunks", "8"}};
   for (const auto& [name, value] : defaults)
     if (!f.given(name)) args.push_back(std::string("--") + name + "=" + value);
 }
@@ -82,9 +83,9 @@ int cmd_train(const Args& raw_args) {
   const TrainResult r = run_training(setup);
   std::printf("loss %.4f -> %.4f over %lld steps\n", r.first_loss, r.last_loss, (long long)r.steps);
   // What MsT bought: the same run planned without it.
-  TrainArgs no_mst = setup.args;
+  StepPolicy no_mst = r.policy;
   no_mst.mini_sequence = false;
-  const MemReport without = plan_training(setup.config, no_mst, policy_from(no_mst));
+  const MemReport without = plan_training(setup.config, setup.args, no_mst);
   std::printf("planned peak: %s with mini-sequence, %s without (checkpointing %s)\n",
               gib(r.planned.arena_bytes).c_str(), gib(without.arena_bytes).c_str(),
               setup.args.gradient_checkpointing ? "on" : "off");

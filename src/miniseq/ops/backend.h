@@ -52,6 +52,9 @@ class Backend {
   virtual DType param_dtype() const { return DType::F32; }
   virtual DType grad_dtype() const { return DType::F32; }
   virtual DType activation_dtype() const { return DType::F32; }
+  // Lets libraries allocate and touch their fixed per-thread workspaces (BLAS packing buffers) once, so that
+  // they are part of the process baseline before memory is measured. No effect on results.
+  virtual void warm_up() {}
 
   // ---- embedding: ids [T] (int32), table [V, d] -> out [T, d] ----
   virtual void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) = 0;

@@ -11,7 +11,7 @@
 
 #include "miniseq/core/rss.h"
 #include "miniseq/model/decoder.h"
-#include "miniseq/ops/dry_backend.h"
+#include "miniseq/model/planner.h"
 #include "miniseq/train/checkpoint.h"
 #include "miniseq/train/metrics.h"
 #include "miniseq/train/model_setup.h"
@@ -51,14 +51,6 @@ std::string hms(double seconds) {
   return b;
 }
 
-TokenBatch shape_only_batch(int64_t B, int64_t S) {
-  TokenBatch b;
-  b.batch = B, b.seq = S;
-  b.input_ids.assign(static_cast<size_t>(B * S), 0);
-  b.labels.assign(static_cast<size_t>(B * S), 0);
-  return b;
-}
-
 }  // namespace
 
 StepPolicy policy_from(const TrainArgs& a) {
@@ -71,12 +63,7 @@ StepPolicy policy_from(const TrainArgs& a) {
 }
 
 MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy) {
-  MemoryPlan plan = MemoryPlan::dry(Device::CPU);
-  DryBackend be;
-  Decoder model(config, be, plan);
-  AdamW opt(plan, param_specs(config));
-  model.forward_backward(shape_only_batch(args.per_device_train_batch_size, args.model_max_length), policy, 1);
-  return plan.report();
+  return plan_step(config, args.per_device_train_batch_size, args.model_max_length, policy, PlanTarget::cpu());
 }
 
 int64_t total_training_steps(const TrainArgs& a, int64_t blocks) {
@@ -93,13 +80,17 @@ TrainResult run_training(const TrainSetup& setup) {
   MS_CHECK(a.device == "cpu", "--device cuda: the CUDA training path is not available in this build yet");
   MS_CHECK(data.size() > 0, "the training data holds no block of --model_max_length ", a.model_max_length, " tokens");
   MS_CHECK(!a.output_dir.empty(), "--output_dir is required");
-  const StepPolicy policy = policy_from(a);
+  StepPolicy policy = policy_from(a);
   TrainResult result;
 
   // ---- plan the whole run before step 0, and refuse when it does not fit ----
-  result.planned = plan_training(config, a, policy);
   const size_t budget = a.max_memory_gib > 0 ? static_cast<size_t>(a.max_memory_gib * (1ull << 30))
                                              : available_ram_bytes();
+  // Chunk sizes not given: the largest chunks (fewest, most efficient GEMMs) that fit the budget.
+  if (a.mini_sequence && a.mlp_chunk_tokens == 0 && a.lm_head_chunks == 0 && budget > 0)
+    auto_chunks(config, a.per_device_train_batch_size, a.model_max_length, PlanTarget::cpu(), budget, &policy);
+  result.planned = plan_step(config, a.per_device_train_batch_size, a.model_max_length, policy, PlanTarget::cpu());
+  result.policy = policy;
   if (budget > 0 && result.planned.arena_bytes > budget) {
     TrainArgs alt = a;
     alt.mini_sequence = alt.gradient_checkpointing = true;
@@ -174,10 +165,14 @@ TrainResult run_training(const TrainSetup& setup) {
 
   const bool tty = !setup.quiet && isatty(STDOUT_FILENO);
   if (!setup.quiet) {
-    std::printf("training %lld steps (%lld blocks of %lld tokens, batch %lld x %lld accumulation)%s; planned peak %s "
-                "at %s\n",
+    const int64_t T = B * a.model_max_length;
+    std::printf("training %lld steps (%lld blocks of %lld tokens, batch %lld x %lld accumulation)%s\n"
+                "memory: mini-sequence %s (MLP chunks of %lld rows, LM head in chunks of %lld rows), checkpointing "
+                "%s; planned peak %s at %s\n",
                 (long long)progress.total_steps, (long long)data.size(), (long long)a.model_max_length, (long long)B,
                 (long long)GA, resume_flag ? (" resumed from " + resume).c_str() : "",
+                policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
+                (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
     std::fflush(stdout);
   }

@@ -34,6 +34,7 @@ struct TrainResult {
   double first_loss = 0.0;    // loss of the first step of this run
   bool interrupted = false;
   MemReport planned;
+  StepPolicy policy;  // the policy the run used (chunk sizes chosen automatically when not given)
   std::string final_dir;
 };
 

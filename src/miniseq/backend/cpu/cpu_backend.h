@@ -10,6 +10,7 @@ namespace miniseq {
 class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::CPU; }
+  void warm_up() override;  // warm_up.cpp
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;

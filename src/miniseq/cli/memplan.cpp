@@ -1,0 +1,167 @@
+// `miniseq memplan`: the peak memory of a training run before it runs, from a model directory or a bare
+// config.json: the real step schedule executed dry (model/planner.h), per category and with the moment of the peak,
+// for the requested policy and the alternatives; --find_max_length searches the longest sequence that fits
+// --memory under each policy; --auto picks chunk sizes; --json prints one JSON object.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "miniseq/cli/commands.h"
+#include "miniseq/cli/flags.h"
+#include "miniseq/model/param_spec.h"
+#include "miniseq/model/planner.h"
+
+namespace miniseq::cli {
+
+namespace {
+
+// "80GiB", "141 GB", "512MiB", "1.5TiB", or a plain number of bytes.
+size_t parse_memory(const std::string& s) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  MS_CHECK(end != s.c_str() && v > 0, "--memory '", s, "' is not a size like 80GiB");
+  std::string unit(end);
+  unit.erase(0, unit.find_first_not_of(' '));
+  double mult = 1;
+  if (unit == "" || unit == "B") mult = 1;
+  else if (unit == "KiB") mult = 1024.0;
+  else if (unit == "MiB") mult = 1024.0 * 1024;
+  else if (unit == "GiB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "TiB") mult = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "KB") mult = 1e3;
+  else if (unit == "MB") mult = 1e6;
+  else if (unit == "GB") mult = 1e9;
+  else if (unit == "TB") mult = 1e12;
+  else fail("--memory '", s, "': unknown unit '", unit, "' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)");
+  return static_cast<size_t>(v * mult);
+}
+
+std::string gib(size_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1ull << 30));
+  return buf;
+}
+
+nlohmann::json report_json(const MemReport& r) {
+  nlohmann::json cats = nlohmann::json::object(), own = nlohmann::json::object();
+  for (int i = 0; i < kNumMemCategories; ++i) {
+    auto c = static_cast<MemCategory>(i);
+    cats[std::string(mem_category_name(c))] = r.at_peak[c];
+    own[std::string(mem_category_name(c))] = r.peak_by_category[c];
+  }
+  return {{"peak_bytes", r.peak_bytes},     {"arena_bytes", r.arena_bytes}, {"by_category", cats},
+          {"peak_by_category", own},        {"peak_moment", r.peak_moment}};
+}
+
+std::string policy_label(const StepPolicy& p) {
+  if (p.mini_sequence && p.checkpointing) return "checkpointing + MsT";
+  if (p.checkpointing) return "checkpointing only";
+  if (p.mini_sequence) return "MsT only";
+  return "neither";
+}
+
+}  // namespace
+
+int cmd_memplan(const Args& args) {
+  Flags f("memplan",
+          "miniseq memplan --model DIR_OR_CONFIG.json --model_max_length S [--per_device_train_batch_size B] "
+          "[--device cpu|cuda] [--memory 80GiB] [--find_max_length] [--auto] [--json] [policy flags]",
+          {
+              {"model", FlagKind::String, "", "model directory or config.json (no weights needed)"},
+              {"model_max_length", FlagKind::Int, "", "sequence length S"},
+              {"per_device_train_batch_size", FlagKind::Int, "1", "sequences per micro-batch"},
+              {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 weights/grads/activations)"},
+              {"memory", FlagKind::String, "", "budget for --find_max_length and --auto, e.g. 80GiB"},
+              {"mini_sequence", FlagKind::Bool, "True", "MsT chunking of MLP and LM head"},
+              {"gradient_checkpointing", FlagKind::Bool, "True", "per-layer activation checkpointing"},
+              {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
+              {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
+              {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
+              {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
+              {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
+          });
+  if (!f.parse(args)) return 0;
+  MS_CHECK(f.positional().empty(), "memplan: unexpected argument '", f.positional().empty() ? "" : f.positional()[0],
+           "'");
+  MS_CHECK(f.has("model"), "memplan: --model is required (a model directory or a config.json)");
+  const ModelConfig c = load_model_config(f.str("model"));
+  const std::string device = f.str("device");
+  MS_CHECK(device == "cpu" || device == "cuda", "memplan: --device must be cpu or cuda");
+  const PlanTarget target = device == "cuda" ? PlanTarget::cuda() : PlanTarget::cpu();
+  const int64_t B = f.i64("per_device_train_batch_size");
+  MS_CHECK(B >= 1, "memplan: --per_device_train_batch_size must be >= 1");
+  const bool find = f.boolean("find_max_length"), autoc = f.boolean("auto");
+  MS_CHECK(f.has("model_max_length") || find, "memplan: --model_max_length is required (or --find_max_length)");
+  const int64_t S = f.has("model_max_length") ? f.i64("model_max_length") : 0;
+  MS_CHECK(!f.has("model_max_length") || S >= 1, "memplan: --model_max_length must be >= 1");
+  size_t budget = 0;
+  if (f.has("memory")) budget = parse_memory(f.str("memory"));
+  MS_CHECK(budget > 0 || !(find || autoc), "memplan: --find_max_length and --auto need --memory (e.g. 80GiB)");
+
+  StepPolicy req;
+  req.mini_sequence = f.boolean("mini_sequence");
+  req.checkpointing = f.boolean("gradient_checkpointing");
+  req.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
+  req.lm_head_chunks = f.i64("lm_head_chunks");
+  bool auto_ok = true;
+  if (autoc && S > 0) auto_ok = auto_chunks(c, B, S, target, budget, &req);
+
+  nlohmann::json out = {{"model_type", std::string(arch_name(c.arch))},
+                        {"parameters", param_count(param_specs(c))},
+                        {"device", device},
+                        {"batch", B}};
+  const bool text = !f.boolean("json");
+  if (text)
+    std::printf("memplan: %s, %.3fB parameters, batch %lld, device %s (%s weights, %s grads, %s activations, fp32 "
+                "AdamW moments)\n",
+                std::string(arch_name(c.arch)).c_str(), static_cast<double>(param_count(param_specs(c))) / 1e9,
+                (long long)B, device.c_str(), std::string(dtype_name(target.params)).c_str(),
+                std::string(dtype_name(target.grads)).c_str(), std::string(dtype_name(target.activations)).c_str());
+  if (S > 0) {
+    out["model_max_length"] = S;
+    const MemReport r = plan_step(c, B, S, req, target);
+    out["policy"] = {{"mini_sequence", req.mini_sequence},
+                     {"gradient_checkpointing", req.checkpointing},
+                     {"mlp_chunk_rows", req.mlp_chunk_rows(c, B * S)},
+                     {"lm_head_chunk_rows", req.lm_head_chunk_rows(c, B * S)}};
+    out.update(report_json(r));
+    if (autoc) out["auto_fits"] = auto_ok;
+    if (text) {
+      std::printf("S = %lld, requested policy: %s (MLP chunks of %lld rows, LM head in chunks of %lld rows)%s\n",
+                  (long long)S, policy_label(req).c_str(), (long long)req.mlp_chunk_rows(c, B * S),
+                  (long long)req.lm_head_chunk_rows(c, B * S),
+                  autoc ? (auto_ok ? ", chosen by --auto" : ", --auto found nothing that fits") : "");
+      std::printf("%s", r.str().c_str());
+      std::printf("alternatives at S = %lld:\n", (long long)S);
+    }
+    nlohmann::json alts = nlohmann::json::object();
+    for (auto [mst, ckpt] : {std::pair{true, true}, {false, true}, {true, false}, {false, false}}) {
+      StepPolicy p = req;
+      p.mini_sequence = mst;
+      p.checkpointing = ckpt;
+      const MemReport ar = plan_step(c, B, S, p, target);
+      alts[policy_label(p)] = report_json(ar);
+      if (text)
+        std::printf("  %-22s peak %12s at %s\n", policy_label(p).c_str(), gib(ar.arena_bytes).c_str(),
+                    ar.peak_moment.c_str());
+    }
+    out["alternatives"] = alts;
+  }
+  if (find) {
+    nlohmann::json ml = nlohmann::json::object();
+    if (text) std::printf("longest sequence within %s (batch %lld):\n", gib(budget).c_str(), (long long)B);
+    for (auto [mst, ckpt] : {std::pair{true, true}, {false, true}, {true, false}, {false, false}}) {
+      StepPolicy p = req;
+      p.mini_sequence = mst;
+      p.checkpointing = ckpt;
+      const int64_t m = find_max_length(c, B, p, target, budget);
+      ml[policy_label(p)] = m;
+      if (text) std::printf("  %-22s %lld tokens\n", policy_label(p).c_str(), (long long)m);
+    }
+    out["max_length"] = ml;
+    out["memory_bytes"] = budget;
+  }
+  if (!text) std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace miniseq::cli
