@@ -40,11 +40,11 @@ double AdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, 
   for (size_t i = 0; i < weights.size(); ++i) {
     const ParamSpec& s = weights.specs()[i];
     AdamWParams p;
-    p.lr = static_cast<float>(lr);
-    p.beta1 = static_cast<float>(beta1);
-    p.beta2 = static_cast<float>(beta2);
-    p.eps = static_cast<float>(eps);
-    p.weight_decay = decays(s) ? static_cast<float>(weight_decay) : 0.0f;
+    p.lr = lr;
+    p.beta1 = beta1;
+    p.beta2 = beta2;
+    p.eps = eps;
+    p.weight_decay = decays(s) ? weight_decay : 0.0;
     p.step = step;
     p.grad_scale = static_cast<float>(clip);
     be.adamw_step(weights[i], grads[i], m_[i], v_[i], p);
