@@ -338,6 +338,8 @@ def write_case(case, seed):
     save_file(g32, case_dir / "grads.safetensors", metadata=meta)
     save_file(g64, case_dir / "grads_f64.safetensors", metadata=meta)
 
+    # What transformers counts, tied weights once: `miniseq inspect` must report the same total.
+    num_parameters = AutoModelForCausalLM.from_pretrained(case_dir / "model").num_parameters()
     n_kept = int((torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:] != -100).sum())
     info = {
         "description": case["description"],
@@ -348,6 +350,7 @@ def write_case(case, seed):
         f"the {n_kept} kept labels. Seed {seed}.",
         "saved_dtype": str(save_dtype).removeprefix("torch."),
         "n_loss_tokens": n_kept,
+        "num_parameters": num_parameters,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
     }
