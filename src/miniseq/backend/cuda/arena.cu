@@ -2,6 +2,7 @@
 #include "miniseq/backend/cuda/cuda_backend.h"
 #include "miniseq/backend/cuda/cuda_check.h"
 #include "miniseq/core/memory_plan.h"
+#include "miniseq/ops/backend.h"
 
 #include <cstdio>
 
@@ -18,9 +19,12 @@ void* device_arena_allocate(size_t bytes) {
   return p;
 }
 
-void device_arena_release(void* p, size_t) { cudaFree(p); }
+void device_arena_release(void* p, size_t) {
+  cudaFree(p);
+}
 
-// Touches the arena once so that the first step does not pay for lazy initialization (and checks launches work).
+// Touches the arena once so that the first step does not pay for lazy initialization (and checks launches
+// work).
 __global__ void zero_kernel(unsigned char* p, size_t n) {
   size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   if (i < n) p[i] = 0;
@@ -30,6 +34,7 @@ __global__ void zero_kernel(unsigned char* p, size_t n) {
 
 void register_cuda_backend() {
   register_arena_storage(Device::CUDA, ArenaStorage{device_arena_allocate, device_arena_release});
+  register_backend_factory(Device::CUDA, make_cuda_backend);
 }
 
 std::string describe_device() {
@@ -43,8 +48,8 @@ std::string describe_device() {
   MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   char mem[32];
   std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(prop.totalGlobalMem) / (1ull << 30));
-  std::string desc = std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
-                     ", " + mem;
+  std::string desc =
+      std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " + mem;
   unsigned char* probe = nullptr;
   MS_CUDA_CHECK(cudaMalloc(&probe, 256));
   zero_kernel<<<1, 256>>>(probe, 256);

@@ -6,10 +6,10 @@
 
 #include "miniseq/core/check.h"
 
-#define MS_CUDA_CHECK(call)                                                                           \
-  do {                                                                                                \
-    cudaError_t err_ = (call);                                                                        \
-    if (err_ != cudaSuccess)                                                                          \
+#define MS_CUDA_CHECK(call)                                                                                  \
+  do {                                                                                                       \
+    cudaError_t err_ = (call);                                                                               \
+    if (err_ != cudaSuccess)                                                                                 \
       ::miniseq::fail("CUDA error ", cudaGetErrorString(err_), " at ", __FILE__, ":", __LINE__, ": " #call); \
   } while (0)
 
@@ -17,5 +17,6 @@
   do {                                                                                              \
     cublasStatus_t st_ = (call);                                                                    \
     if (st_ != CUBLAS_STATUS_SUCCESS)                                                               \
-      ::miniseq::fail("cuBLAS error ", cublasGetStatusString(st_), " at ", __FILE__, ":", __LINE__, ": " #call); \
+      ::miniseq::fail("cuBLAS error ", cublasGetStatusString(st_), " at ", __FILE__, ":", __LINE__, \
+                      ": " #call);                                                                  \
   } while (0)

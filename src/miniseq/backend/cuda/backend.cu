@@ -1,0 +1,69 @@
+// The CUDA backend object: cuBLASLt handle and workspace, grow-only device scratch, the factory.
+#include "miniseq/backend/cuda/cuda_backend.h"
+#include "miniseq/backend/cuda/cuda_check.h"
+#include "miniseq/backend/cuda/cuda_ops.h"
+
+namespace miniseq::cuda {
+
+namespace {
+constexpr size_t kLtWorkspaceBytes = 64ull << 20;  // cuBLASLt's recommendation for Hopper is 32 MiB or more
+}
+
+CudaBackend::CudaBackend() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  MS_CHECK(err == cudaSuccess && count > 0, "--device cuda: no usable CUDA device (",
+           err != cudaSuccess ? cudaGetErrorString(err) : "none found",
+           "); run on a machine with an NVIDIA GPU and driver, or use --device cpu");
+  MS_CUBLAS_CHECK(cublasLtCreate(&lt_));
+  MS_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
+  lt_workspace_bytes_ = kLtWorkspaceBytes;
+}
+
+CudaBackend::~CudaBackend() {
+  for (auto& b : slots_) cudaFree(b.p);
+  for (auto& [k, b] : masters_) cudaFree(b.p);
+  cudaFree(lt_workspace_);
+  if (lt_) cublasLtDestroy(lt_);
+}
+
+void* CudaBackend::scratch(Slot s, size_t bytes) {
+  Buf& b = slots_[s];
+  if (bytes > b.bytes) {
+    // Grow with headroom so that a slightly larger later call does not reallocate.
+    const size_t want = bytes + bytes / 4 + 4096;
+    MS_CUDA_CHECK(cudaDeviceSynchronize());  // the old buffer may still be in use by queued kernels
+    MS_CUDA_CHECK(cudaFree(b.p));
+    b.p = nullptr;
+    b.bytes = 0;
+    MS_CUDA_CHECK(cudaMalloc(&b.p, want));
+    b.bytes = want;
+  }
+  return b.p;
+}
+
+int32_t* CudaBackend::upload_ints(Slot s, const int32_t* host, int64_t n) {
+  auto* d = static_cast<int32_t*>(scratch(s, static_cast<size_t>(n > 0 ? n : 1) * sizeof(int32_t)));
+  if (n > 0)
+    MS_CUDA_CHECK(cudaMemcpy(d, host, static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice));
+  return d;
+}
+
+size_t CudaBackend::scratch_bytes() const {
+  size_t n = lt_workspace_bytes_;
+  for (const auto& b : slots_) n += b.bytes;
+  for (const auto& [k, b] : masters_) n += b.bytes;
+  return n;
+}
+
+void CudaBackend::warm_up() {
+  // Loads the kernels' modules and creates the context's lazy state before memory is measured.
+  MS_CUDA_CHECK(cudaFree(nullptr));
+  MS_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+std::unique_ptr<Backend> make_cuda_backend() {
+  return std::make_unique<CudaBackend>();
+}
+
+}  // namespace miniseq::cuda

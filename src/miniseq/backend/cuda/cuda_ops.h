@@ -1,0 +1,115 @@
+// The CUDA backend class: bf16 parameters and activations, fp32 gradients, fp32 accumulation everywhere.
+// One op family per file, forward and backward side by side: embedding.cu, rmsnorm.cu, linear.cu (cuBLASLt),
+// rope.cu, attention.cu (+ attention_backward.cu), swiglu.cu, cross_entropy.cu, adamw.cu, elementwise.cu.
+// Conventions: ops/backend.h. Everything runs on the legacy default stream, in issue order.
+//
+// Determinism: no reduction uses atomics. Reductions over rows (RMSNorm dw, bias grads, sums of squares)
+// write per-block partials in a grid fixed by the shape and sum them in a fixed order; the embedding gradient
+// groups equal token ids on the host and sums each group in position order; attention dK/dV are owned by one
+// block per key tile (it loops over the query tiles), dQ by one block per query tile (it loops over the key
+// tiles).
+//
+// Device memory outside the memory plan (reported by scratch_bytes()): the cuBLASLt workspace, small per-call
+// scratch (token ids, labels, per-row losses, reduction partials, attention's row terms, the RoPE table), all
+// grow-only, so it is allocated in the first step and reused; and fp32 master copies of bf16 weights, created
+// by the first adamw_step on each weight.
+#pragma once
+
+#include <cublasLt.h>
+
+#include <array>
+#include <map>
+#include <vector>
+
+#include "miniseq/ops/backend.h"
+
+namespace miniseq::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend();
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::CUDA; }
+  DType param_dtype() const override { return DType::BF16; }
+  // fp32 gradients: parameter grads accumulate over MsT chunks and micro-batches; bf16 (8 significant bits)
+  // would drop contributions below 2^-9 of the running sum. See docs/cuda.md.
+  DType grad_dtype() const override { return DType::F32; }
+  DType activation_dtype() const override { return DType::BF16; }
+  void warm_up() override;
+
+  void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
+  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
+
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
+                       const Tensor& rstd) override;
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        const Tensor& dx, const Tensor& dw, bool dx_accum) override;
+
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor* dw,
+                       const Tensor* db, bool dx_accum) override;
+
+  void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) override;
+  void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) override;
+
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                         const Tensor& lse, const AttentionParams& p) override;
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv, const AttentionParams& p) override;
+
+  void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& act) override;
+  void swiglu_backward(const Tensor& dact, const Tensor& gate, const Tensor& up, const Tensor& dgate,
+                       const Tensor& dup) override;
+
+  double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) override;
+
+  void add_inplace(const Tensor& y, const Tensor& x) override;
+  void scale_inplace(const Tensor& y, float s) override;
+  void fill_zero(const Tensor& y) override;
+  void copy(const Tensor& dst, const Tensor& src) override;
+  double sum_squares(const Tensor& x) override;
+
+  // param BF16 (an fp32 master copy is kept inside the backend, see above) or F32; grad F32 or BF16; m, v
+  // F32.
+  void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                  const AdamWParams& p) override;
+
+  // Device bytes this backend holds outside the memory plan (scratch, cuBLASLt workspace, master weights).
+  size_t scratch_bytes() const;
+
+ private:
+  enum Slot { kIds, kIds2, kLabels, kRowLoss, kPartials, kRowTerms, kRopeTable, kCsr, kNumSlots };
+  // Grow-only device scratch per slot (contents not preserved when it grows).
+  void* scratch(Slot s, size_t bytes);
+  // Copies n host int32 values into a scratch slot and returns the device pointer.
+  int32_t* upload_ints(Slot s, const int32_t* host, int64_t n);
+  // Device cos/sin table [S, D/2] x 2 for these positions and parameters (cached while they do not change).
+  const float* rope_table(const int32_t* positions, int64_t S, int64_t D, const RopeParams& p);
+  // C = alpha·op(A)·op(B) + beta·C in cuBLASLt's column-major terms (see linear.cu).
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* A, DType ta, int64_t lda,
+            const void* B, DType tb, int64_t ldb, void* C, DType tc, int64_t ldc, float beta,
+            const void* bias = nullptr);
+  // Σ over rows of a [rows, cols] matrix product dy·(x·rstd) or of dy alone, into out[cols] (+=).
+  void column_sums_finish(const float* partials, int64_t nblocks, int64_t cols, const Tensor& out);
+
+  struct Buf {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  std::array<Buf, kNumSlots> slots_{};
+  cublasLtHandle_t lt_ = nullptr;
+  void* lt_workspace_ = nullptr;
+  size_t lt_workspace_bytes_ = 0;
+  // RoPE table cache key
+  std::vector<int32_t> rope_positions_;
+  int64_t rope_D_ = 0;
+  float rope_theta_ = 0, rope_factor_ = 0;
+  // fp32 master weights of bf16 parameters, by parameter address
+  std::map<const void*, Buf> masters_;
+};
+
+}  // namespace miniseq::cuda

@@ -1,0 +1,68 @@
+// Host <-> device copies with dtype conversion on the host, weight loading onto the device, DeviceTensor.
+#include <algorithm>
+#include <vector>
+
+#include "miniseq/backend/cuda/cuda_backend.h"
+#include "miniseq/backend/cuda/cuda_check.h"
+
+namespace miniseq::cuda {
+
+void upload(const Tensor& dev, const Tensor& host) {
+  MS_CHECK(dev.numel() == host.numel(), "internal: upload of ", host.shape.str(), " into ", dev.shape.str());
+  if (dev.numel() == 0) return;
+  if (dev.dtype == host.dtype) {
+    MS_CUDA_CHECK(cudaMemcpy(dev.data, host.data, dev.bytes(), cudaMemcpyHostToDevice));
+    return;
+  }
+  std::vector<unsigned char> staging(dev.bytes());
+  convert(host.data, host.dtype, staging.data(), dev.dtype, static_cast<size_t>(dev.numel()));
+  MS_CUDA_CHECK(cudaMemcpy(dev.data, staging.data(), dev.bytes(), cudaMemcpyHostToDevice));
+}
+
+void download(const Tensor& host, const Tensor& dev) {
+  MS_CHECK(dev.numel() == host.numel(), "internal: download of ", dev.shape.str(), " into ",
+           host.shape.str());
+  if (dev.numel() == 0) return;
+  if (dev.dtype == host.dtype) {
+    MS_CUDA_CHECK(cudaMemcpy(host.data, dev.data, dev.bytes(), cudaMemcpyDeviceToHost));
+    return;
+  }
+  std::vector<unsigned char> staging(dev.bytes());
+  MS_CUDA_CHECK(cudaMemcpy(staging.data(), dev.data, dev.bytes(), cudaMemcpyDeviceToHost));
+  convert(staging.data(), dev.dtype, host.data, host.dtype, static_cast<size_t>(dev.numel()));
+}
+
+void load_params_to_device(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params) {
+  auto problems = check_model_files(files, params.specs(), config);
+  MS_CHECK(problems.empty(), problems.front(),
+           problems.size() > 1
+               ? " (and " + std::to_string(problems.size() - 1) + " more problems; run `miniseq inspect`)"
+               : std::string());
+  size_t largest = 0;
+  params.for_each([&](const ParamSpec&, const Tensor& t) { largest = std::max(largest, t.bytes()); });
+  std::vector<unsigned char> staging(largest);
+  params.for_each([&](const ParamSpec& s, const Tensor& t) {
+    if (!t.data) return;
+    files.read(s.name, Tensor(staging.data(), t.shape, t.dtype, Device::CPU));  // converts to the param dtype
+    MS_CUDA_CHECK(cudaMemcpy(t.data, staging.data(), t.bytes(), cudaMemcpyHostToDevice));
+  });
+}
+
+size_t device_used_bytes() {
+  size_t free_b = 0, total_b = 0;
+  MS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return total_b - free_b;
+}
+
+DeviceTensor::DeviceTensor(Shape shape, DType dtype) {
+  t_ = Tensor(nullptr, shape, dtype, Device::CUDA);
+  const size_t bytes = std::max<size_t>(t_.bytes(), 16);
+  MS_CUDA_CHECK(cudaMalloc(&t_.data, bytes));
+  MS_CUDA_CHECK(cudaMemset(t_.data, 0, bytes));
+}
+
+DeviceTensor::~DeviceTensor() {
+  cudaFree(t_.data);
+}
+
+}  // namespace miniseq::cuda
