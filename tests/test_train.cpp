@@ -62,6 +62,15 @@ std::map<std::string, std::vector<float>> read_weights(const std::string& dir) {
   return out;
 }
 
+// One field of every record of DIR/metrics.jsonl.
+std::vector<double> logged(const std::string& dir, const char* field) {
+  std::vector<double> values;
+  std::istringstream in(test::read_text(dir + "/metrics.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) values.push_back(nlohmann::json::parse(line)[field].get<double>());
+  return values;
+}
+
 double max_rel_diff(const std::map<std::string, std::vector<float>>& a,
                     const std::map<std::string, std::vector<float>>& b) {
   double worst = 0;
@@ -153,8 +162,12 @@ TEST(TrainOptimizer, ClippingAndDecayGroups) {
     for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = static_cast<float>(rng.normal());
   });
   const double norm = AdamW::grad_norm(*be, g);
-  const double clip = opt.step(*be, w, g, 1e-3, 1, norm, /*max_norm=*/1.0, /*wd=*/0.1, 0.9, 0.999, 1e-8);
+  AdamWHyper h;
+  h.lr = 1e-3, h.weight_decay = 0.1, h.step = 1;
+  h.clip = AdamW::clip_factor(norm, /*max_norm=*/1.0);
+  const double clip = h.clip;
   EXPECT_NEAR(clip, 1.0 / (norm + 1e-6), 1e-15);
+  opt.step(*be, w, g, h);
   // First moment after one step: (1 - beta1) * clip * g, for every element.
   const Tensor& m0 = opt.exp_avg().get("model.layers.0.mlp.up_proj.weight");
   const Tensor& g0 = g.get("model.layers.0.mlp.up_proj.weight");
@@ -166,8 +179,9 @@ TEST(TrainOptimizer, ClippingAndDecayGroups) {
     if (param_kind(s.role) == "norm") {
       EXPECT_FALSE(AdamW::decays(s)) << s.name;
     }
-  // Without clipping (max_norm 0) nothing is scaled.
-  EXPECT_EQ(opt.step(*be, w, g, 1e-3, 2, norm, 0.0, 0.0, 0.9, 0.999, 1e-8), 1.0);
+  // Without clipping (max_norm 0) nothing is scaled; a norm below max_norm is not scaled either.
+  EXPECT_EQ(AdamW::clip_factor(norm, 0.0), 1.0);
+  EXPECT_EQ(AdamW::clip_factor(0.5, 1.0), 1.0);
 }
 
 TEST(TrainLoop, AccumulationEqualsLargerBatch) {
@@ -209,14 +223,7 @@ TEST(TrainLoop, ResumeIsBitExactAndPruningKeepsTheNewest) {
   auto wa = read_weights(tmp.file("straight")), wb = read_weights(tmp.file("resumed"));
   for (const auto& [name, v] : wa) EXPECT_EQ(v, wb.at(name)) << name;
   // Identical per-step losses in the metrics.
-  auto metrics = [](const std::string& dir) {
-    std::vector<double> losses;
-    std::istringstream in(test::read_text(dir + "/metrics.jsonl"));
-    std::string line;
-    while (std::getline(in, line)) losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
-    return losses;
-  };
-  EXPECT_EQ(metrics(tmp.file("straight")), metrics(tmp.file("resumed")));
+  EXPECT_EQ(logged(tmp.file("straight"), "loss"), logged(tmp.file("resumed"), "loss"));
   // save_total_limit 2 with a save every step: only the two newest remain.
   auto cps = list_checkpoints(tmp.file("resumed"));
   ASSERT_EQ(cps.size(), 2u);
@@ -344,4 +351,61 @@ TEST(TrainCli, SigintFinishesTheStepSavesAndExitsNonZero) {
   ASSERT_EQ(cps.size(), 1u);
   EXPECT_TRUE(fs::exists(cps[0].second + "/optimizer.safetensors"));
   EXPECT_NE(test::read_text(tmp.file("log.txt")).find("interrupted by signal 2"), std::string::npos);
+}
+
+// Memory policies (optimizer in backward, bf16 moments): same training as the default policy — bitwise where the
+// arithmetic is the same, within the bf16 rounding bound where it is not.
+TEST(TrainPolicies, OptimizerInBackwardIsBitwiseAndBf16MomentsAreClose) {
+  test::TempDir tmp;
+  const Dataset data = random_blocks(4, 20, 131, 21);
+  const auto initial = read_weights(kModel.string());
+  for (double max_norm : {1.0, 0.0}) {
+    TrainArgs a = parse({"--max_steps", "4", "--learning_rate", "2e-3", "--warmup_steps", "1", "--logging_steps",
+                         "1", "--model_max_length", "20", "--per_device_train_batch_size", "2", "--save_strategy",
+                         "no", "--weight_decay", "0.01"});
+    a.max_grad_norm = max_norm;
+    a.output_dir = tmp.file("default");
+    TrainResult base = run_training(tiny_setup(a, data));
+    a.optimizer_in_backward = true;
+    a.output_dir = tmp.file("fused");
+    TrainResult fused = run_training(tiny_setup(a, data));
+    EXPECT_EQ(fused.last_loss, base.last_loss) << "max_grad_norm " << max_norm;
+    EXPECT_EQ(read_weights(tmp.file("fused")), read_weights(tmp.file("default"))) << "max_grad_norm " << max_norm;
+    EXPECT_EQ(logged(tmp.file("fused"), "loss"), logged(tmp.file("default"), "loss"));
+    EXPECT_EQ(logged(tmp.file("fused"), "grad_norm"), logged(tmp.file("default"), "grad_norm"));
+
+    // bf16 moments: each moment is rounded to 8 significant bits (relative error <= 2^-9) once per step, so each
+    // update m/sqrt(v) is off by at most ~2^-9 + 2^-10 relative; over a few steps at a small learning rate the
+    // weights' displacement from the start is off by well under 1% of itself.
+    a.optimizer_in_backward = false;
+    a.moments_dtype = DType::BF16;
+    a.output_dir = tmp.file("bf16");
+    TrainResult bf = run_training(tiny_setup(a, data));
+    EXPECT_NEAR(bf.last_loss, base.last_loss, 1e-3 * base.last_loss);
+    const auto wb = read_weights(tmp.file("bf16")), wf = read_weights(tmp.file("default"));
+    double diff = 0, disp = 0;
+    for (const auto& [name, v] : wf) {
+      for (size_t i = 0; i < v.size(); ++i) {
+        diff += std::pow(static_cast<double>(wb.at(name)[i]) - v[i], 2);
+        disp += std::pow(static_cast<double>(v[i]) - initial.at(name)[i], 2);
+      }
+    }
+    EXPECT_LT(std::sqrt(diff), 1e-2 * std::sqrt(disp)) << "max_grad_norm " << max_norm;
+    EXPECT_GT(std::sqrt(diff), 0.0);  // the policy really changed the arithmetic
+  }
+}
+
+TEST(TrainPolicies, PlannerSeesThePolicies) {
+  const ModelConfig c = load_model_config(kModel.string());
+  StepPolicy p;
+  PlanTarget t = PlanTarget::cpu();
+  const MemReport base = plan_step(c, 1, 64, p, t);
+  t.moments = DType::BF16;
+  const MemReport bf = plan_step(c, 1, 64, p, t);
+  EXPECT_LT(bf.at_peak[MemCategory::Optimizer], base.at_peak[MemCategory::Optimizer] * 0.51);
+  t.optimizer_in_backward = true;
+  const MemReport fused = plan_step(c, 1, 64, p, t);
+  // Only one group's gradients (a layer, or the head with the embedding) are ever live.
+  EXPECT_LT(fused.peak_by_category[MemCategory::Grads], base.peak_by_category[MemCategory::Grads] / 2);
+  EXPECT_LT(fused.peak_bytes, bf.peak_bytes);
 }

@@ -35,17 +35,40 @@ struct Decoder::Saved {
   Buffer gate, up, act;  // [T, I] each, only without MsT
 };
 
-Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan)
+Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, GradStorage storage)
     : config_(config),
       be_(backend),
       plan_(plan),
       act_(backend.activation_dtype()),
-      weights_(plan, param_specs(config), backend.param_dtype(), MemCategory::Weights),
-      grads_(plan, param_specs(config), backend.grad_dtype(), MemCategory::Grads, "grad:") {
+      storage_(storage),
+      weights_(plan, param_specs(config), backend.param_dtype(), MemCategory::Weights) {
+  if (storage_ == GradStorage::Persistent)
+    grads_.emplace(plan, param_specs(config), backend.grad_dtype(), MemCategory::Grads, "grad:");
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     w_layers_.push_back(layer_params(weights_, l));
-    g_layers_.push_back(layer_params(grads_, l));
+    if (grads_) g_layers_.push_back(layer_params(*grads_, l));
   }
+}
+
+const ParamSet& Decoder::grads() const {
+  MS_CHECK(grads_, "internal: gradients are not kept with the optimizer in backward");
+  return *grads_;
+}
+
+ParamSet Decoder::group_grads(const std::vector<ParamSpec>& specs) {
+  ParamSet g(plan_, specs, be_.grad_dtype(), MemCategory::Grads, "grad:");
+  g.for_each([&](const ParamSpec&, const Tensor& t) { be_.fill_zero(t); });
+  return g;
+}
+
+void Decoder::hand_over(GradSink* sink, const ParamSet& grads) {
+  std::vector<const ParamSpec*> specs;
+  std::vector<Tensor> tensors;
+  grads.for_each([&](const ParamSpec& s, const Tensor& t) {
+    specs.push_back(&s);
+    tensors.push_back(t);
+  });
+  if (sink) sink->consume(specs, tensors);
 }
 
 Decoder::LayerParams Decoder::layer_params(const ParamSet& set, int l) const {
@@ -68,7 +91,7 @@ Decoder::LayerParams Decoder::layer_params(const ParamSet& set, int l) const {
 }
 
 void Decoder::zero_grads() {
-  grads_.for_each([&](const ParamSpec&, const Tensor& g) { be_.fill_zero(g); });
+  if (grads_) grads_->for_each([&](const ParamSpec&, const Tensor& g) { be_.fill_zero(g); });
 }
 
 void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s, int64_t r0,
@@ -148,9 +171,9 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   }
 }
 
-void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx) {
+void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx,
+                             const LayerParams& g) {
   const LayerParams& w = w_layers_[static_cast<size_t>(l)];
-  const LayerParams& g = g_layers_[static_cast<size_t>(l)];
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
   const MemCategory tr = MemCategory::TransientActivations;
 
@@ -213,13 +236,12 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
   be_.rmsnorm_backward(dn1, x_in, w.in_norm, s.rstd1, dx, g.in_norm, /*dx_accum=*/true);
 }
 
-double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx) {
+double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor& g_norm,
+                                      const Tensor& g_head) {
   MemoryPlan::Phase phase(plan_, "LM head");
   const Tensor& w_norm = weights_.get("model.norm.weight");
-  const Tensor& g_norm = grads_.get("model.norm.weight");
   const std::string head = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const Tensor& w_head = weights_.get(head);  // [V, d]
-  const Tensor& g_head = grads_.get(head);
   const MemCategory tr = MemCategory::TransientActivations;
 
   Buffer nf = plan_.alloc("final_norm", {st.T, st.d}, act_, tr);  // [T, d]
@@ -241,7 +263,10 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
   return loss;
 }
 
-double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator) {
+double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator,
+                                 GradSink* sink) {
+  MS_CHECK(storage_ == GradStorage::Persistent || sink || plan_.is_dry(),
+           "internal: the optimizer in backward needs a gradient sink");
   MS_CHECK(static_cast<int64_t>(batch.input_ids.size()) == batch.rows() &&
                static_cast<int64_t>(batch.labels.size()) == batch.rows(),
            "internal: token batch of inconsistent size");
@@ -276,14 +301,41 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   }
 
   // ---- head: loss and the gradient of the last layer's output ----
+  const bool per_group = storage_ == GradStorage::PerGroup;
+  std::vector<ParamSpec> head_specs, embed_specs;
+  for (const auto& sp : weights_.specs()) {
+    if (sp.role == ParamRole::FinalNorm || sp.role == ParamRole::LmHead) head_specs.push_back(sp);
+    if (sp.role == ParamRole::Embedding) embed_specs.push_back(sp);
+  }
+  // Per group: the embedding's gradient lives through the whole backward when it is tied to the LM head.
+  std::optional<ParamSet> embed_grads, head_grads;
+  if (per_group && config_.tie_word_embeddings) embed_grads.emplace(group_grads(embed_specs));
+  if (per_group) head_grads.emplace(group_grads(head_specs));
+  const bool tied = config_.tie_word_embeddings;
+  const ParamSet& head_set = per_group ? *head_grads : *grads_;
+  const Tensor g_norm = head_set.get("model.norm.weight");
+  const Tensor g_head = tied ? (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight")
+                             : head_set.get("lm_head.weight");
   Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, act_, MemCategory::ResidentActivations);
-  const double loss = head_forward_backward(st, x, dx);
+  const double loss = head_forward_backward(st, x, dx, g_norm, g_head);
   x.release();
+  if (per_group) {
+    hand_over(sink, *head_grads);
+    head_grads.reset();
+  }
 
   // ---- backward ----
   for (int l = L - 1; l >= 0; --l) {
     MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " backward");
     const Tensor& x_in = ckpt[static_cast<size_t>(l)];
+    std::optional<ParamSet> layer_grads;
+    if (per_group) {
+      std::vector<ParamSpec> specs;
+      for (const auto& sp : weights_.specs())
+        if (sp.layer == l) specs.push_back(sp);
+      layer_grads.emplace(group_grads(specs));
+    }
+    const LayerParams g = per_group ? layer_params(*layer_grads, l) : g_layers_[static_cast<size_t>(l)];
     if (policy.checkpointing) {
       Saved s;
       {
@@ -292,14 +344,17 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
         be_.copy(xr, x_in);
         layer_forward(st, l, xr, s, /*finish=*/false);
       }
-      layer_backward(st, l, x_in, s, dx);
+      layer_backward(st, l, x_in, s, dx, g);
     } else {
-      layer_backward(st, l, x_in, saved[static_cast<size_t>(l)], dx);
+      layer_backward(st, l, x_in, saved[static_cast<size_t>(l)], dx, g);
       saved.pop_back();
     }
     ckpt.pop_back();
+    if (per_group) hand_over(sink, *layer_grads);
   }
-  be_.embedding_backward(st.ids, dx, grads_.get("model.embed_tokens.weight"));
+  if (per_group && !embed_grads) embed_grads.emplace(group_grads(embed_specs));
+  be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"));
+  if (per_group) hand_over(sink, *embed_grads);
   return loss;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "miniseq/core/memory_plan.h"
@@ -17,20 +18,38 @@
 
 namespace miniseq {
 
+// Where parameter gradients live.
+enum class GradStorage {
+  Persistent,  // one buffer per parameter for the whole run (gradient accumulation, a separate optimizer step)
+  PerGroup,    // optimizer in backward: a group's gradients exist only from its backward until a GradSink has
+               // consumed them (groups: LM head + final norm, each layer, the embedding)
+};
+
+// Receives gradients as soon as a group is complete (GradStorage::PerGroup). specs[i] names grads[i].
+class GradSink {
+ public:
+  virtual ~GradSink() = default;
+  virtual void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) = 0;
+};
+
 class Decoder {
  public:
-  // Allocates the weights (Weights) and their gradients (Grads) in the backend's dtypes, uninitialized.
-  Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan);
+  // Allocates the weights (Weights) and, with persistent storage, their gradients (Grads) in the backend's dtypes,
+  // uninitialized.
+  Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan,
+          GradStorage storage = GradStorage::Persistent);
 
   const ModelConfig& config() const { return config_; }
   const ParamSet& weights() const { return weights_; }
-  const ParamSet& grads() const { return grads_; }
+  const ParamSet& grads() const;  // persistent storage only
   void zero_grads();
 
-  // One forward + backward over a micro-batch. Gradients ACCUMULATE into grads(); the loss of every target is
-  // divided by `loss_denominator` (the count of targets != -100 in the whole optimizer step, as Hugging Face
-  // normalizes). Returns the sum of the per-target losses of this micro-batch (not divided).
-  double forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator);
+  // One forward + backward over a micro-batch. With persistent storage gradients ACCUMULATE into grads(); with
+  // per-group storage each group's gradient is handed to `sink` as soon as it is complete and then freed. The loss
+  // of every target is divided by `loss_denominator` (the count of targets != -100 in the whole optimizer step, as
+  // Hugging Face normalizes). Returns the sum of the per-target losses of this micro-batch (not divided).
+  double forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator,
+                          GradSink* sink = nullptr);
 
  private:
   // One layer's parameters (or their gradients), resolved once from the table.
@@ -45,17 +64,25 @@ class Decoder {
   // x [T, d]: layer input on entry. With `finish`, x becomes the layer output; without, the forward stops after what
   // backward needs (the MLP output is not computed).
   void layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bool finish);
-  // dx [T, d]: gradient of the layer output on entry, of the layer input on return. x_in is the layer input.
-  void layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx);
+  // dx [T, d]: gradient of the layer output on entry, of the layer input on return. x_in is the layer input;
+  // parameter gradients accumulate into g.
+  void layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx, const LayerParams& g);
   void mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s, int64_t r0, int64_t C);
-  // Final norm + LM head + cross-entropy over chunks; writes dx [T, d] and returns the summed loss.
-  double head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx);
+  // Final norm + LM head + cross-entropy over chunks; writes dx [T, d], accumulates the final-norm and LM-head
+  // gradients, and returns the summed loss.
+  double head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor& g_norm,
+                               const Tensor& g_head);
+  // A group's gradients for per-group storage: zeroed buffers for `specs`.
+  ParamSet group_grads(const std::vector<ParamSpec>& specs);
+  void hand_over(GradSink* sink, const ParamSet& grads);
 
   ModelConfig config_;
   Backend& be_;
   MemoryPlan& plan_;
   DType act_;  // activation storage dtype (backend.activation_dtype())
-  ParamSet weights_, grads_;
+  GradStorage storage_;
+  ParamSet weights_;
+  std::optional<ParamSet> grads_;  // persistent storage
   std::vector<LayerParams> w_layers_, g_layers_;
 };
 

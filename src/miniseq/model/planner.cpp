@@ -13,12 +13,13 @@ MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const
                     const PlanTarget& target) {
   MemoryPlan plan = MemoryPlan::dry(target.device);
   DryBackend be(target.device, target.params, target.grads, target.activations);
-  Decoder model(config, be, plan);
+  Decoder model(config, be, plan,
+                target.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
   const auto specs = param_specs(config);
   std::optional<ParamSet> m, v;
   if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
-    m.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "exp_avg:");
-    v.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "exp_avg_sq:");
+    m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
+    v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
   }
   TokenBatch b;
   b.batch = batch, b.seq = seq;

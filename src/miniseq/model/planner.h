@@ -15,10 +15,17 @@ namespace miniseq {
 struct PlanTarget {
   Device device = Device::CPU;
   DType params = DType::F32, grads = DType::F32, activations = DType::F32;
-  bool optimizer = true;  // AdamW moments (fp32) are part of the run
+  bool optimizer = true;               // AdamW moments are part of the run
+  DType moments = DType::F32;          // their dtype (memory policy: fp32 or bf16)
+  bool optimizer_in_backward = false;  // per-group gradients, consumed inside the backward pass
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage: bf16 weights, gradients and activations, fp32 AdamW moments.
-  static PlanTarget cuda() { return {Device::CUDA, DType::BF16, DType::BF16, DType::BF16, true}; }
+  static PlanTarget cuda() {
+    PlanTarget t;
+    t.device = Device::CUDA;
+    t.params = t.grads = t.activations = DType::BF16;
+    return t;
+  }
 };
 
 // Peak of one optimizer step (weights, grads, optimizer state, one micro-batch [B, S] forward + backward).

@@ -105,7 +105,7 @@ class Backend {
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;     // converts dtypes
   virtual double sum_squares(const Tensor& x) = 0;                 // for global grad norms
 
-  // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 ----
+  // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 or bf16 (both the same) ----
   virtual void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                           const AdamWParams& p) = 0;
 };

@@ -87,9 +87,10 @@ void save_checkpoint(const SaveRequest& r) {
     write_model(r, tmp);
     if (r.exp_avg) {
       std::vector<TensorToWrite> state;
-      r.exp_avg->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg." + s.name, t, DType::F32}); });
+      // Moments in the dtype they are kept in (fp32, or bf16 with that memory policy).
+      r.exp_avg->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg." + s.name, t, t.dtype}); });
       r.exp_avg_sq->for_each(
-          [&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg_sq." + s.name, t, DType::F32}); });
+          [&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg_sq." + s.name, t, t.dtype}); });
       if (r.weights_dtype != DType::F32)  // the saved model is rounded: keep the exact fp32 weights for resume
         r.weights->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"master." + s.name, t, DType::F32}); });
       write_safetensors((tmp / "optimizer.safetensors").string(), state, {{"format", "miniseq-adamw"}});

@@ -4,9 +4,9 @@
 
 namespace miniseq {
 
-AdamW::AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs)
-    : m_(plan, specs, DType::F32, MemCategory::Optimizer, "exp_avg:"),
-      v_(plan, specs, DType::F32, MemCategory::Optimizer, "exp_avg_sq:") {}
+AdamW::AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments)
+    : m_(plan, specs, moments, MemCategory::Optimizer, "exp_avg:"),
+      v_(plan, specs, moments, MemCategory::Optimizer, "exp_avg_sq:") {}
 
 void AdamW::zero(Backend& be) {
   m_.for_each([&](const ParamSpec&, const Tensor& t) { be.fill_zero(t); });
@@ -32,24 +32,44 @@ double AdamW::grad_norm(Backend& be, const ParamSet& grads) {
   return std::sqrt(sq);
 }
 
-double AdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, double lr, int64_t step,
-                   double norm, double max_norm, double weight_decay, double beta1, double beta2, double eps) {
+double AdamW::clip_factor(double norm, double max_norm) {
   // torch.nn.utils.clip_grad_norm_: coef = max_norm / (total_norm + 1e-6), applied only when below 1.
-  double clip = 1.0;
-  if (max_norm > 0.0) clip = std::min(1.0, max_norm / (norm + 1e-6));
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const ParamSpec& s = weights.specs()[i];
-    AdamWParams p;
-    p.lr = lr;
-    p.beta1 = beta1;
-    p.beta2 = beta2;
-    p.eps = eps;
-    p.weight_decay = decays(s) ? weight_decay : 0.0;
-    p.step = step;
-    p.grad_scale = static_cast<float>(clip);
-    be.adamw_step(weights[i], grads[i], m_[i], v_[i], p);
-  }
-  return clip;
+  return max_norm > 0.0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
+}
+
+void AdamW::update(Backend& be, const ParamSpec& spec, const Tensor& weight, const Tensor& grad,
+                   const AdamWHyper& h) {
+  AdamWParams p;
+  p.lr = h.lr;
+  p.beta1 = h.beta1;
+  p.beta2 = h.beta2;
+  p.eps = h.eps;
+  p.weight_decay = decays(spec) ? h.weight_decay : 0.0;
+  p.step = h.step;
+  p.grad_scale = static_cast<float>(h.clip);
+  be.adamw_step(weight, grad, m_.get(spec.name), v_.get(spec.name), p);
+}
+
+void AdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h) {
+  for (size_t i = 0; i < weights.size(); ++i) update(be, weights.specs()[i], weights[i], grads[i], h);
+}
+
+void GradNormSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+  for (size_t i = 0; i < specs.size(); ++i) sum_sq_[specs[i]->name] = be_.sum_squares(grads[i]);
+}
+
+double GradNormSink::norm(const ParamSet& weights) const {
+  double sq = 0.0;
+  weights.for_each([&](const ParamSpec& s, const Tensor&) {
+    auto it = sum_sq_.find(s.name);
+    if (it != sum_sq_.end()) sq += it->second;
+  });
+  return std::sqrt(sq);
+}
+
+void AdamWSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+  GradNormSink::consume(specs, grads);
+  for (size_t i = 0; i < specs.size(); ++i) opt_.update(be_, *specs[i], weights_.get(specs[i]->name), grads[i], h_);
 }
 
 }  // namespace miniseq

@@ -1,16 +1,25 @@
-// AdamW over the parameter table: fp32 moments (category optimizer) laid out like the weights, weight decay on
-// every parameter but biases and norm weights (Hugging Face Trainer's decay groups), global-norm clipping as
-// torch.nn.utils.clip_grad_norm_.
+// AdamW over the parameter table: moments (category optimizer, fp32 or bf16) laid out like the weights, weight
+// decay on every parameter but biases and norm weights (Hugging Face Trainer's decay groups), global-norm clipping
+// as torch.nn.utils.clip_grad_norm_. Also usable inside the backward pass (optimizer in backward): sinks that take
+// each gradient group as soon as it is complete.
 #pragma once
 
-#include "miniseq/model/params.h"
+#include <map>
+
+#include "miniseq/model/decoder.h"
 #include "miniseq/ops/backend.h"
 
 namespace miniseq {
 
+struct AdamWHyper {
+  double lr = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  int64_t step = 1;   // 1-based (bias correction)
+  double clip = 1.0;  // gradient scale from global-norm clipping
+};
+
 class AdamW {
  public:
-  AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs);
+  AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments = DType::F32);
 
   const ParamSet& exp_avg() const { return m_; }
   const ParamSet& exp_avg_sq() const { return v_; }
@@ -18,16 +27,45 @@ class AdamW {
 
   // Global L2 norm of all gradients (computed in double).
   static double grad_norm(Backend& be, const ParamSet& grads);
-  // One update with learning rate `lr`; step is 1-based (bias correction). Gradients are first scaled by
-  // clip = min(1, max_norm / (norm + 1e-6)) when max_norm > 0. Returns the clip factor used.
-  double step(Backend& be, const ParamSet& weights, const ParamSet& grads, double lr, int64_t step, double norm,
-              double max_norm, double weight_decay, double beta1, double beta2, double eps);
+  // torch's clip factor: min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0.
+  static double clip_factor(double norm, double max_norm);
+  // Updates every parameter (gradients already complete).
+  void step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h);
+  // Updates one parameter by its Hugging Face name.
+  void update(Backend& be, const ParamSpec& spec, const Tensor& weight, const Tensor& grad, const AdamWHyper& h);
 
   // Hugging Face's rule: no decay for biases and normalization weights.
   static bool decays(const ParamSpec& s);
 
  private:
   ParamSet m_, v_;
+};
+
+// Optimizer in backward, pass 1: the squared norm of every gradient as its group completes. norm() sums them in
+// the parameter table's order, as AdamW::grad_norm does, so both give the same bits.
+class GradNormSink : public GradSink {
+ public:
+  explicit GradNormSink(Backend& be) : be_(be) {}
+  void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+  double norm(const ParamSet& weights) const;
+
+ protected:
+  Backend& be_;
+  std::map<std::string, double> sum_sq_;
+};
+
+// Optimizer in backward: each gradient group updates its weights as soon as it is complete (and its norm is
+// recorded for the log).
+class AdamWSink : public GradNormSink {
+ public:
+  AdamWSink(Backend& be, AdamW& opt, const ParamSet& weights, const AdamWHyper& h)
+      : GradNormSink(be), opt_(opt), weights_(weights), h_(h) {}
+  void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+
+ private:
+  AdamW& opt_;
+  const ParamSet& weights_;
+  AdamWHyper h_;
 };
 
 }  // namespace miniseq

@@ -53,6 +53,10 @@ cli::Flags train_flags() {
           {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
           {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs, recompute layers in backward"},
           {"max_memory_gib", FlagKind::Float, "0", "memory budget checked before step 0 (0 = available RAM)"},
+          {"optimizer_in_backward", FlagKind::Bool, "False",
+           "update each parameter inside the backward pass: no full gradient buffer (needs accumulation 1; with "
+           "max_grad_norm > 0 the step runs twice, first for the norm)"},
+          {"moments_dtype", FlagKind::String, "float32", "AdamW moments: float32 or bfloat16"},
       });
 }
 
@@ -98,6 +102,12 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
   a.lm_head_chunks = f.i64("lm_head_chunks");
   a.max_memory_gib = f.f64("max_memory_gib");
+  a.optimizer_in_backward = f.boolean("optimizer_in_backward");
+  MS_CHECK(dtype_from_torch_name(f.str("moments_dtype"), &a.moments_dtype) && a.moments_dtype != DType::F16,
+           "--moments_dtype must be float32 or bfloat16, got '", f.str("moments_dtype"), "'");
+  MS_CHECK(!a.optimizer_in_backward || a.gradient_accumulation_steps == 1,
+           "--optimizer_in_backward True needs --gradient_accumulation_steps 1 (gradients are not kept between "
+           "micro-batches)");
 
   const std::string sched = f.str("lr_scheduler_type");
   if (sched == "constant") a.lr_scheduler_type = Schedule::Constant;

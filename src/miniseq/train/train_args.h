@@ -6,6 +6,7 @@
 #include <string>
 
 #include "miniseq/cli/flags.h"
+#include "miniseq/core/dtype.h"
 
 namespace miniseq {
 
@@ -34,6 +35,8 @@ struct TrainArgs {
   bool mini_sequence = true, gradient_checkpointing = true;
   int64_t mlp_chunk_tokens = 0, lm_head_chunks = 0;
   double max_memory_gib = 0;  // 0 = the machine's available RAM
+  bool optimizer_in_backward = false;  // update each parameter as soon as its gradient is complete
+  DType moments_dtype = DType::F32;    // AdamW moments in fp32 or bf16
 };
 
 // The flag table (name, type, default, help) for parsing, --help and the effective-config printout.

@@ -62,8 +62,15 @@ StepPolicy policy_from(const TrainArgs& a) {
   return p;
 }
 
+PlanTarget plan_target(const TrainArgs& a) {
+  PlanTarget t = PlanTarget::cpu();
+  t.moments = a.moments_dtype;
+  t.optimizer_in_backward = a.optimizer_in_backward;
+  return t;
+}
+
 MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy) {
-  return plan_step(config, args.per_device_train_batch_size, args.model_max_length, policy, PlanTarget::cpu());
+  return plan_step(config, args.per_device_train_batch_size, args.model_max_length, policy, plan_target(args));
 }
 
 int64_t total_training_steps(const TrainArgs& a, int64_t blocks) {
@@ -88,8 +95,8 @@ TrainResult run_training(const TrainSetup& setup) {
                                              : available_ram_bytes();
   // Chunk sizes not given: the largest chunks (fewest, most efficient GEMMs) that fit the budget.
   if (a.mini_sequence && a.mlp_chunk_tokens == 0 && a.lm_head_chunks == 0 && budget > 0)
-    auto_chunks(config, a.per_device_train_batch_size, a.model_max_length, PlanTarget::cpu(), budget, &policy);
-  result.planned = plan_step(config, a.per_device_train_batch_size, a.model_max_length, policy, PlanTarget::cpu());
+    auto_chunks(config, a.per_device_train_batch_size, a.model_max_length, plan_target(a), budget, &policy);
+  result.planned = plan_training(config, a, policy);
   result.policy = policy;
   if (budget > 0 && result.planned.arena_bytes > budget) {
     TrainArgs alt = a;
@@ -107,8 +114,9 @@ TrainResult run_training(const TrainSetup& setup) {
   // ---- allocate exactly the plan, load or create the weights ----
   MemoryPlan plan = MemoryPlan::real(Device::CPU, result.planned.arena_bytes);
   auto be = make_backend(Device::CPU);
-  Decoder model(config, *be, plan);
-  AdamW opt(plan, param_specs(config));
+  Decoder model(config, *be, plan,
+                a.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
+  AdamW opt(plan, param_specs(config), a.moments_dtype);
   TrainProgress progress;
   progress.seed = static_cast<uint64_t>(a.seed);
   progress.total_steps = total_training_steps(a, data.size());
@@ -193,20 +201,36 @@ TrainResult run_training(const TrainSetup& setup) {
     }
     int64_t n_targets = 0;
     for (const auto& mb : micro) n_targets += mb.count_targets();
-    model.zero_grads();
-    double loss_sum = 0.0;
     for (const auto& mb : micro) {
-      loss_sum += model.forward_backward(mb, policy, n_targets);
       tokens_this_run += mb.rows();
       progress.tokens_seen += mb.rows();
     }
+    AdamWHyper h;
+    h.lr = a.learning_rate * lr_multiplier(a.lr_scheduler_type, progress.global_step, warmup, progress.total_steps);
+    h.beta1 = a.adam_beta1, h.beta2 = a.adam_beta2, h.eps = a.adam_epsilon, h.weight_decay = a.weight_decay;
+    h.step = progress.global_step + 1;
+    double loss_sum = 0.0, norm = 0.0;
+    if (!a.optimizer_in_backward) {
+      model.zero_grads();
+      for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
+      norm = AdamW::grad_norm(*be, model.grads());
+      h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
+      if (n_targets > 0) opt.step(*be, model.weights(), model.grads(), h);
+    } else {
+      // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so with
+      // max_grad_norm > 0 a first pass computes only the norm; the second pass updates each parameter group as
+      // soon as its gradient is complete. Both passes compute the same gradients bit for bit.
+      if (a.max_grad_norm > 0) {
+        GradNormSink norms(*be);
+        model.forward_backward(micro[0], policy, n_targets, &norms);
+        h.clip = AdamW::clip_factor(norms.norm(model.weights()), a.max_grad_norm);
+      }
+      AdamWSink update(*be, opt, model.weights(), h);
+      if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
+      norm = update.norm(model.weights());
+    }
     const double loss = n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : 0.0;
-    const double norm = AdamW::grad_norm(*be, model.grads());
-    const double lr = a.learning_rate * lr_multiplier(a.lr_scheduler_type, progress.global_step, warmup,
-                                                      progress.total_steps);
-    if (n_targets > 0)
-      opt.step(*be, model.weights(), model.grads(), lr, progress.global_step + 1, norm, a.max_grad_norm,
-               a.weight_decay, a.adam_beta1, a.adam_beta2, a.adam_epsilon);
+    const double lr = h.lr;
     ++progress.global_step;
     ++steps_this_run;
     progress.micro_in_epoch += static_cast<int64_t>(micro.size());

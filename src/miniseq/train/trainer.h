@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/memory_plan.h"
+#include "miniseq/model/planner.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/train/dataset.h"
 #include "miniseq/train/train_args.h"
@@ -39,6 +40,8 @@ struct TrainResult {
 };
 
 StepPolicy policy_from(const TrainArgs& a);
+// The storage the run plans with (CPU; moments dtype and optimizer placement from the flags).
+PlanTarget plan_target(const TrainArgs& a);
 // Plans the run's peak: weights, grads, AdamW moments and one step at [B, S], with the given policy.
 MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy);
 // Optimizer steps of a run over `blocks` training blocks (Hugging Face: max_steps, or epochs × steps per epoch).

@@ -6,6 +6,8 @@
 //   p ← p − (lr / (1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)   eps added AFTER the bias correction of v
 // The scalars (1 − β, 1 − lr·wd, bias corrections, lr / bc1) are computed in double as Python does, then
 // rounded to fp32 as torch does when it hands them to its fp32 kernels.
+// Moments may be stored in bf16 (memory policy): they are widened to fp32, updated, used for this step's update in
+// fp32, and stored rounded to nearest even.
 #include <cmath>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
@@ -26,6 +28,23 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
   const float b2 = static_cast<float>(p.beta2), eps = static_cast<float>(p.eps), gs = p.grad_scale;
   float* pp = param.f32();
   const float* pg = grad.f32();
+  MS_DASSERT(m.dtype == v.dtype);
+  if (m.dtype == DType::BF16) {
+    uint16_t* pm = m.u16();
+    uint16_t* pv = v.u16();
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = pg[i] * gs;
+      const float w = pp[i] * decay;
+      const float m0 = bf16_to_f32(pm[i]);
+      const float mi = m0 + w1 * (g - m0);
+      const float vi = bf16_to_f32(pv[i]) * b2 + w2 * (g * g);
+      pm[i] = f32_to_bf16(mi);
+      pv[i] = f32_to_bf16(vi);
+      pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+    }
+    return;
+  }
   float* pm = m.f32();
   float* pv = v.f32();
 #pragma omp parallel for simd schedule(static) if (n > (1 << 15))
