@@ -5,17 +5,23 @@
 set -euo pipefail
 bin=${1:-build/miniseq}
 cd "$(dirname "$0")/.."
-echo "| model | device memory | ckpt + MsT | ckpt only | MsT only | neither |"
-echo "|---|---:|---:|---:|---:|---:|"
-for model in mistral-7b llama-2-7b llama-3-8b; do
-  for mem in 80GiB 141GiB; do
-    json=$("$bin" memplan --model "bench/configs/$model.json" --device cuda --memory "$mem" --find_max_length --json)
-    python3 - "$model" "$mem" "$json" <<'PY'
+table() {  # $1: extra memplan flags, $2: label of the optimizer policy
+  for model in mistral-7b llama-2-7b llama-3-8b; do
+    for mem in 80GiB 141GiB; do
+      json=$("$bin" memplan --model "bench/configs/$model.json" --device cuda --memory "$mem" --find_max_length \
+        --json $1)
+      python3 - "$model" "$mem" "$2" "$json" <<'PY'
 import json, sys
-model, mem, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model, mem, label, j = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 m = j["max_length"]
 f = lambda k: f"{m[k]:,}" if m[k] else "does not fit"
-print(f"| {model} | {mem} | {f('checkpointing + MsT')} | {f('checkpointing only')} | {f('MsT only')} | {f('neither')} |")
+print(f"| {model} | {mem} | {label} | {f('checkpointing + MsT')} | {f('checkpointing only')} | {f('MsT only')} | {f('neither')} |")
 PY
+    done
   done
-done
+}
+echo "| model | device memory | optimizer state | ckpt + MsT | ckpt only | MsT only | neither |"
+echo "|---|---:|---|---:|---:|---:|---:|"
+table "" "fp32 moments"
+table "--moments_dtype bfloat16" "bf16 moments"
+table "--moments_dtype bfloat16 --optimizer_in_backward True" "bf16 moments, optimizer in backward"

@@ -75,6 +75,8 @@ int cmd_memplan(const Args& args) {
               {"gradient_checkpointing", FlagKind::Bool, "True", "per-layer activation checkpointing"},
               {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
               {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
+              {"moments_dtype", FlagKind::String, "float32", "AdamW moments: float32 or bfloat16"},
+              {"optimizer_in_backward", FlagKind::Bool, "False", "update parameters inside backward (no grad buffer)"},
               {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
               {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
@@ -86,7 +88,10 @@ int cmd_memplan(const Args& args) {
   const ModelConfig c = load_model_config(f.str("model"));
   const std::string device = f.str("device");
   MS_CHECK(device == "cpu" || device == "cuda", "memplan: --device must be cpu or cuda");
-  const PlanTarget target = device == "cuda" ? PlanTarget::cuda() : PlanTarget::cpu();
+  PlanTarget target = device == "cuda" ? PlanTarget::cuda() : PlanTarget::cpu();
+  MS_CHECK(dtype_from_torch_name(f.str("moments_dtype"), &target.moments) && target.moments != DType::F16,
+           "memplan: --moments_dtype must be float32 or bfloat16");
+  target.optimizer_in_backward = f.boolean("optimizer_in_backward");
   const int64_t B = f.i64("per_device_train_batch_size");
   MS_CHECK(B >= 1, "memplan: --per_device_train_batch_size must be >= 1");
   const bool find = f.boolean("find_max_length"), autoc = f.boolean("auto");
@@ -105,17 +110,21 @@ int cmd_memplan(const Args& args) {
   bool auto_ok = true;
   if (autoc && S > 0) auto_ok = auto_chunks(c, B, S, target, budget, &req);
 
-  nlohmann::json out = {{"model_type", std::string(arch_name(c.arch))},
+  nlohmann::json out = {{"moments_dtype", std::string(dtype_name(target.moments))},
+                        {"optimizer_in_backward", target.optimizer_in_backward},
+                        {"model_type", std::string(arch_name(c.arch))},
                         {"parameters", param_count(param_specs(c))},
                         {"device", device},
                         {"batch", B}};
   const bool text = !f.boolean("json");
   if (text)
-    std::printf("memplan: %s, %.3fB parameters, batch %lld, device %s (%s weights, %s grads, %s activations, fp32 "
+    std::printf("memplan: %s, %.3fB parameters, batch %lld, device %s (%s weights, %s grads%s, %s activations, %s "
                 "AdamW moments)\n",
                 std::string(arch_name(c.arch)).c_str(), static_cast<double>(param_count(param_specs(c))) / 1e9,
                 (long long)B, device.c_str(), std::string(dtype_name(target.params)).c_str(),
-                std::string(dtype_name(target.grads)).c_str(), std::string(dtype_name(target.activations)).c_str());
+                std::string(dtype_name(target.grads)).c_str(),
+                target.optimizer_in_backward ? " per group (optimizer in backward)" : "",
+                std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str());
   if (S > 0) {
     out["model_max_length"] = S;
     const MemReport r = plan_step(c, B, S, req, target);
