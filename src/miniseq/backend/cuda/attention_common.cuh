@@ -15,8 +15,8 @@
 
 #include <cstdint>
 
+#include "miniseq/backend/cuda/attention_mask_device.h"
 #include "miniseq/backend/cuda/common.cuh"
-#include "miniseq/ops/attention_mask.h"
 #include "miniseq/ops/backend.h"
 
 namespace miniseq::cuda::attn {
@@ -25,30 +25,6 @@ constexpr int kPad =
     8;  // bf16 elements of padding per shared-memory row: rows 16 bytes apart mod 128, no conflicts
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-// The convention of ops/attention_mask.h on the device: the same two formulas (first_key, last_key) as
-// AttentionMask, checked against it element by element in tests/test_ops_cuda.cpp (MaskMirror).
-struct DeviceMask {
-  int64_t seq;
-  bool causal;
-  int64_t window;
-  __host__ __device__ int64_t first_key(int64_t i) const {
-    return window > 0 ? (i - window + 1 > 0 ? i - window + 1 : 0) : 0;
-  }
-  __host__ __device__ int64_t last_key(int64_t i) const {
-    return causal ? (i < seq - 1 ? i : seq - 1) : seq - 1;
-  }
-  __host__ __device__ bool allowed(int64_t i, int64_t j) const {
-    return i < seq && j < seq && j >= first_key(i) && j <= last_key(i);
-  }
-  __host__ __device__ bool tile_any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
-    return j0 <= last_key(i1 - 1) && j1 - 1 >= first_key(i0);
-  }
-  __host__ __device__ bool tile_all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
-    return j1 - 1 <= last_key(i0) && j0 >= first_key(i1 - 1);
-  }
-  static DeviceMask from(const AttentionMask& m) { return DeviceMask{m.seq, m.causal, m.window}; }
-};
 
 struct Geometry {
   int64_t B, S, H, Hkv, G;
@@ -70,15 +46,19 @@ __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uin
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  uint32_t r;
+  memcpy(&r, &v, 4);
+  return r;
 }
 
 __device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
   __nv_bfloat162 v;
   v.x = lo;
   v.y = hi;
-  return *reinterpret_cast<uint32_t*>(&v);
+  uint32_t r;
+  memcpy(&r, &v, 4);
+  return r;
 }
 
 __device__ __forceinline__ uint32_t ld32(const bf16* p) {

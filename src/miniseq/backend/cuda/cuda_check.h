@@ -13,10 +13,10 @@
       ::miniseq::fail("CUDA error ", cudaGetErrorString(err_), " at ", __FILE__, ":", __LINE__, ": " #call); \
   } while (0)
 
-#define MS_CUBLAS_CHECK(call)                                                                       \
-  do {                                                                                              \
-    cublasStatus_t st_ = (call);                                                                    \
-    if (st_ != CUBLAS_STATUS_SUCCESS)                                                               \
-      ::miniseq::fail("cuBLAS error ", cublasGetStatusString(st_), " at ", __FILE__, ":", __LINE__, \
-                      ": " #call);                                                                  \
+#define MS_CUBLAS_CHECK(call)                                                                         \
+  do {                                                                                                \
+    cublasStatus_t st_ = (call);                                                                      \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                                 \
+      ::miniseq::fail("cuBLAS error ", cublasLtGetStatusString(st_), " at ", __FILE__, ":", __LINE__, \
+                      ": " #call);                                                                    \
   } while (0)

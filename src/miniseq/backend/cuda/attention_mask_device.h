@@ -1,0 +1,39 @@
+// The attention mask convention of ops/attention_mask.h, callable on the device (and on the host, where
+// tests/test_ops_cuda.cpp checks it element by element against AttentionMask). Same formulas, copied because
+// AttentionMask's functions are host-only; AttentionMask stays the one definition of the convention.
+#pragma once
+
+#include <cstdint>
+
+#include "miniseq/ops/attention_mask.h"
+
+#ifdef __CUDACC__
+#define MS_HOST_DEVICE __host__ __device__
+#else
+#define MS_HOST_DEVICE
+#endif
+
+namespace miniseq::cuda::attn {
+
+struct DeviceMask {
+  int64_t seq;
+  bool causal;
+  int64_t window;
+  MS_HOST_DEVICE int64_t first_key(int64_t i) const {
+    return window > 0 ? (i - window + 1 > 0 ? i - window + 1 : 0) : 0;
+  }
+  MS_HOST_DEVICE int64_t last_key(int64_t i) const { return causal ? (i < seq - 1 ? i : seq - 1) : seq - 1; }
+  // Also false for padding rows or columns at or past S (tiles extend past the sequence).
+  MS_HOST_DEVICE bool allowed(int64_t i, int64_t j) const {
+    return i < seq && j < seq && j >= first_key(i) && j <= last_key(i);
+  }
+  MS_HOST_DEVICE bool tile_any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    return j0 <= last_key(i1 - 1) && j1 - 1 >= first_key(i0);
+  }
+  MS_HOST_DEVICE bool tile_all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    return j1 - 1 <= last_key(i0) && j0 >= first_key(i1 - 1);
+  }
+  static DeviceMask from(const AttentionMask& m) { return DeviceMask{m.seq, m.causal, m.window}; }
+};
+
+}  // namespace miniseq::cuda::attn
