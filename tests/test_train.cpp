@@ -308,6 +308,17 @@ TEST(TrainCli, RefusesARunThatDoesNotFit) {
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("only 0.00 GiB is available"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("planned with both"), std::string::npos) << r.out;
+  r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
+                        " --output_dir " + tmp.file("o") + " --model_max_length 16");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("holds 9 tokens, less than one sequence of --model_max_length 16"), std::string::npos) << r.out;
+  test::write_text(tmp.file("bad.jsonl"), "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 500]}\n");
+  r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("bad.jsonl") +
+                        " --output_dir " + tmp.file("o") + " --model_max_length 2");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("bad.jsonl:2: input_ids value 500 is outside the model's vocabulary [0, 131)"),
+            std::string::npos)
+      << r.out;
   r = test::run_miniseq("train --model_name_or_path /nonexistent --data_path x --output_dir y");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.out.find("is not a directory"), std::string::npos) << r.out;

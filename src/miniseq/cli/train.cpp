@@ -70,6 +70,9 @@ int cmd_train(const Args& raw_args) {
     spec.eos_id = c.eos_token_id ? static_cast<int32_t>(*c.eos_token_id) : -1;
     spec.pad_id = c.pad_token_id ? static_cast<int32_t>(*c.pad_token_id) : std::max(spec.eos_id, 0);
     data = Dataset::from_jsonl(a.data_path, spec, TokenizeFn());
+    MS_CHECK(data.tokens_in_documents() >= a.model_max_length, a.data_path, " holds ", data.tokens_in_documents(),
+             " tokens, less than one sequence of --model_max_length ", a.model_max_length,
+             "; lower --model_max_length or give more data");
     setup.tokenizer_dir = a.model_name_or_path;
   }
   setup.data = &data;

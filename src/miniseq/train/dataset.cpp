@@ -12,6 +12,7 @@ void Dataset::add_stream(const std::vector<int32_t>& tokens, const DataSpec& spe
   seq_ = spec.seq;
   for (size_t i = 0; i < tokens.size(); i += static_cast<size_t>(spec.seq)) {
     const size_t n = std::min(tokens.size() - i, static_cast<size_t>(spec.seq));
+    if (n < 2) break;  // a last block of one token has nothing to predict
     ids_.insert(ids_.end(), tokens.begin() + static_cast<ptrdiff_t>(i), tokens.begin() + static_cast<ptrdiff_t>(i + n));
     labels_.insert(labels_.end(), tokens.begin() + static_cast<ptrdiff_t>(i),
                    tokens.begin() + static_cast<ptrdiff_t>(i + n));
