@@ -1,7 +1,8 @@
 # miniseq: `make demo` builds everything and runs the main job; `make test` builds and runs every test.
 BUILD ?= build
 JOBS ?= $(shell nproc)
-CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release -DMINISEQ_CUDA=auto
+MINISEQ_CUDA ?= auto
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release -DMINISEQ_CUDA=$(MINISEQ_CUDA)
 
 .PHONY: all deps configure build test demo clean format
 

@@ -3,7 +3,7 @@
 # 16 cores: about 5 minutes, of which the build is about 3). Writes into OUTDIR (at most 8 files):
 #   report.md        readable summary: device, each check's verdict, the error figures, the benchmark table
 #   gpu-check.json   the same as data (checks, per-op errors, golden errors, benchmark runs)
-#   build.log, ops.log, golden.log, bench.log   full outputs
+#   build.log, ops.log, golden.log, bench.log, cli.log   full outputs
 # Checks: (1) every CUDA op vs the CPU backend (tests/test_ops_cuda.cpp), (2) the tiny golden models end to end vs
 # the fp32 goldens and (3) bitwise-identical repeated runs (tests/test_grad_golden_cuda.cpp), (4) the
 # Mistral-7B-shaped step benchmark at S = 4K, 16K, 32K (bench/bench_step_cuda.cpp; repeatability again at scale).
@@ -85,12 +85,21 @@ log "(4) Mistral-7B-shaped step, $LAYERS layers"
 timeout 300 "$BUILD/bench_step_cuda" --layers "$LAYERS" --json "$BUILD/bench.json" > "$OUT/bench.log" 2>&1
 bench_rc=$?
 log "(4) exit $bench_rc"
+log "(5) the command line on CUDA: miniseq grad and miniseq train"
+G=tests/data/golden/llama_basic
+{ timeout 120 "$BUILD/miniseq" grad --device cuda --model "$G/model" --data "$G/batch.jsonl" --out "$BUILD/grads_cuda.safetensors" &&
+  timeout 180 "$BUILD/miniseq" train --preset demo --device cuda --max_steps 4 --model_max_length 1024 \
+    --logging_steps 1 --save_steps 2 --output_dir "$BUILD/demo_cuda" &&
+  timeout 180 "$BUILD/miniseq" train --preset demo --device cuda --max_steps 6 --model_max_length 1024 \
+    --logging_steps 1 --save_steps 2 --output_dir "$BUILD/demo_cuda" --resume_from_checkpoint True; } > "$OUT/cli.log" 2>&1
+cli_rc=$?
+log "(5) exit $cli_rc"
 log "total $(($(date +%s) - T0)) s"
 
 # ---- report ----
-python3 - "$OUT" "$BUILD" "$ops_rc" "$golden_rc" "$bench_rc" "$(($(date +%s) - T0))" << 'PY'
+python3 - "$OUT" "$BUILD" "$ops_rc" "$golden_rc" "$bench_rc" "$cli_rc" "$(($(date +%s) - T0))" << 'PY'
 import json, os, re, sys
-out, build, ops_rc, golden_rc, bench_rc, secs = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+out, build, ops_rc, golden_rc, bench_rc, cli_rc, secs = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 def load(p):
     try:
         return json.load(open(p))
@@ -118,7 +127,8 @@ summary = {
     "seconds": secs,
     "checks": {
         "ops_vs_cpu": ops_rc == 0, "golden_models": golden_rc == 0,
-        "repeatable_tiny": repeat_ok, "repeatable_mistral_shaped": bench_repeat, "benchmark_ran": bench_rc == 0},
+        "repeatable_tiny": repeat_ok, "repeatable_mistral_shaped": bench_repeat, "benchmark_ran": bench_rc == 0,
+        "cli_grad_and_train": cli_rc == 0},
     "failed_tests": failures(ops) + failures(golden),
     "op_errors": errs, "golden_errors": gold, "benchmark": bench,
 }
@@ -131,7 +141,8 @@ r = [f"# CUDA backend GPU check (scripts/gpu-check.sh)\n",
      f"| (1) every op vs the CPU backend, bf16 tolerances | {ok(ops_rc == 0)} |",
      f"| (2) tiny golden models end to end vs fp32 goldens | {ok(golden_rc == 0)} |",
      f"| (3) bitwise-identical repeated runs (tiny models; Mistral-shaped losses) | {ok(repeat_ok)} / {ok(bench_repeat)} |",
-     f"| (4) Mistral-7B-shaped benchmark ran | {ok(bench_rc == 0)} |", ""]
+     f"| (4) Mistral-7B-shaped benchmark ran | {ok(bench_rc == 0)} |",
+     f"| (5) `miniseq grad --device cuda`, `miniseq train --device cuda` + resume (cli.log) | {ok(cli_rc == 0)} |", ""]
 if summary["failed_tests"]:
     r += ["Failed tests: " + ", ".join(summary["failed_tests"]), ""]
 if bench:
@@ -149,4 +160,4 @@ r += ["## Op errors (CUDA vs CPU, observed vs tolerance)\n", "```"] + errs + ["`
 open(f"{out}/report.md", "w").write("\n".join(r) + "\n")
 print("\n".join(r))
 PY
-[ $ops_rc -eq 0 ] && [ $golden_rc -eq 0 ] && [ $bench_rc -eq 0 ]
+[ $ops_rc -eq 0 ] && [ $golden_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $cli_rc -eq 0 ]

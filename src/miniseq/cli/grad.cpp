@@ -34,6 +34,7 @@ int cmd_grad(const Args& args) {
               {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
               {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
               {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs only, recompute in backward"},
+              {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 storage, fp32 accumulation)"},
           });
   if (!f.parse(args)) return 0;
   for (const char* required : {"model", "data", "out"})
@@ -51,36 +52,51 @@ int cmd_grad(const Args& args) {
   policy.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
   policy.lm_head_chunks = f.i64("lm_head_chunks");
 
-  // Plan: the same schedule on a dry plan with the dry backend.
+  const std::string dev_name = f.str("device");
+  MS_CHECK(dev_name == "cpu" || dev_name == "cuda", "grad: --device must be cpu or cuda, got '", dev_name, "'");
+  const Device device = dev_name == "cuda" ? Device::CUDA : Device::CPU;
+  auto backend = make_backend(device);
+
+  // Plan: the same schedule on a dry plan with the dry backend, in the backend's dtypes.
   MemReport planned;
   {
-    MemoryPlan plan = MemoryPlan::dry(Device::CPU);
-    DryBackend dry;
+    MemoryPlan plan = MemoryPlan::dry(device);
+    DryBackend dry(device, backend->param_dtype(), backend->grad_dtype(), backend->activation_dtype());
     Decoder model(config, dry, plan);
     model.forward_backward(batch, policy, n_targets);
     planned = plan.report();
   }
 
   // Run in an arena of exactly the planned size.
-  auto backend = make_backend(Device::CPU);
   backend->warm_up();
   const size_t rss_baseline = current_rss_bytes();
-  MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
+  const size_t device_baseline = backend->device_bytes_in_use();
+  MemoryPlan plan = MemoryPlan::real(device, planned.arena_bytes);
   Decoder model(config, *backend, plan);
   {
     SafetensorsModel files(f.str("model"));
-    load_params(files, config, model.weights());
+    load_params(files, config, model.weights(), backend.get());
   }
   model.zero_grads();
   reset_peak_rss();
   const double loss_sum = model.forward_backward(batch, policy, n_targets);
   const size_t rss_peak = peak_rss_bytes();
+  const size_t device_used = backend->device_bytes_in_use();
   const MemReport measured = plan.report();
   const double loss = loss_sum / static_cast<double>(n_targets);
   MS_CHECK(std::isfinite(loss), "grad: the loss is not finite (", loss, "); check the weights");
 
+  // Gradients in fp32 on the host, under their Hugging Face names.
+  std::vector<std::vector<float>> host(model.grads().size());
   std::vector<TensorToWrite> out;
-  model.grads().for_each([&](const ParamSpec& s, const Tensor& g) { out.push_back({s.name, g, DType::F32}); });
+  size_t i = 0;
+  model.grads().for_each([&](const ParamSpec& s, const Tensor& g) {
+    host[i].resize(static_cast<size_t>(g.numel()));
+    const Tensor h(host[i].data(), g.shape);
+    backend->download(h, g);
+    out.push_back({s.name, h, DType::F32});
+    ++i;
+  });
   write_safetensors(f.str("out"), out, {{"loss", format_loss(loss)}});
 
   std::printf("loss %s\n", format_loss(loss).c_str());
@@ -91,9 +107,15 @@ int cmd_grad(const Args& args) {
               (long long)policy.lm_head_chunk_rows(config, batch.rows()));
   std::printf("planned memory: %s", planned.str().c_str());
   std::printf("measured memory (real arena): %s", measured.str().c_str());
-  std::printf("measured peak RSS above the process baseline: %.2f MiB (planned arena %.2f MiB)\n",
-              static_cast<double>(rss_peak > rss_baseline ? rss_peak - rss_baseline : 0) / (1 << 20),
-              static_cast<double>(planned.arena_bytes) / (1 << 20));
+  if (device == Device::CPU)
+    std::printf("measured peak RSS above the process baseline: %.2f MiB (planned arena %.2f MiB)\n",
+                static_cast<double>(rss_peak > rss_baseline ? rss_peak - rss_baseline : 0) / (1 << 20),
+                static_cast<double>(planned.arena_bytes) / (1 << 20));
+  else
+    std::printf("measured device memory above the baseline: %.2f MiB (planned arena %.2f MiB; the rest is library "
+                "workspace)\n",
+                static_cast<double>(device_used > device_baseline ? device_used - device_baseline : 0) / (1 << 20),
+                static_cast<double>(planned.arena_bytes) / (1 << 20));
   std::printf("wrote %s\n", f.str("out").c_str());
   return 0;
 }

@@ -75,13 +75,32 @@ std::vector<std::string> check_model_files(const SafetensorsModel& files, const 
   return problems;
 }
 
-void load_params(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params) {
+Tensor host_view(Backend* backend, const Tensor& t, std::vector<uint8_t>& storage, bool download) {
+  if (t.device == Device::CPU) return t;
+  MS_CHECK(backend, "internal: a device tensor needs its backend to reach the host");
+  storage.resize(t.bytes());
+  Tensor h(storage.data(), t.shape, t.dtype, Device::CPU);
+  if (download) backend->download(h, t);
+  return h;
+}
+
+void store_host_view(Backend* backend, const Tensor& t, const Tensor& host) {
+  if (t.device == Device::CPU) return;
+  backend->upload(t, host);
+}
+
+void load_params(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params,
+                 Backend* backend) {
   auto problems = check_model_files(files, params.specs(), config);
   MS_CHECK(problems.empty(), problems.front(), problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) +
                                                                          " more problems; run `miniseq inspect`)"
                                                                    : std::string());
+  std::vector<uint8_t> staging;
   params.for_each([&](const ParamSpec& s, const Tensor& t) {
-    if (t.data) files.read(s.name, t);
+    if (!t.data) return;
+    const Tensor h = host_view(backend, t, staging, /*download=*/false);
+    files.read(s.name, h);
+    store_host_view(backend, t, h);
   });
 }
 

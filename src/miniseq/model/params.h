@@ -10,6 +10,7 @@
 #include "miniseq/core/memory_plan.h"
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/param_spec.h"
+#include "miniseq/ops/backend.h"
 
 namespace miniseq {
 
@@ -41,7 +42,14 @@ std::vector<std::string> check_model_files(const SafetensorsModel& files, const 
                                            const ModelConfig& config);
 
 // Reads every parameter from the files into `params` (converting dtypes); fails on the first mismatch listed by
-// check_model_files.
-void load_params(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params);
+// check_model_files. Parameters on a device go through a host staging buffer and `backend->upload`.
+void load_params(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params,
+                 Backend* backend = nullptr);
+
+// A host (CPU) view of `t`: t itself on the CPU; otherwise a copy downloaded into `storage` (when `download`) or an
+// uninitialized host buffer of the same shape and dtype.
+Tensor host_view(Backend* backend, const Tensor& t, std::vector<uint8_t>& storage, bool download = true);
+// Writes a host tensor made by host_view back to `t` (nothing to do on the CPU).
+void store_host_view(Backend* backend, const Tensor& t, const Tensor& host);
 
 }  // namespace miniseq

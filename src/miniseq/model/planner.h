@@ -19,11 +19,13 @@ struct PlanTarget {
   DType moments = DType::F32;          // their dtype (memory policy: fp32 or bf16)
   bool optimizer_in_backward = false;  // per-group gradients, consumed inside the backward pass
   static PlanTarget cpu() { return {}; }
-  // The CUDA backend's storage: bf16 weights, gradients and activations, fp32 AdamW moments.
+  // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
+  // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.
   static PlanTarget cuda() {
     PlanTarget t;
     t.device = Device::CUDA;
-    t.params = t.grads = t.activations = DType::BF16;
+    t.params = t.activations = DType::BF16;
+    t.grads = DType::F32;
     return t;
   }
 };

@@ -55,6 +55,12 @@ class Backend {
   // Lets libraries allocate and touch their fixed per-thread workspaces (BLAS packing buffers) once, so that
   // they are part of the process baseline before memory is measured. No effect on results.
   virtual void warm_up() {}
+  // Whole-tensor copies between host (CPU) tensors and this backend's tensors, converting dtypes: loading
+  // weights, reading gradients and checkpoints back. The CPU backend copies in place.
+  virtual void upload(const Tensor& dst, const Tensor& host_src) { copy(dst, host_src); }
+  virtual void download(const Tensor& host_dst, const Tensor& src) { copy(host_dst, src); }
+  // Bytes in use on the backend's device, for measured peaks (0 where the process RSS is the measure).
+  virtual size_t device_bytes_in_use() const { return 0; }
 
   // ---- embedding: ids [T] (int32), table [V, d] -> out [T, d] ----
   virtual void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) = 0;

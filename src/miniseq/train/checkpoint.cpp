@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "miniseq/io/safetensors.h"
@@ -45,11 +46,25 @@ std::string read_file(const fs::path& p) {
   return ss.str();
 }
 
+// Host copies of a parameter set's tensors (the tensors themselves when they are on the CPU).
+struct HostSet {
+  std::vector<std::vector<uint8_t>> storage;
+  std::vector<std::pair<const ParamSpec*, Tensor>> tensors;
+  HostSet(const ParamSet& set, Backend* backend) {
+    storage.resize(set.size());
+    size_t i = 0;
+    set.for_each([&](const ParamSpec& s, const Tensor& t) {
+      tensors.push_back({&s, host_view(backend, t, storage[i++])});
+    });
+  }
+};
+
 void write_model(const SaveRequest& r, const fs::path& dir) {
   write_file_atomic((dir / "config.json").string(), r.config->to_json().dump(2) + "\n");
   count_file("config.json");
+  const HostSet weights(*r.weights, r.backend);
   std::vector<TensorToWrite> tensors;
-  r.weights->for_each([&](const ParamSpec& s, const Tensor& t) { tensors.push_back({s.name, t, r.weights_dtype}); });
+  for (const auto& [spec, t] : weights.tensors) tensors.push_back({spec->name, t, r.weights_dtype});
   write_safetensors_model(dir.string(), tensors, {{"format", "pt"}}, r.max_shard_bytes);
   count_file("model weights");
   for (const char* name : kTokenizerFiles) {
@@ -88,11 +103,15 @@ void save_checkpoint(const SaveRequest& r) {
     if (r.exp_avg) {
       std::vector<TensorToWrite> state;
       // Moments in the dtype they are kept in (fp32, or bf16 with that memory policy).
-      r.exp_avg->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg." + s.name, t, t.dtype}); });
-      r.exp_avg_sq->for_each(
-          [&](const ParamSpec& s, const Tensor& t) { state.push_back({"exp_avg_sq." + s.name, t, t.dtype}); });
-      if (r.weights_dtype != DType::F32)  // the saved model is rounded: keep the exact fp32 weights for resume
-        r.weights->for_each([&](const ParamSpec& s, const Tensor& t) { state.push_back({"master." + s.name, t, DType::F32}); });
+      const HostSet m(*r.exp_avg, r.backend), v(*r.exp_avg_sq, r.backend);
+      for (const auto& [spec, t] : m.tensors) state.push_back({"exp_avg." + spec->name, t, t.dtype});
+      for (const auto& [spec, t] : v.tensors) state.push_back({"exp_avg_sq." + spec->name, t, t.dtype});
+      // The saved model is rounded: keep the exact weights (in their own dtype) for a bit-exact resume.
+      std::optional<HostSet> w;
+      if (r.weights_dtype != (*r.weights)[0].dtype) {
+        w.emplace(*r.weights, r.backend);
+        for (const auto& [spec, t] : w->tensors) state.push_back({"master." + spec->name, t, t.dtype});
+      }
       write_safetensors((tmp / "optimizer.safetensors").string(), state, {{"format", "miniseq-adamw"}});
       count_file("optimizer.safetensors");
     }
@@ -125,7 +144,14 @@ void save_checkpoint(const SaveRequest& r) {
 }
 
 LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, const ParamSet& exp_avg,
-                            const ParamSet& exp_avg_sq) {
+                            const ParamSet& exp_avg_sq, Backend* backend) {
+  std::vector<uint8_t> staging;
+  // Reads a tensor through a host view of its destination (a device tensor is uploaded afterwards).
+  auto read_into = [&](auto& source, const std::string& name, const Tensor& t) {
+    const Tensor h = host_view(backend, t, staging, /*download=*/false);
+    source.read(name, h);
+    store_host_view(backend, t, h);
+  };
   const fs::path d(dir);
   MS_CHECK(fs::is_directory(d), dir, ": checkpoint directory does not exist");
   const fs::path state_path = d / "trainer_state.json";
@@ -137,23 +163,23 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
   if (has_master) {
     weights.for_each([&](const ParamSpec& s, const Tensor& t) {
       MS_CHECK(opt.find("master." + s.name), opt_path.string(), ": no master weight for '", s.name, "'");
-      opt.read("master." + s.name, t);
+      read_into(opt, "master." + s.name, t);
     });
   } else {
     SafetensorsModel model(dir);
     weights.for_each([&](const ParamSpec& s, const Tensor& t) {
       MS_CHECK(model.find(s.name), dir, ": the checkpoint has no tensor '", s.name,
                "'; it was written for another model or vocabulary size");
-      model.read(s.name, t);
+      read_into(model, s.name, t);
     });
   }
   exp_avg.for_each([&](const ParamSpec& s, const Tensor& t) {
     MS_CHECK(opt.find("exp_avg." + s.name), opt_path.string(), ": no optimizer state for '", s.name, "'");
-    opt.read("exp_avg." + s.name, t);
+    read_into(opt, "exp_avg." + s.name, t);
   });
   exp_avg_sq.for_each([&](const ParamSpec& s, const Tensor& t) {
     MS_CHECK(opt.find("exp_avg_sq." + s.name), opt_path.string(), ": no optimizer state for '", s.name, "'");
-    opt.read("exp_avg_sq." + s.name, t);
+    read_into(opt, "exp_avg_sq." + s.name, t);
   });
   nlohmann::json j;
   try {

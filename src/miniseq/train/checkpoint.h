@@ -37,6 +37,7 @@ struct SaveRequest {
   std::string tokenizer_dir;          // tokenizer files copied from here ("" = none)
   nlohmann::json tokenizer_overrides; // {"file name": contents} written instead of copying (e.g. with [PAD] added)
   size_t max_shard_bytes = 5ull << 30;  // Hugging Face's default max_shard_size
+  Backend* backend = nullptr;         // to download device tensors (null: everything is on the CPU)
 };
 
 void save_checkpoint(const SaveRequest& r);
@@ -51,7 +52,7 @@ struct LoadedState {
 // Restores weights (fp32 master if present, else the model file), moments and progress from a checkpoint. Every
 // tensor is checked against the parameter table; errors name the file and tensor.
 LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, const ParamSet& exp_avg,
-                            const ParamSet& exp_avg_sq);
+                            const ParamSet& exp_avg_sq, Backend* backend = nullptr);
 
 // checkpoint-N directories of output_dir, sorted by N.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);

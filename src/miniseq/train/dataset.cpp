@@ -35,6 +35,9 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
   std::ifstream in(path);
   MS_CHECK(in.good(), path, ": cannot read the training data (--data_path)");
   std::vector<std::vector<int32_t>> records_ids, records_labels;
+  std::vector<std::string> texts;       // text documents, tokenized together below
+  std::vector<size_t> text_record;      // record index of each text
+  std::vector<int64_t> text_line;       // its line, for errors
   std::vector<int32_t> stream;
   bool all_exact = true, any_text = false;
   std::string line;
@@ -62,29 +65,37 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
       fail(path, ":", lineno, ": malformed JSON: ", e.what());
     }
     MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object with \"text\" or \"input_ids\"");
-    std::vector<int32_t> toks;
     if (j.contains("text")) {
       MS_CHECK(j["text"].is_string(), path, ":", lineno, ": \"text\" must be a string");
       MS_CHECK(static_cast<bool>(tokenize), path, ":", lineno,
                ": text documents need a tokenizer (tokenizer.json in the model directory), or give {\"input_ids\": ...}");
-      toks = tokenize(j["text"].get<std::string>());
-      for (int32_t t : toks)
-        MS_CHECK(t >= 0 && t < spec.vocab, path, ":", lineno, ": the tokenizer produced id ", t,
-                 " outside the model's vocabulary [0, ", spec.vocab, "); tokenizer and model do not match");
+      texts.push_back(j["text"].get<std::string>());
+      text_record.push_back(records_ids.size());
+      text_line.push_back(lineno);
       any_text = true;
       all_exact = false;
+      records_ids.emplace_back();
       records_labels.emplace_back();
     } else if (j.contains("input_ids")) {
-      toks = ids_from(j, "input_ids", false);
+      std::vector<int32_t> toks = ids_from(j, "input_ids", false);
       std::vector<int32_t> labels = j.contains("labels") ? ids_from(j, "labels", true) : toks;
       MS_CHECK(labels.size() == toks.size(), path, ":", lineno, ": labels has ", labels.size(),
                " entries but input_ids has ", toks.size());
       if (static_cast<int64_t>(toks.size()) != spec.seq) all_exact = false;
+      records_ids.push_back(std::move(toks));
       records_labels.push_back(std::move(labels));
     } else {
       fail(path, ":", lineno, ": a record needs \"text\" or \"input_ids\"");
     }
-    records_ids.push_back(std::move(toks));
+  }
+  if (!texts.empty()) {
+    auto tokenized = tokenize(texts);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      for (int32_t t : tokenized[i])
+        MS_CHECK(t >= 0 && t < spec.vocab, path, ":", text_line[i], ": the tokenizer produced id ", t,
+                 " outside the model's vocabulary [0, ", spec.vocab, "); tokenizer and model do not match");
+      records_ids[text_record[i]] = std::move(tokenized[i]);
+    }
   }
   MS_CHECK(!records_ids.empty(), path, ": no records (expected JSONL lines like {\"text\": \"...\"})");
 

@@ -14,7 +14,8 @@
 
 namespace miniseq {
 
-using TokenizeFn = std::function<std::vector<int32_t>(const std::string& text)>;
+// Tokenizes a batch of documents (in parallel, results in input order), BOS/EOS as the tokenizer adds them.
+using TokenizeFn = std::function<std::vector<std::vector<int32_t>>(const std::vector<std::string>& texts)>;
 
 struct DataSpec {
   int64_t seq = 0;       // model_max_length

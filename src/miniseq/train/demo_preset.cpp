@@ -28,12 +28,16 @@ ModelConfig demo_model_config(int64_t max_position_embeddings) {
   return parse_model_config(j.dump(), "demo preset config");
 }
 
-void init_random_weights(const ParamSet& weights, uint64_t seed) {
+void init_random_weights(const ParamSet& weights, uint64_t seed, Backend* backend) {
   Rng rng(seed);
+  std::vector<float> w;
   weights.for_each([&](const ParamSpec& s, const Tensor& t) {
     const bool norm = param_kind(s.role) == "norm";
-    float* w = t.f32();
-    for (int64_t i = 0; i < t.numel(); ++i) w[i] = norm ? 1.0f : static_cast<float>(0.02 * rng.normal());
+    w.resize(static_cast<size_t>(t.numel()));
+    for (float& x : w) x = norm ? 1.0f : static_cast<float>(0.02 * rng.normal());
+    const Tensor src(w.data(), t.shape);
+    if (t.device == Device::CPU) convert(w.data(), DType::F32, t.data, t.dtype, w.size());
+    else backend->upload(t, src);
   });
 }
 

@@ -14,7 +14,7 @@ namespace miniseq {
 
 ModelConfig demo_model_config(int64_t max_position_embeddings);
 // Deterministic random weights with transformers' initialization (normal, std 0.02; norms 1).
-void init_random_weights(const ParamSet& weights, uint64_t seed);
+void init_random_weights(const ParamSet& weights, uint64_t seed, Backend* backend = nullptr);
 // Synthetic documents (BOS … EOS), concatenated, about `tokens` tokens in total.
 std::vector<int32_t> demo_token_stream(int64_t tokens, int64_t doc_tokens, uint64_t seed);
 // Bytes → ids of the demo vocabulary and back (for printing).

@@ -12,31 +12,37 @@ double rope_factor_for(const ModelConfig& c, int64_t model_max_length) {
 }
 
 void load_params_grown(const SafetensorsModel& files, const ModelConfig& file_config, const ModelConfig& config,
-                       const ParamSet& params) {
+                       const ParamSet& params, Backend* backend) {
   const int64_t old_v = file_config.vocab_size, new_v = config.vocab_size;
   MS_CHECK(new_v >= old_v, "internal: vocabulary can only grow");
   if (new_v == old_v) {
-    load_params(files, config, params);
+    load_params(files, config, params, backend);
     return;
   }
   // Every other tensor must match as usual: check with the file's own config.
   auto problems = check_model_files(files, param_specs(file_config), file_config);
   MS_CHECK(problems.empty(), problems.front());
+  std::vector<uint8_t> staging;
   params.for_each([&](const ParamSpec& s, const Tensor& t) {
     if (!t.data) return;
+    const Tensor h = host_view(backend, t, staging, /*download=*/false);
     if (s.role != ParamRole::Embedding && s.role != ParamRole::LmHead) {
-      files.read(s.name, t);
+      files.read(s.name, h);
+      store_host_view(backend, t, h);
       return;
     }
+    // New rows: the mean of the old ones, computed in fp32 on the host whatever the storage dtype.
     const int64_t d = t.size(1);
-    files.read(s.name, t.rows(0, old_v));
+    std::vector<float> w(static_cast<size_t>(new_v * d));
+    files.read(s.name, Tensor(w.data(), {old_v, d}));
     std::vector<double> mean(static_cast<size_t>(d), 0.0);
-    const float* w = t.f32();
     for (int64_t r = 0; r < old_v; ++r)
-      for (int64_t j = 0; j < d; ++j) mean[static_cast<size_t>(j)] += w[r * d + j];
+      for (int64_t j = 0; j < d; ++j) mean[static_cast<size_t>(j)] += w[static_cast<size_t>(r * d + j)];
     for (int64_t r = old_v; r < new_v; ++r)
       for (int64_t j = 0; j < d; ++j)
-        t.f32()[r * d + j] = static_cast<float>(mean[static_cast<size_t>(j)] / static_cast<double>(old_v));
+        w[static_cast<size_t>(r * d + j)] = static_cast<float>(mean[static_cast<size_t>(j)] / static_cast<double>(old_v));
+    convert(w.data(), DType::F32, h.data, h.dtype, w.size());
+    store_host_view(backend, t, h);
   });
 }
 

@@ -17,6 +17,6 @@ double rope_factor_for(const ModelConfig& c, int64_t model_max_length);
 // Loads weights whose files may hold fewer vocabulary rows than `config` (after adding tokens): the file rows are
 // copied, every new row of model.embed_tokens.weight and lm_head.weight is the mean of the file's rows.
 void load_params_grown(const SafetensorsModel& files, const ModelConfig& file_config, const ModelConfig& config,
-                       const ParamSet& params);
+                       const ParamSet& params, Backend* backend = nullptr);
 
 }  // namespace miniseq

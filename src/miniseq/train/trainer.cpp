@@ -63,7 +63,7 @@ StepPolicy policy_from(const TrainArgs& a) {
 }
 
 PlanTarget plan_target(const TrainArgs& a) {
-  PlanTarget t = PlanTarget::cpu();
+  PlanTarget t = a.device == "cuda" ? PlanTarget::cuda() : PlanTarget::cpu();
   t.moments = a.moments_dtype;
   t.optimizer_in_backward = a.optimizer_in_backward;
   return t;
@@ -84,7 +84,7 @@ TrainResult run_training(const TrainSetup& setup) {
   const TrainArgs& a = setup.args;
   const ModelConfig& config = setup.config;
   const Dataset& data = *setup.data;
-  MS_CHECK(a.device == "cpu", "--device cuda: the CUDA training path is not available in this build yet");
+  const Device device = a.device == "cuda" ? Device::CUDA : Device::CPU;
   MS_CHECK(data.size() > 0, "the training data holds no block of --model_max_length ", a.model_max_length, " tokens");
   MS_CHECK(!a.output_dir.empty(), "--output_dir is required");
   StepPolicy policy = policy_from(a);
@@ -112,8 +112,8 @@ TrainResult run_training(const TrainSetup& setup) {
   }
 
   // ---- allocate exactly the plan, load or create the weights ----
-  MemoryPlan plan = MemoryPlan::real(Device::CPU, result.planned.arena_bytes);
-  auto be = make_backend(Device::CPU);
+  auto be = make_backend(device);
+  MemoryPlan plan = MemoryPlan::real(device, result.planned.arena_bytes);
   Decoder model(config, *be, plan,
                 a.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
   AdamW opt(plan, param_specs(config), a.moments_dtype);
@@ -131,15 +131,15 @@ TrainResult run_training(const TrainSetup& setup) {
     resume.clear();
   }
   if (!resume.empty()) {
-    progress = load_checkpoint(resume, model.weights(), opt.exp_avg(), opt.exp_avg_sq()).progress;
+    progress = load_checkpoint(resume, model.weights(), opt.exp_avg(), opt.exp_avg_sq(), be.get()).progress;
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
   } else if (setup.init_weights) {
-    setup.init_weights(model.weights());
+    setup.init_weights(model.weights(), be.get());
     opt.zero(*be);
   } else {
     SafetensorsModel files(setup.model_dir);
-    load_params_grown(files, setup.file_config, config, model.weights());
+    load_params_grown(files, setup.file_config, config, model.weights(), be.get());
     opt.zero(*be);
   }
   const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
@@ -156,6 +156,7 @@ TrainResult run_training(const TrainSetup& setup) {
   save.progress = &progress;
   save.tokenizer_dir = setup.tokenizer_dir;
   save.tokenizer_overrides = setup.tokenizer_overrides;
+  save.backend = be.get();
   auto save_checkpoint_now = [&]() {
     save.dir = (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).string();
     save_checkpoint(save);

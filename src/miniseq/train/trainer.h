@@ -11,6 +11,7 @@
 
 #include "miniseq/core/memory_plan.h"
 #include "miniseq/model/planner.h"
+#include "miniseq/model/params.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/train/dataset.h"
 #include "miniseq/train/train_args.h"
@@ -22,7 +23,7 @@ struct TrainSetup {
   ModelConfig file_config;  // as read from the model directory
   ModelConfig config;       // what is trained: RoPE factor and vocabulary applied
   std::string model_dir;    // weights come from here...
-  std::function<void(const class ParamSet&)> init_weights;  // ...or from this (the demo's random model)
+  std::function<void(const ParamSet&, Backend*)> init_weights;  // ...or from this (the demo's random model)
   const Dataset* data = nullptr;
   std::string tokenizer_dir;
   nlohmann::json tokenizer_overrides = nlohmann::json::object();

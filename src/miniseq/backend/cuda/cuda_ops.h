@@ -39,6 +39,9 @@ class CudaBackend final : public Backend {
   DType grad_dtype() const override { return DType::F32; }
   DType activation_dtype() const override { return DType::BF16; }
   void warm_up() override;
+  void upload(const Tensor& dst, const Tensor& host_src) override;
+  void download(const Tensor& host_dst, const Tensor& src) override;
+  size_t device_bytes_in_use() const override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;

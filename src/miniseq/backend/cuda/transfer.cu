@@ -4,6 +4,7 @@
 
 #include "miniseq/backend/cuda/cuda_backend.h"
 #include "miniseq/backend/cuda/cuda_check.h"
+#include "miniseq/backend/cuda/cuda_ops.h"
 
 namespace miniseq::cuda {
 
@@ -47,6 +48,10 @@ void load_params_to_device(const SafetensorsModel& files, const ModelConfig& con
     MS_CUDA_CHECK(cudaMemcpy(t.data, staging.data(), t.bytes(), cudaMemcpyHostToDevice));
   });
 }
+
+void CudaBackend::upload(const Tensor& dst, const Tensor& host_src) { cuda::upload(dst, host_src); }
+void CudaBackend::download(const Tensor& host_dst, const Tensor& src) { cuda::download(host_dst, src); }
+size_t CudaBackend::device_bytes_in_use() const { return device_used_bytes(); }
 
 size_t device_used_bytes() {
   size_t free_b = 0, total_b = 0;
