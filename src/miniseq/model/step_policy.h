@@ -20,12 +20,18 @@ struct StepPolicy {
     int64_t C = mlp_chunk_tokens > 0 ? mlp_chunk_tokens : c.hidden_size;
     return std::clamp<int64_t>(C, 1, T);
   }
-  // Rows per LM-head chunk: ceil(T / M), the last chunk takes the remainder (no token is dropped).
+  // Rows per LM-head chunk: ceil(T / M), the last chunk takes the remainder (no token is dropped). The default M is
+  // the paper's ceil(V / d), which bounds a chunk's logits to about T × d values; but a chunk is never made smaller
+  // than d rows by default: below that the logits are already smaller than one layer's hidden-state buffers, and
+  // tiny GEMMs only cost time (at T = 512 on the 125M model, 12-row chunks made the step 30% slower).
   int64_t lm_head_chunk_rows(const ModelConfig& c, int64_t T) const {
     if (!mini_sequence) return T;
-    int64_t M = lm_head_chunks > 0 ? lm_head_chunks : (c.vocab_size + c.hidden_size - 1) / c.hidden_size;
-    M = std::clamp<int64_t>(M, 1, T);
-    return (T + M - 1) / M;
+    if (lm_head_chunks > 0) {
+      const int64_t M = std::clamp<int64_t>(lm_head_chunks, 1, T);
+      return (T + M - 1) / M;
+    }
+    const int64_t M = std::clamp<int64_t>((c.vocab_size + c.hidden_size - 1) / c.hidden_size, 1, T);
+    return std::min(T, std::max((T + M - 1) / M, c.hidden_size));
   }
 };
 
