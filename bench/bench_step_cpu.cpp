@@ -20,7 +20,7 @@
 #include "miniseq/core/random.h"
 #include "miniseq/core/rss.h"
 #include "miniseq/model/decoder.h"
-#include "miniseq/ops/dry_backend.h"
+#include "miniseq/model/planner.h"
 
 using namespace miniseq;
 
@@ -48,14 +48,7 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p)
   b.labels = b.input_ids;
   const int64_t n = b.count_targets();
 
-  MemReport planned;
-  {
-    MemoryPlan dry = MemoryPlan::dry();
-    DryBackend be;
-    Decoder m(c, be, dry);
-    m.forward_backward(b, p, n);
-    planned = dry.report();
-  }
+  const MemReport planned = plan_step(c, 1, S, p, plan_target_for(*make_cpu_backend(), false));
   const size_t baseline = current_rss_bytes();
   double seconds, loss;
   size_t peak;

@@ -21,7 +21,7 @@
 
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
-#include "miniseq/ops/dry_backend.h"
+#include "miniseq/model/planner.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -51,16 +51,9 @@ Result run_case(const std::string& name, const StepPolicy& policy) {
   const TokenBatch batch = read_token_batch_jsonl((dir / "batch.jsonl").string(), config.vocab_size);
   const int64_t n = batch.count_targets();
 
-  MemReport planned;
-  {
-    MemoryPlan dry = MemoryPlan::dry();
-    DryBackend be;
-    Decoder m(config, be, dry);
-    m.forward_backward(batch, policy, n);
-    planned = dry.report();
-  }
-  MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
   auto be = make_cpu_backend();
+  const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, plan_target_for(*be, false));
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
   Decoder model(config, *be, plan);
   load_params(SafetensorsModel((dir / "model").string()), config, model.weights());
   model.zero_grads();

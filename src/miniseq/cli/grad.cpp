@@ -10,7 +10,7 @@
 #include "miniseq/core/rss.h"
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
-#include "miniseq/ops/dry_backend.h"
+#include "miniseq/model/planner.h"
 
 namespace miniseq::cli {
 
@@ -58,14 +58,7 @@ int cmd_grad(const Args& args) {
   auto backend = make_backend(device);
 
   // Plan: the same schedule on a dry plan with the dry backend, in the backend's dtypes.
-  MemReport planned;
-  {
-    MemoryPlan plan = MemoryPlan::dry(device);
-    DryBackend dry(device, backend->param_dtype(), backend->grad_dtype(), backend->activation_dtype());
-    Decoder model(config, dry, plan);
-    model.forward_backward(batch, policy, n_targets);
-    planned = plan.report();
-  }
+  const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, plan_target_for(*backend, false));
 
   // Run in an arena of exactly the planned size.
   backend->warm_up();

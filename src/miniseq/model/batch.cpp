@@ -21,40 +21,44 @@ int64_t TokenBatch::count_targets() const {
   return n;
 }
 
+nlohmann::json parse_jsonl_line(const std::string& line, const std::string& path, int64_t lineno) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(path, ":", lineno, ": malformed JSON: ", e.what());
+  }
+  MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object (\"input_ids\" or \"text\")");
+  return j;
+}
+
+std::vector<int32_t> json_token_ids(const nlohmann::json& j, const char* key, bool labels, int64_t vocab,
+                                    const std::string& path, int64_t lineno) {
+  MS_CHECK(j.contains(key) && j[key].is_array(), path, ":", lineno, ": \"", key, "\" must be an array of integers");
+  std::vector<int32_t> v;
+  v.reserve(j[key].size());
+  for (const auto& x : j[key]) {
+    MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key, "\" holds a non-integer: ", x.dump());
+    const int64_t id = x.get<int64_t>();
+    MS_CHECK((labels && id == kIgnoreIndex) || (id >= 0 && id < vocab), path, ":", lineno, ": ", key, " value ", id,
+             " is outside the model's vocabulary [0, ", vocab, ")", labels ? " (use -100 to ignore)" : "");
+    v.push_back(static_cast<int32_t>(id));
+  }
+  return v;
+}
+
 TokenBatch read_token_batch_jsonl(const std::string& path, int64_t vocab_size) {
   std::ifstream in(path);
   MS_CHECK(in.good(), path, ": cannot read the data file");
   TokenBatch b;
   std::string line;
   int64_t lineno = 0;
-  auto read_ids = [&](const nlohmann::json& j, const char* key, bool labels) {
-    MS_CHECK(j.contains(key) && j[key].is_array(), path, ":", lineno, ": \"", key, "\" must be an array of integers");
-    std::vector<int32_t> v;
-    for (const auto& x : j[key]) {
-      MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key, "\" holds a non-integer: ", x.dump());
-      int64_t id = x.get<int64_t>();
-      if (labels && id == kIgnoreIndex) {
-        v.push_back(kIgnoreIndex);
-        continue;
-      }
-      MS_CHECK(id >= 0 && id < vocab_size, path, ":", lineno, ": ", key, " value ", id,
-               " is outside the model's vocabulary [0, ", vocab_size, ")", labels ? " (use -100 to ignore)" : "");
-      v.push_back(static_cast<int32_t>(id));
-    }
-    return v;
-  };
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail(path, ":", lineno, ": malformed JSON: ", e.what());
-    }
-    MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object with \"input_ids\"");
-    std::vector<int32_t> ids = read_ids(j, "input_ids", false);
-    std::vector<int32_t> labels = j.contains("labels") ? read_ids(j, "labels", true) : ids;
+    const nlohmann::json j = parse_jsonl_line(line, path, lineno);
+    std::vector<int32_t> ids = json_token_ids(j, "input_ids", false, vocab_size, path, lineno);
+    std::vector<int32_t> labels = j.contains("labels") ? json_token_ids(j, "labels", true, vocab_size, path, lineno) : ids;
     MS_CHECK(!ids.empty(), path, ":", lineno, ": empty input_ids");
     MS_CHECK(labels.size() == ids.size(), path, ":", lineno, ": labels has ", labels.size(),
              " entries but input_ids has ", ids.size());

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace miniseq {
 
 constexpr int32_t kIgnoreIndex = -100;
@@ -22,6 +24,12 @@ struct TokenBatch {
   // Number of targets != -100: the loss denominator of this micro-batch.
   int64_t count_targets() const;
 };
+
+// One JSONL record, parsed; errors name path:line.
+nlohmann::json parse_jsonl_line(const std::string& line, const std::string& path, int64_t lineno);
+// The token ids under `key` of a JSONL record: an array of ids in [0, vocab) (for labels, -100 too).
+std::vector<int32_t> json_token_ids(const nlohmann::json& record, const char* key, bool labels, int64_t vocab,
+                                    const std::string& path, int64_t lineno);
 
 // Reads `miniseq grad`'s JSONL: one sequence per line, {"input_ids": [...]} with optional "labels" (same length).
 // All lines must have the same length; ids must lie in [0, vocab_size). Errors name the file and line.

@@ -9,6 +9,16 @@
 
 namespace miniseq {
 
+PlanTarget plan_target_for(const Backend& backend, bool optimizer) {
+  PlanTarget t;
+  t.device = backend.device();
+  t.params = backend.param_dtype();
+  t.grads = backend.grad_dtype();
+  t.activations = backend.activation_dtype();
+  t.optimizer = optimizer;
+  return t;
+}
+
 MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
                     const PlanTarget& target) {
   MemoryPlan plan = MemoryPlan::dry(target.device);

@@ -8,6 +8,7 @@
 
 #include "miniseq/core/memory_plan.h"
 #include "miniseq/model/step_policy.h"
+#include "miniseq/ops/backend.h"
 
 namespace miniseq {
 
@@ -29,6 +30,9 @@ struct PlanTarget {
     return t;
   }
 };
+
+// The storage of `backend` (device and dtypes), with or without AdamW state.
+PlanTarget plan_target_for(const Backend& backend, bool optimizer);
 
 // Peak of one optimizer step (weights, grads, optimizer state, one micro-batch [B, S] forward + backward).
 MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,

@@ -42,29 +42,10 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
   bool all_exact = true, any_text = false;
   std::string line;
   int64_t lineno = 0;
-  auto ids_from = [&](const nlohmann::json& j, const char* key, bool labels) {
-    MS_CHECK(j[key].is_array(), path, ":", lineno, ": \"", key, "\" must be an array of token ids");
-    std::vector<int32_t> v;
-    v.reserve(j[key].size());
-    for (const auto& x : j[key]) {
-      MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key, "\" holds a non-integer: ", x.dump());
-      const int64_t id = x.get<int64_t>();
-      MS_CHECK((labels && id == kIgnoreIndex) || (id >= 0 && id < spec.vocab), path, ":", lineno, ": ", key, " value ",
-               id, " is outside the model's vocabulary [0, ", spec.vocab, ")");
-      v.push_back(static_cast<int32_t>(id));
-    }
-    return v;
-  };
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail(path, ":", lineno, ": malformed JSON: ", e.what());
-    }
-    MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object with \"text\" or \"input_ids\"");
+    const nlohmann::json j = parse_jsonl_line(line, path, lineno);
     if (j.contains("text")) {
       MS_CHECK(j["text"].is_string(), path, ":", lineno, ": \"text\" must be a string");
       MS_CHECK(static_cast<bool>(tokenize), path, ":", lineno,
@@ -77,8 +58,9 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
       records_ids.emplace_back();
       records_labels.emplace_back();
     } else if (j.contains("input_ids")) {
-      std::vector<int32_t> toks = ids_from(j, "input_ids", false);
-      std::vector<int32_t> labels = j.contains("labels") ? ids_from(j, "labels", true) : toks;
+      std::vector<int32_t> toks = json_token_ids(j, "input_ids", false, spec.vocab, path, lineno);
+      std::vector<int32_t> labels =
+          j.contains("labels") ? json_token_ids(j, "labels", true, spec.vocab, path, lineno) : toks;
       MS_CHECK(labels.size() == toks.size(), path, ":", lineno, ": labels has ", labels.size(),
                " entries but input_ids has ", toks.size());
       if (static_cast<int64_t>(toks.size()) != spec.seq) all_exact = false;
