@@ -1,0 +1,73 @@
+// The BPE model of tokenizer.json ("model": {"type": "BPE", ...}): vocab, ranked merges, byte_fallback, unk
+// (fused or not), continuing_subword_prefix / end_of_word_suffix, ignore_merges. Each piece from the
+// pre-tokenizer is split into characters, then the adjacent pair with the lowest merge rank is merged
+// (leftmost first on ties) until no pair merges, exactly as Hugging Face's Word::merge_all. Results for
+// pieces under 256 bytes are kept in a thread-safe merge cache. dropout is not supported (training-time
+// randomness).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace miniseq::tok {
+
+class MergeCache;
+
+class BpeModel {
+ public:
+  // j: the "model" object; where: its JSON path for error messages.
+  BpeModel(const nlohmann::json& j, const std::string& where);
+  ~BpeModel();
+
+  // Appends the ids of one piece.
+  void encode(std::string_view piece, std::vector<int32_t>& out) const;
+
+  int32_t token_to_id(std::string_view token) const;  // -1 when absent
+  const std::string* id_to_token(int32_t id) const;   // nullptr when absent
+  size_t vocab_size() const { return vocab_.size(); }
+  int32_t max_id() const { return static_cast<int32_t>(id_to_token_.size()) - 1; }
+  // True when pieces are split before every "▁" that follows another character (exact for this vocabulary).
+  bool splits_at_metaspace() const { return metaspace_split_; }
+
+ private:
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // Open-addressing map (left id, right id) -> (rank, merged id).
+  struct MergeTable {
+    std::vector<uint64_t> keys;
+    std::vector<uint64_t> values;  // rank << 32 | merged id
+    uint64_t mask = 0;
+    void reserve(size_t n);
+    void put(int32_t a, int32_t b, uint32_t rank, int32_t id);
+    bool get(int32_t a, int32_t b, uint32_t* rank, int32_t* id) const;
+  };
+
+  void encode_word(std::string_view word, std::vector<int32_t>& out) const;
+  void initial_symbols(std::string_view word, std::vector<int32_t>& ids) const;
+  int32_t char_id(char32_t cp, std::string_view utf8) const;
+  void merge_all(std::vector<int32_t>& ids) const;
+  void merge_all_heap(std::vector<int32_t>& ids) const;
+
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> vocab_;
+  std::vector<std::string> id_to_token_;
+  std::vector<uint8_t> has_id_;
+  MergeTable merges_;
+  std::vector<int32_t> ascii_ids_;                  // code point < 0x800 -> id (-1)
+  std::unordered_map<char32_t, int32_t> char_ids_;  // other single-character tokens
+  int32_t byte_ids_[256];                           // <0xXX> tokens (-1)
+  std::string unk_token_;
+  int32_t unk_id_ = -1;
+  bool has_unk_ = false, fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
+  std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
+  bool metaspace_split_ = false;
+  std::unique_ptr<MergeCache> cache_;
+};
+
+}  // namespace miniseq::tok

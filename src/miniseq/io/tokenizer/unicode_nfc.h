@@ -1,0 +1,17 @@
+// Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical composition), with the
+// tables generated from the Unicode Character Database by tools/tokenizer_nfc_tables.py. Used by the NFC
+// normalizer (Qwen2/Qwen3 tokenizers).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace miniseq::tok {
+
+// NFC of valid UTF-8 text. Text whose code points are all below U+0300 is returned unchanged without work.
+std::string nfc(std::string_view text);
+
+// Canonical combining class of a code point (0 for starters).
+int canonical_combining_class(char32_t c);
+
+}  // namespace miniseq::tok
