@@ -11,6 +11,7 @@ using Args = std::vector<std::string>;
 
 int cmd_inspect(const Args& args);     // inspect.cpp: architecture, parameter counts, file/config mismatches
 int cmd_tiny_model(const Args& args);  // tiny_model.cpp: write a small random model directory (demo, tests)
+int cmd_tokenize(const Args& args);    // tokenize.cpp: text lines -> JSON id arrays (and back), HF tokenizer.json
 int cmd_train(const Args& args);       // train.cpp: LongLoRA fine-tune.py workflow (train/)
 int cmd_memplan(const Args& args);     // memplan.cpp: planned peak memory of a run, longest length that fits
 int cmd_grad(const Args& args);        // grad.cpp: loss and gradients of one batch (checked against PyTorch)

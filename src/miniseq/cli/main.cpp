@@ -20,6 +20,7 @@ const Command kCommands[] = {
     {"memplan", miniseq::cli::cmd_memplan, "peak memory of a run before it runs; longest length that fits"},
     {"inspect", miniseq::cli::cmd_inspect, "show a model directory: architecture, parameters, mismatches"},
     {"tiny-model", miniseq::cli::cmd_tiny_model, "write a small random Hugging Face model directory"},
+    {"tokenize", miniseq::cli::cmd_tokenize, "text lines -> JSON token id arrays (and back) with a tokenizer.json"},
     {"grad", miniseq::cli::cmd_grad, "loss and gradients of one batch, as safetensors"},
 };
 
