@@ -61,6 +61,26 @@ def main():
     for a, b, c in comp:
         out.write(f"    {{0x{a:X}, 0x{b:X}, 0x{c:X}}},\n")
     out.write("};\n")
+    # Code points that can change under NFC or change their neighbours: combining marks, NFC_QC=No (not stable)
+    # and NFC_QC=Maybe (second half of a composition, Hangul medial vowels and final consonants).
+    unsafe = {cp for cp, _ in ccc} | {b for _, b, _ in comp}
+    unsafe |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        if ud.normalize("NFC", chr(cp)) != chr(cp):
+            unsafe.add(cp)
+    runs = []
+    for cp in sorted(unsafe):
+        if runs and runs[-1][1] == cp - 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    out.write("// kNfcUnsafe: {first, last} ranges of code points that NFC may change or combine; text without them is NFC.\n")
+    out.write("static const CodeRange kNfcUnsafe[] = {\n")
+    for a, b in runs:
+        out.write(f"    {{0x{a:X}, 0x{b:X}}},\n")
+    out.write("};\n")
 
 
 if __name__ == "__main__":

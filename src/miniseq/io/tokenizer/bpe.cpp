@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <climits>
 #include <cstdio>
-#include <mutex>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <queue>
 
@@ -16,8 +17,7 @@ namespace miniseq::tok {
 using nlohmann::json;
 
 namespace {
-constexpr size_t kMaxCachedBytes = 256;  // as Hugging Face: longer pieces are merged every time
-constexpr size_t kHeapThreshold = 64;    // pieces with more symbols use the O(n log n) heap merge
+constexpr size_t kHeapThreshold = 64;  // pieces with more symbols use the O(n log n) heap merge
 constexpr const char* kMetaspace = "\u2581";
 
 inline uint64_t mix(uint64_t k) {
@@ -28,51 +28,60 @@ inline uint64_t mix(uint64_t k) {
 }
 }  // namespace
 
-// Thread-safe map piece -> ids, sharded to keep lock contention low; a full shard is cleared.
-class MergeCache {
- public:
-  bool get(std::string_view key, size_t hash, std::vector<int32_t>& out) {
-    Shard& s = shards_[hash % kShards];
-    std::lock_guard<std::mutex> lock(s.mutex);
-    auto it = s.map.find(key);
-    if (it == s.map.end()) return false;
-    out.insert(out.end(), it->second.begin(), it->second.end());
-    return true;
-  }
-  void put(std::string_view key, size_t hash, const int32_t* ids, size_t n) {
-    Shard& s = shards_[hash % kShards];
-    std::lock_guard<std::mutex> lock(s.mutex);
-    if (s.map.size() >= kPerShard) s.map.clear();
-    s.map.emplace(std::string(key), std::vector<int32_t>(ids, ids + n));
-  }
+// The merge cache: per thread and per model, a direct-mapped table piece -> ids (no locks; a colliding piece
+// replaces the slot). Each model has a serial number so that a thread's tables never mix two models.
+namespace {
+constexpr size_t kCacheSlots = size_t{1} << 16;
+std::atomic<uint64_t> g_next_serial{1};
 
- private:
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  static constexpr size_t kShards = 64, kPerShard = 4096;
-  struct Shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> map;
-  };
-  std::array<Shard, kShards> shards_;
+// One cache line: the piece and its ids inline (pieces over 22 bytes or 8 ids are not cached).
+struct alignas(64) CacheSlot {
+  static constexpr size_t kKeyBytes = 22, kIds = 8;
+  uint64_t hash = 0;
+  uint8_t key_len = 0, n_ids = 0;
+  char key[kKeyBytes];
+  int32_t ids[kIds];
 };
+// Longer pieces (up to 256 bytes, as Hugging Face's cache): fewer slots, heap-allocated.
+struct LongSlot {
+  uint64_t hash = 0;
+  std::string key;
+  std::vector<int32_t> ids;
+};
+constexpr size_t kLongSlots = size_t{1} << 12, kMaxCachedBytes = 256;
+struct ThreadCache {
+  uint64_t owner = 0;
+  std::vector<CacheSlot> slots;
+  std::vector<LongSlot> long_slots;
+};
+
+ThreadCache& thread_cache(uint64_t serial) {
+  thread_local std::array<ThreadCache, 4> caches;
+  thread_local unsigned next = 0;
+  for (auto& c : caches)
+    if (c.owner == serial) return c;
+  ThreadCache& c = caches[next++ % caches.size()];
+  c.owner = serial;
+  c.slots.assign(kCacheSlots, CacheSlot{});
+  c.long_slots.assign(kLongSlots, LongSlot{});
+  return c;
+}
+}  // namespace
 
 void BpeModel::MergeTable::reserve(size_t n) {
   size_t cap = 16;
   while (cap < 2 * n) cap *= 2;
-  keys.assign(cap, UINT64_MAX);
-  values.assign(cap, 0);
+  slots.assign(cap, Slot{UINT64_MAX, 0});
   mask = cap - 1;
 }
 
 void BpeModel::MergeTable::put(int32_t a, int32_t b, uint32_t rank, int32_t id) {
   const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   for (uint64_t i = mix(key) & mask;; i = (i + 1) & mask) {
-    if (keys[i] == UINT64_MAX || keys[i] == key) {  // a repeated pair: the later line wins, as in HF
-      keys[i] = key;
-      values[i] = (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(id);
+    if (slots[i].key == UINT64_MAX ||
+        slots[i].key == key) {  // a repeated pair: the later line wins, as in HF
+      slots[i].key = key;
+      slots[i].value = (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(id);
       return;
     }
   }
@@ -81,16 +90,17 @@ void BpeModel::MergeTable::put(int32_t a, int32_t b, uint32_t rank, int32_t id) 
 bool BpeModel::MergeTable::get(int32_t a, int32_t b, uint32_t* rank, int32_t* id) const {
   const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   for (uint64_t i = mix(key) & mask;; i = (i + 1) & mask) {
-    if (keys[i] == key) {
-      *rank = static_cast<uint32_t>(values[i] >> 32);
-      *id = static_cast<int32_t>(values[i] & 0xFFFFFFFFu);
+    const Slot& s = slots[i];
+    if (s.key == key) {
+      *rank = static_cast<uint32_t>(s.value >> 32);
+      *id = static_cast<int32_t>(s.value & 0xFFFFFFFFu);
       return true;
     }
-    if (keys[i] == UINT64_MAX) return false;
+    if (s.key == UINT64_MAX) return false;
   }
 }
 
-BpeModel::BpeModel(const json& j, const std::string& where) : cache_(std::make_unique<MergeCache>()) {
+BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_serial.fetch_add(1)) {
   MS_CHECK(j.contains("vocab") && j["vocab"].is_object(), where,
            ".vocab: missing or not an object {token: id}");
   MS_CHECK(j.contains("merges") && j["merges"].is_array(), where, ".merges: missing or not an array");
@@ -300,18 +310,48 @@ void BpeModel::merge_all_heap(std::vector<int32_t>& ids) const {
 }
 
 void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) const {
-  if (ignore_merges_) {
-    if (const int32_t id = token_to_id(word); id >= 0) return out.push_back(id);
+  // The cache holds final ids (ignore_merges included), so it is consulted first.
+  CacheSlot* slot = nullptr;
+  LongSlot* long_slot = nullptr;
+  uint64_t hash = 0;
+  if (word.size() < kMaxCachedBytes) {
+    hash = std::hash<std::string_view>{}(word) | 1;  // never 0, the empty slot's hash
+    ThreadCache& cache = thread_cache(serial_);
+    if (word.size() <= CacheSlot::kKeyBytes) {
+      slot = &cache.slots[(hash >> 1) & (kCacheSlots - 1)];
+      if (slot->hash == hash && slot->key_len == word.size() &&
+          std::memcmp(slot->key, word.data(), word.size()) == 0) {
+        out.insert(out.end(), slot->ids, slot->ids + slot->n_ids);
+        return;
+      }
+    } else {
+      long_slot = &cache.long_slots[(hash >> 1) & (kLongSlots - 1)];
+      if (long_slot->hash == hash && long_slot->key == word) {
+        out.insert(out.end(), long_slot->ids.begin(), long_slot->ids.end());
+        return;
+      }
+    }
   }
-  const bool cacheable = word.size() < kMaxCachedBytes;
-  const size_t hash = cacheable ? std::hash<std::string_view>{}(word) : 0;
-  if (cacheable && cache_->get(word, hash, out)) return;
   thread_local std::vector<int32_t> ids;
   ids.clear();
-  initial_symbols(word, ids);
-  merge_all(ids);
+  if (const int32_t id = ignore_merges_ ? token_to_id(word) : -1; id >= 0) {
+    ids.push_back(id);
+  } else {
+    initial_symbols(word, ids);
+    merge_all(ids);
+  }
   out.insert(out.end(), ids.begin(), ids.end());
-  if (cacheable) cache_->put(word, hash, ids.data(), ids.size());
+  if (slot && ids.size() <= CacheSlot::kIds) {
+    slot->hash = hash;
+    slot->key_len = static_cast<uint8_t>(word.size());
+    std::memcpy(slot->key, word.data(), word.size());
+    slot->n_ids = static_cast<uint8_t>(ids.size());
+    std::copy(ids.begin(), ids.end(), slot->ids);
+  } else if (long_slot) {
+    long_slot->hash = hash;
+    long_slot->key.assign(word);
+    long_slot->ids.assign(ids.begin(), ids.end());
+  }
 }
 
 void BpeModel::encode(std::string_view piece, std::vector<int32_t>& out) const {

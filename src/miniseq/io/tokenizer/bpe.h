@@ -2,8 +2,8 @@
 // (fused or not), continuing_subword_prefix / end_of_word_suffix, ignore_merges. Each piece from the
 // pre-tokenizer is split into characters, then the adjacent pair with the lowest merge rank is merged
 // (leftmost first on ties) until no pair merges, exactly as Hugging Face's Word::merge_all. Results for
-// pieces under 256 bytes are kept in a thread-safe merge cache. dropout is not supported (training-time
-// randomness).
+// pieces under 256 bytes are kept in a per-thread (lock-free) merge cache. dropout is not supported
+// (training-time randomness).
 #pragma once
 
 #include <cstdint>
@@ -15,8 +15,6 @@
 #include <vector>
 
 namespace miniseq::tok {
-
-class MergeCache;
 
 class BpeModel {
  public:
@@ -41,8 +39,11 @@ class BpeModel {
   };
   // Open-addressing map (left id, right id) -> (rank, merged id).
   struct MergeTable {
-    std::vector<uint64_t> keys;
-    std::vector<uint64_t> values;  // rank << 32 | merged id
+    struct Slot {
+      uint64_t key;    // left << 32 | right, UINT64_MAX when empty
+      uint64_t value;  // rank << 32 | merged id
+    };
+    std::vector<Slot> slots;  // key and value side by side: one cache line per probe
     uint64_t mask = 0;
     void reserve(size_t n);
     void put(int32_t a, int32_t b, uint32_t rank, int32_t id);
@@ -67,7 +68,7 @@ class BpeModel {
   bool has_unk_ = false, fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
   std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
   bool metaspace_split_ = false;
-  std::unique_ptr<MergeCache> cache_;
+  uint64_t serial_;  // identifies this model in the per-thread merge caches
 };
 
 }  // namespace miniseq::tok

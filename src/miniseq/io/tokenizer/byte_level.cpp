@@ -1,5 +1,7 @@
 #include "miniseq/io/tokenizer/byte_level.h"
 
+#include <cstring>
+
 #include "miniseq/io/tokenizer/utf8.h"
 
 namespace miniseq::tok {
@@ -12,6 +14,10 @@ ByteLevelTable::ByteLevelTable() {
     to_char[b] = printable ? static_cast<char32_t>(b) : next++;
     utf8_append(to_utf8[b], to_char[b]);
     to_byte[to_char[b]] = static_cast<int16_t>(b);
+    utf8_len[b] = static_cast<uint8_t>(to_utf8[b].size());
+    const auto lo = static_cast<unsigned char>(to_utf8[b][0]);
+    const auto hi = to_utf8[b].size() > 1 ? static_cast<unsigned char>(to_utf8[b][1]) : 0;
+    utf8_pair[b] = static_cast<uint16_t>(lo | (hi << 8));
   }
 }
 
@@ -22,7 +28,14 @@ const ByteLevelTable& byte_level_table() {
 
 void byte_level_encode(std::string_view text, std::string& out) {
   const auto& t = byte_level_table();
-  for (unsigned char b : text) out.append(t.to_utf8[b]);
+  const size_t start = out.size();
+  out.resize(start + 2 * text.size());
+  char* p = out.data() + start;
+  for (unsigned char b : text) {  // write 2 bytes, advance by the character's length
+    std::memcpy(p, &t.utf8_pair[b], 2);
+    p += t.utf8_len[b];
+  }
+  out.resize(static_cast<size_t>(p - out.data()));
 }
 
 bool byte_level_decode(std::string_view token, std::string& out) {

@@ -13,6 +13,8 @@ namespace miniseq::tok {
 struct ByteLevelTable {
   std::array<char32_t, 256> to_char{};     // byte -> code point
   std::array<std::string, 256> to_utf8{};  // byte -> UTF-8 of that code point
+  std::array<uint16_t, 256> utf8_pair{};   // the same as 2 bytes (second byte 0 for a 1-byte character)
+  std::array<uint8_t, 256> utf8_len{};     // 1 or 2
   std::array<int16_t, 324> to_byte{};      // code point -> byte, -1 when not a byte-level character
 
   ByteLevelTable();

@@ -22,6 +22,9 @@ struct Decomposition {
 struct Composition {
   char32_t first, second, composite;
 };
+struct CodeRange {
+  char32_t first, last;
+};
 #include "miniseq/io/tokenizer/unicode_nfc_tables.inc"
 
 // Hangul syllables (Unicode 3.12): algorithmic decomposition and composition.
@@ -60,7 +63,25 @@ char32_t compose(char32_t a, char32_t b) {
                                     });
   return it != end && it->first == a && it->second == b ? it->composite : 0;
 }
+bool nfc_unsafe(char32_t c) {
+  const auto* end = std::end(kNfcUnsafe);
+  const auto* it = std::upper_bound(std::begin(kNfcUnsafe), end, c,
+                                    [](char32_t v, const CodeRange& r) { return v < r.first; });
+  return it != std::begin(kNfcUnsafe) && c <= (it - 1)->last;
+}
+
 }  // namespace
+
+bool nfc_quick_check(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0xCC) {  // below U+0300: always stable
+      i += utf8_len(static_cast<unsigned char>(text[i]));
+      continue;
+    }
+    if (nfc_unsafe(utf8_next(text, i))) return false;
+  }
+  return true;
+}
 
 int canonical_combining_class(char32_t c) {
   if (c < 0x300) return 0;
@@ -73,13 +94,7 @@ int canonical_combining_class(char32_t c) {
 }
 
 std::string nfc(std::string_view text) {
-  bool simple = true;
-  for (unsigned char b : text)
-    if (b >= 0xCC) {  // lead bytes of U+0300 and above
-      simple = false;
-      break;
-    }
-  if (simple) return std::string(text);
+  if (nfc_quick_check(text)) return std::string(text);
 
   // 1. Full canonical decomposition.
   std::vector<char32_t> cps;
