@@ -25,6 +25,7 @@ AddedTokenMatcher::AddedTokenMatcher(std::vector<AddedToken> tokens, std::vector
   for (size_t i = 0; i < patterns_.size(); ++i)
     if (!patterns_[i].empty())
       by_first_byte_[static_cast<unsigned char>(patterns_[i][0])].push_back(static_cast<int>(i));
+  for (int b = 0; b < 256; ++b) first_byte_[b] = !by_first_byte_[b].empty();
   for (auto& v : by_first_byte_)
     std::stable_sort(v.begin(), v.end(),
                      [&](int a, int b) { return patterns_[a].size() > patterns_[b].size(); });
@@ -39,7 +40,7 @@ int AddedTokenMatcher::find_at(std::string_view text, size_t pos) const {
 void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) const {
   size_t start_offset = 0;  // end of the last emitted added token
   for (size_t pos = 0; pos < text.size();) {
-    const int k = by_first_byte_[static_cast<unsigned char>(text[pos])].empty() ? -1 : find_at(text, pos);
+    const int k = first_byte_[static_cast<unsigned char>(text[pos])] ? find_at(text, pos) : -1;
     if (k < 0) {
       ++pos;
       continue;

@@ -38,6 +38,7 @@ class AddedTokenMatcher {
   std::vector<AddedToken> tokens_;
   std::vector<std::string> patterns_;
   std::vector<std::vector<int>> by_first_byte_;  // [256] pattern indices, longest first
+  bool first_byte_[256] = {};                   // some pattern starts with this byte
 };
 
 }  // namespace miniseq::tok
