@@ -420,3 +420,52 @@ TEST(TrainPolicies, PlannerSeesThePolicies) {
   EXPECT_LT(fused.peak_by_category[MemCategory::Grads], base.peak_by_category[MemCategory::Grads] / 2);
   EXPECT_LT(fused.peak_bytes, bf.peak_bytes);
 }
+
+// Text data through the Hugging Face tokenizer of the model directory, with LongLoRA's special-token rule: the
+// Mistral tokenizer has no pad token, so "[PAD]" is added as id 32000, the vocabulary grows to 32001, the new
+// embedding and LM-head rows are the mean of the old ones, and the saved tokenizer files carry the new token.
+TEST(TrainText, TokenizerPadTokenAndVocabularyGrowth) {
+  fs::path shared = fs::path(MINISEQ_SOURCE_DIR) / "../shared/data/tokenizers/mistral";
+  if (const char* env = std::getenv("MINISEQ_TEST_DATA")) shared = fs::path(env) / "tokenizers/mistral";
+  if (!fs::exists(shared / "tokenizer.json")) GTEST_SKIP() << "no Mistral tokenizer at " << shared;
+  test::TempDir tmp;
+  const std::string model = tmp.file("model");
+  auto r = test::run_miniseq("tiny-model --out " + model +
+                             " --arch mistral --vocab_size 32000 --hidden_size 32 --intermediate_size 48 "
+                             "--num_attention_heads 2 --num_key_value_heads 1 --num_hidden_layers 1 --dtype float32");
+  ASSERT_EQ(r.status, 0) << r.out;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(shared / f, fs::path(model) / f);
+  std::string docs;
+  for (int i = 0; i < 8; ++i)
+    docs += "{\"text\": \"Document " + std::to_string(i) + ": the pass key is 1234" + std::to_string(i) +
+            ". Remember it; the grass is green and the sky is blue.\"}\n";
+  test::write_text(tmp.file("docs.jsonl"), docs);
+  const std::string out = tmp.file("out");
+  r = test::run_miniseq("train --model_name_or_path " + model + " --data_path " + tmp.file("docs.jsonl") +
+                        " --output_dir " + out + " --model_max_length 64 --per_device_train_batch_size 1 "
+                        "--max_steps 2 --learning_rate 0 --logging_steps 1 --save_strategy no");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("tokenizer: added [PAD]; vocabulary 32000 -> 32001"), std::string::npos) << r.out;
+  auto cfg = nlohmann::json::parse(test::read_text(out + "/config.json"));
+  EXPECT_EQ(cfg["vocab_size"], 32001);
+  EXPECT_EQ(cfg["pad_token_id"], 32000);
+  auto tok = nlohmann::json::parse(test::read_text(out + "/tokenizer.json"));
+  EXPECT_EQ(tok["added_tokens"].back()["content"], "[PAD]");
+  EXPECT_EQ(tok["added_tokens"].back()["id"], 32000);
+  EXPECT_EQ(nlohmann::json::parse(test::read_text(out + "/tokenizer_config.json"))["pad_token"], "[PAD]");
+  // lr 0: the weights are the loaded ones; row 32000 is the mean of rows 0..31999.
+  SafetensorsModel saved(out), orig(model);
+  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+    std::vector<float> w(32001 * 32), o(32000 * 32);
+    saved.read(name, Tensor(w.data(), {32001, 32}));
+    orig.read(name, Tensor(o.data(), {32000, 32}));
+    EXPECT_TRUE(std::equal(o.begin(), o.end(), w.begin())) << name;
+    for (int j = 0; j < 32; ++j) {
+      double mean = 0;
+      for (int r2 = 0; r2 < 32000; ++r2) mean += o[static_cast<size_t>(r2 * 32 + j)];
+      EXPECT_NEAR(w[static_cast<size_t>(32000 * 32 + j)], mean / 32000.0, 1e-7) << name << " column " << j;
+    }
+  }
+  // A loss was logged for both steps.
+  EXPECT_EQ(logged(out, "loss").size(), 2u);
+}

@@ -2,10 +2,12 @@
 // the loop: train/trainer.cpp; `--preset demo` trains a tiny Mistral on synthetic passkey documents.
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "miniseq/cli/commands.h"
 #include "miniseq/train/demo_preset.h"
 #include "miniseq/train/model_setup.h"
+#include "miniseq/train/special_tokens.h"
 #include "miniseq/train/trainer.h"
 
 namespace miniseq::cli {
@@ -63,13 +65,35 @@ int cmd_train(const Args& raw_args) {
     setup.file_config = load_model_config(a.model_name_or_path);
     setup.config = setup.file_config;
     setup.config.rope_linear_factor = rope_factor_for(setup.file_config, a.model_max_length);
-    const ModelConfig& c = setup.config;
     DataSpec spec;
     spec.seq = a.model_max_length;
-    spec.vocab = c.vocab_size;
-    spec.eos_id = c.eos_token_id ? static_cast<int32_t>(*c.eos_token_id) : -1;
-    spec.pad_id = c.pad_token_id ? static_cast<int32_t>(*c.pad_token_id) : std::max(spec.eos_id, 0);
-    data = Dataset::from_jsonl(a.data_path, spec, TokenizeFn());
+    TokenizeFn tokenize;
+    std::optional<tok::Tokenizer> tokenizer;
+    if (std::filesystem::exists(std::filesystem::path(a.model_name_or_path) / "tokenizer.json")) {
+      // LongLoRA: add the missing special tokens ([PAD] first) and grow the vocabulary to len(tokenizer).
+      tokenizer.emplace(tok::Tokenizer::load(a.model_name_or_path));
+      const PreparedTokenizer prep = prepare_special_tokens(a.model_name_or_path, *tokenizer);
+      if (!prep.added.empty()) {
+        std::string added;
+        for (const auto& t : prep.added) added += (added.empty() ? "" : ", ") + t;
+        std::printf("tokenizer: added %s; vocabulary %lld -> %lld (new embedding and LM-head rows = mean of the old)\n",
+                    added.c_str(), (long long)setup.config.vocab_size,
+                    (long long)std::max<int64_t>(setup.config.vocab_size, prep.vocab_size));
+      }
+      setup.config.vocab_size = std::max<int64_t>(setup.config.vocab_size, prep.vocab_size);
+      setup.config.pad_token_id = prep.pad_id;
+      setup.tokenizer_overrides = prep.file_overrides;
+      spec.eos_id = prep.eos_id;
+      spec.pad_id = prep.pad_id;
+      const tok::Tokenizer* t = &*tokenizer;
+      tokenize = [t](const std::vector<std::string>& texts) { return t->encode_batch(texts, /*add_special_tokens=*/true); };
+    } else {
+      const ModelConfig& c = setup.config;
+      spec.eos_id = c.eos_token_id ? static_cast<int32_t>(*c.eos_token_id) : -1;
+      spec.pad_id = c.pad_token_id ? static_cast<int32_t>(*c.pad_token_id) : std::max(spec.eos_id, 0);
+    }
+    spec.vocab = setup.config.vocab_size;
+    data = Dataset::from_jsonl(a.data_path, spec, tokenize);
     MS_CHECK(data.tokens_in_documents() >= a.model_max_length, a.data_path, " holds ", data.tokens_in_documents(),
              " tokens, less than one sequence of --model_max_length ", a.model_max_length,
              "; lower --model_max_length or give more data");
