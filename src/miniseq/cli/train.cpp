@@ -2,7 +2,7 @@
 // the loop: train/trainer.cpp; `--preset demo` trains a tiny Mistral on synthetic passkey documents.
 #include <cstdio>
 #include <filesystem>
-#include <optional>
+#include <memory>
 
 #include "miniseq/cli/commands.h"
 #include "miniseq/train/demo_preset.h"
@@ -68,10 +68,11 @@ int cmd_train(const Args& raw_args) {
     DataSpec spec;
     spec.seq = a.model_max_length;
     TokenizeFn tokenize;
-    std::optional<tok::Tokenizer> tokenizer;
+    // Held by pointer, never moved: a Tokenizer is not relocatable once built (its caches point into it).
+    std::unique_ptr<tok::Tokenizer> tokenizer;
     if (std::filesystem::exists(std::filesystem::path(a.model_name_or_path) / "tokenizer.json")) {
       // LongLoRA: add the missing special tokens ([PAD] first) and grow the vocabulary to len(tokenizer).
-      tokenizer.emplace(tok::Tokenizer::load(a.model_name_or_path));
+      tokenizer = std::make_unique<tok::Tokenizer>(tok::Tokenizer::load(a.model_name_or_path));
       const PreparedTokenizer prep = prepare_special_tokens(a.model_name_or_path, *tokenizer);
       if (!prep.added.empty()) {
         std::string added;
@@ -85,7 +86,7 @@ int cmd_train(const Args& raw_args) {
       setup.tokenizer_overrides = prep.file_overrides;
       spec.eos_id = prep.eos_id;
       spec.pad_id = prep.pad_id;
-      const tok::Tokenizer* t = &*tokenizer;
+      const tok::Tokenizer* t = tokenizer.get();
       tokenize = [t](const std::vector<std::string>& texts) { return t->encode_batch(texts, /*add_special_tokens=*/true); };
     } else {
       const ModelConfig& c = setup.config;
