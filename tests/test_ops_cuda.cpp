@@ -93,7 +93,7 @@ TEST(CudaAttentionMask, MirrorsAttentionMask) {
   for (bool causal : {true, false})
     for (int64_t window : {0, 1, 3, 64, 65}) {
       const AttentionMask m{130, causal, window};
-      const auto dm = cuda::attn::DeviceMask::from(m);
+      const auto dm = cuda::attn::DeviceMask::from(m, 130);
       for (int64_t i = 0; i < 130; ++i) {
         ASSERT_EQ(dm.first_key(i), m.first_key(i));
         ASSERT_EQ(dm.last_key(i), m.last_key(i));

@@ -15,6 +15,9 @@ int cmd_tokenize(const Args& args);    // tokenize.cpp: text lines -> JSON id ar
 int cmd_train(const Args& args);       // train.cpp: LongLoRA fine-tune.py workflow (train/)
 int cmd_memplan(const Args& args);     // memplan.cpp: planned peak memory of a run, longest length that fits
 int cmd_grad(const Args& args);        // grad.cpp: loss and gradients of one batch (checked against PyTorch)
+int cmd_eval(const Args& args);        // eval.cpp: perplexity and accuracy of a token stream over sliding windows
+int cmd_passkey(const Args& args);     // passkey.cpp: LongLoRA passkey retrieval accuracy per context length
+int cmd_generate(const Args& args);    // generate.cpp: greedy / top-p decoding with a KV cache
 
 struct Command {
   const char* name;

@@ -22,6 +22,9 @@ const Command kCommands[] = {
     {"tiny-model", miniseq::cli::cmd_tiny_model, "write a small random Hugging Face model directory"},
     {"tokenize", miniseq::cli::cmd_tokenize, "text lines -> JSON token id arrays (and back) with a tokenizer.json"},
     {"grad", miniseq::cli::cmd_grad, "loss and gradients of one batch, as safetensors"},
+    {"eval", miniseq::cli::cmd_eval, "perplexity and accuracy over sliding windows of a token stream"},
+    {"passkey", miniseq::cli::cmd_passkey, "LongLoRA passkey retrieval test per context length"},
+    {"generate", miniseq::cli::cmd_generate, "continue a prompt (greedy or top-p) with a KV cache"},
 };
 
 void usage() {

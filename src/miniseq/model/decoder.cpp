@@ -8,32 +8,29 @@
 // Without checkpointing every layer keeps its Saved tensors (resident); without MsT the MLP keeps gate/up/act whole
 // and the LM head runs as one chunk.
 #include "miniseq/model/decoder.h"
+#include "miniseq/model/decoder_detail.h"
 
 #include <optional>
 #include <string>
 
 namespace miniseq {
 
-struct Decoder::Step {
-  int64_t B, S, T, d, qd, kvd, I, V;
-  std::vector<int32_t> positions;  // [S]: 0 … S-1
-  std::vector<int32_t> targets;    // [T]: shifted labels
-  const int32_t* ids;              // [T]
-  StepPolicy policy;
-  int64_t mlp_rows;                // C for the MLP
-  MemCategory saved_cat;           // resident without checkpointing, transient with
-  float loss_scale;                // 1 / loss_denominator
-  RopeParams rope;
-};
-
-// The tensors a layer's backward reads. Buffers are released with the struct.
-struct Decoder::Saved {
-  Buffer n1, rstd1;    // [T, d], [T]      input norm output and 1/rms
-  Buffer q, k, v;      // [T, qd], [T, kvd], [T, kvd] after bias and RoPE
-  Buffer attn, lse;    // [T, qd], [B, H, S]
-  Buffer h, n2, rstd2; // [T, d] residual after attention, [T, d] post-attention norm output, [T]
-  Buffer gate, up, act;  // [T, I] each, only without MsT
-};
+Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy) const {
+  Step st;
+  st.B = B, st.S = S, st.T = B * S;
+  st.d = config_.hidden_size, st.qd = config_.q_dim(), st.kvd = config_.kv_dim();
+  st.I = config_.intermediate_size, st.V = config_.vocab_size;
+  st.positions.resize(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(s);
+  st.ids = nullptr;
+  st.policy = policy;
+  st.mlp_rows = policy.mlp_chunk_rows(config_, st.T);
+  st.saved_cat = policy.checkpointing ? MemCategory::TransientActivations : MemCategory::ResidentActivations;
+  st.loss_scale = 0.0f;
+  st.rope.theta = static_cast<float>(config_.rope_theta);
+  st.rope.linear_factor = static_cast<float>(config_.rope_linear_factor);
+  return st;
+}
 
 Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, GradStorage storage)
     : config_(config),
@@ -141,7 +138,13 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   AttentionParams ap;
   ap.causal = true;
   ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
-  be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
+  if (st.kv) {  // decoding: the queries are the newest positions of the cached keys
+    const auto [kc, vc] = append_kv(*st.kv, l, s.k, s.v);
+    ap.q_offset = kc.size(1) - st.S;
+    be_.attention_forward(q4, kc, vc, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
+  } else {
+    be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
+  }
   {
     Buffer o = plan_.alloc("o", {st.T, st.d}, act_, MemCategory::TransientActivations);  // [T, d]
     be_.linear_forward(s.attn, w.o, w.o_bias, o);
@@ -270,20 +273,11 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   MS_CHECK(static_cast<int64_t>(batch.input_ids.size()) == batch.rows() &&
                static_cast<int64_t>(batch.labels.size()) == batch.rows(),
            "internal: token batch of inconsistent size");
-  Step st;
-  st.B = batch.batch, st.S = batch.seq, st.T = batch.rows();
-  st.d = config_.hidden_size, st.qd = config_.q_dim(), st.kvd = config_.kv_dim();
-  st.I = config_.intermediate_size, st.V = config_.vocab_size;
-  st.positions.resize(static_cast<size_t>(st.S));
-  for (int64_t s = 0; s < st.S; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(s);
+  MS_CHECK(storage_ != GradStorage::None, "internal: this decoder was made for inference (no gradients)");
+  Step st = make_step(batch.batch, batch.seq, policy);
   st.targets = batch.shifted_targets();
   st.ids = batch.input_ids.data();
-  st.policy = policy;
-  st.mlp_rows = policy.mlp_chunk_rows(config_, st.T);
-  st.saved_cat = policy.checkpointing ? MemCategory::TransientActivations : MemCategory::ResidentActivations;
   st.loss_scale = loss_denominator > 0 ? 1.0f / static_cast<float>(loss_denominator) : 0.0f;
-  st.rope.theta = static_cast<float>(config_.rope_theta);
-  st.rope.linear_factor = static_cast<float>(config_.rope_linear_factor);
   const int L = static_cast<int>(config_.num_hidden_layers);
 
   // ---- forward ----

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "miniseq/core/memory_plan.h"
@@ -23,6 +24,27 @@ enum class GradStorage {
   Persistent,  // one buffer per parameter for the whole run (gradient accumulation, a separate optimizer step)
   PerGroup,    // optimizer in backward: a group's gradients exist only from its backward until a GradSink has
                // consumed them (groups: LM head + final norm, each layer, the embedding)
+  None,        // inference (evaluation, generation): weights only
+};
+
+// Keys and values of the positions seen so far, per layer, for decoding one sequence (batch 1). A layer with a
+// sliding window W keeps only what its next queries can see: when its buffer is full, the last W − 1 positions
+// move to the front (decoder_infer.cpp).
+class KvCache {
+ public:
+  // Room for `total` positions in all, of which up to `first_chunk` arrive in the first call.
+  KvCache(const ModelConfig& config, MemoryPlan& plan, DType dtype, int64_t total, int64_t first_chunk);
+  int64_t positions() const { return pos_; }  // positions run through the model so far
+  size_t bytes() const;
+
+ private:
+  friend class Decoder;
+  struct Layer {
+    Buffer k, v;  // [capacity, kvd]: rows 0 … len-1 are the newest len positions, oldest first
+    int64_t capacity = 0, len = 0, window = 0;
+  };
+  std::vector<Layer> layers_;
+  int64_t pos_ = 0, total_ = 0;
 };
 
 // Receives gradients as soon as a group is complete (GradStorage::PerGroup). specs[i] names grads[i].
@@ -51,6 +73,14 @@ class Decoder {
   double forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator,
                           GradSink* sink = nullptr);
 
+  // ---- inference (decoder_infer.cpp): forward only, one layer's activations at a time ----
+  // Loss, target count and argmax hits over the targets != -100 of a batch (labels unshifted, as in training);
+  // the LM head runs in the policy's chunks, so the logits never exist for all rows at once.
+  CrossEntropyStats forward_eval(const TokenBatch& batch, const StepPolicy& policy);
+  // Runs `ids` [n] (the next n tokens of one sequence) through the model after the cache's positions, appends
+  // their keys and values to it, and returns the logits of the last one [V] (fp32, host).
+  std::vector<float> forward_cached(const std::vector<int32_t>& ids, KvCache& cache, const StepPolicy& policy);
+
  private:
   // One layer's parameters (or their gradients), resolved once from the table.
   struct LayerParams {
@@ -59,6 +89,7 @@ class Decoder {
   };
   struct Saved;  // what a layer's backward needs from its forward (decoder.cpp)
   struct Step;   // per-call constants: sizes, positions, policy
+  Step make_step(int64_t B, int64_t S, const StepPolicy& policy) const;
 
   LayerParams layer_params(const ParamSet& set, int l) const;
   // x [T, d]: layer input on entry. With `finish`, x becomes the layer output; without, the forward stops after what
@@ -67,6 +98,9 @@ class Decoder {
   // dx [T, d]: gradient of the layer output on entry, of the layer input on return. x_in is the layer input;
   // parameter gradients accumulate into g.
   void layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx, const LayerParams& g);
+  // Decoding: makes room in layer l's cache for k, v [n, kvd], appends them, and returns the cached keys and
+  // values [1, len, Hkv, D] (the new ones last).
+  std::pair<Tensor, Tensor> append_kv(KvCache& cache, int l, const Tensor& k, const Tensor& v);
   void mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s, int64_t r0, int64_t C);
   // Final norm + LM head + cross-entropy over chunks; writes dx [T, d], accumulates the final-norm and LM-head
   // gradients, and returns the summed loss.

@@ -6,6 +6,10 @@
 // So a window of W keeps W keys per query: i-W+1 … i. The allowed keys of query i are the contiguous range
 // [first_key(i), last_key(i)], and both ends are non-decreasing in i; the tiled kernels rely on both facts to
 // skip and to classify tiles. To change the convention, change first_key()/last_key() only.
+//
+// Decoding with a KV cache: the queries are the newest positions, the keys the cached ones. Query row i then
+// sits at position i + q_offset of the key rows (q_offset = cached keys before the first query), and the same
+// rule applies to that position. Training has q_offset = 0 and as many queries as keys.
 #pragma once
 
 #include <algorithm>
@@ -14,12 +18,15 @@
 namespace miniseq {
 
 struct AttentionMask {
-  int64_t seq = 0;  // S (keys and queries share positions 0 … S-1)
+  int64_t seq = 0;  // keys: S (keys and queries share positions 0 … S-1 when q_offset = 0)
   bool causal = true;
-  int64_t window = 0;  // 0 = no sliding window
+  int64_t window = 0;    // 0 = no sliding window
+  int64_t q_offset = 0;  // key row of query row 0
 
-  int64_t first_key(int64_t i) const { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; }
-  int64_t last_key(int64_t i) const { return causal ? std::min<int64_t>(i, seq - 1) : seq - 1; }
+  int64_t first_key(int64_t i) const {
+    return window > 0 ? std::max<int64_t>(0, i + q_offset - window + 1) : 0;
+  }
+  int64_t last_key(int64_t i) const { return causal ? std::min<int64_t>(i + q_offset, seq - 1) : seq - 1; }
   bool allowed(int64_t i, int64_t j) const { return j >= first_key(i) && j <= last_key(i); }
 
   // Tiles of queries [i0, i1) × keys [j0, j1): does any pair attend, and do all pairs attend?

@@ -23,6 +23,17 @@ struct AttentionParams {
   bool causal = true;
   int64_t sliding_window = 0;  // 0 = none; otherwise Hugging Face's Mistral convention (see the backends)
   float scale = 0.0f;          // softmax scale; 0 = 1/sqrt(D)
+  // Forward only (KV-cache decoding): q holds Sq ≤ Sk newest positions, query row i sits at key row
+  // i + q_offset (ops/attention_mask.h). Backward requires q_offset = 0 and Sq = Sk.
+  int64_t q_offset = 0;
+};
+
+// Loss-only cross-entropy of a chunk (evaluation): Σ loss and the count of rows whose argmax (first maximum, as
+// torch.argmax) equals the label, over rows with a label != -100.
+struct CrossEntropyStats {
+  double loss_sum = 0.0;
+  int64_t counted = 0;
+  int64_t correct = 0;
 };
 
 struct RopeParams {
@@ -86,6 +97,7 @@ class Backend {
   virtual void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) = 0;
 
   // ---- attention (flash-style, never stores S×S): q [B,S,H,D], k, v [B,S,Hkv,D] -> out [B,S,H,D], lse [B,H,S] ----
+  // (forward with p.q_offset: q, out [B,Sq,H,D], k, v [B,Sk,Hkv,D], lse [B,H,Sq])
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                  const Tensor& lse, const AttentionParams& p) = 0;
   // dq written, dk and dv written (each kv head sums over its query group).
@@ -103,6 +115,8 @@ class Backend {
   // Returns Σ loss over valid rows (fp64 accumulation); overwrites logits with dlogits = (softmax - onehot) * scale
   // for valid rows and 0 for ignored ones. scale is 1 / (valid labels in the whole batch).
   virtual double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) = 0;
+  // Loss and argmax accuracy only; logits [C, V] are left unchanged.
+  virtual CrossEntropyStats cross_entropy_forward(const Tensor& logits, const int32_t* labels) = 0;
 
   // ---- elementwise and reductions ----
   virtual void add_inplace(const Tensor& y, const Tensor& x) = 0;  // y += x

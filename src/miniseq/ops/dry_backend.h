@@ -33,6 +33,7 @@ class DryBackend final : public Backend {
   void swiglu_forward(const Tensor&, const Tensor&, const Tensor&) override {}
   void swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) override {}
   double cross_entropy_forward_backward(const Tensor&, const int32_t*, float) override { return 0.0; }
+  CrossEntropyStats cross_entropy_forward(const Tensor&, const int32_t*) override { return {}; }
   void add_inplace(const Tensor&, const Tensor&) override {}
   void scale_inplace(const Tensor&, float) override {}
   void fill_zero(const Tensor&) override {}

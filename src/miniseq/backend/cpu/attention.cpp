@@ -33,13 +33,13 @@ constexpr int64_t kQTile = 64;   // query positions per tile (× G stacked heads
 constexpr int64_t kKTile = 128;  // keys per tile; also the leading dimension of the score buffers
 
 struct Geometry {
-  int64_t B, S, H, Hkv, D, G;
+  int64_t B, S, Sk, H, Hkv, D, G;  // S queries, Sk keys (Sk = S except when decoding with a KV cache)
   float scale;
   AttentionMask mask;
   int64_t q_stride() const { return H * D; }     // between consecutive positions of one query head
   int64_t kv_stride() const { return Hkv * D; }  // between consecutive positions of one kv head
   int64_t q_off(int64_t b, int64_t i, int64_t h) const { return ((b * S + i) * H + h) * D; }
-  int64_t kv_off(int64_t b, int64_t j, int64_t kvh) const { return ((b * S + j) * Hkv + kvh) * D; }
+  int64_t kv_off(int64_t b, int64_t j, int64_t kvh) const { return ((b * Sk + j) * Hkv + kvh) * D; }
 };
 
 Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
@@ -50,10 +50,12 @@ Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
   g.H = q.size(2);
   g.D = q.size(3);
   g.Hkv = k.size(2);
-  MS_DASSERT(k.size(0) == g.B && k.size(1) == g.S && k.size(3) == g.D && g.H % g.Hkv == 0);
+  g.Sk = k.size(1);
+  MS_DASSERT(k.size(0) == g.B && k.size(3) == g.D && g.H % g.Hkv == 0);
+  MS_DASSERT(p.q_offset >= 0 && g.S + p.q_offset <= g.Sk);
   g.G = g.H / g.Hkv;
   g.scale = p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(g.D));
-  g.mask = AttentionMask{g.S, p.causal, p.sliding_window};
+  g.mask = AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset};
   return g;
 }
 
@@ -162,6 +164,7 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
                                     const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
                                     const Tensor& dv, const AttentionParams& p) {
   const Geometry g = geometry(q, k, p);
+  MS_DASSERT(p.q_offset == 0 && g.Sk == g.S);
   MS_DASSERT(v.shape == k.shape && out.shape == q.shape && dout.shape == q.shape && dq.shape == q.shape &&
              dk.shape == k.shape && dv.shape == k.shape && lse.numel() == g.B * g.H * g.S);
   const float* pq = q.f32();

@@ -38,6 +38,7 @@ class CpuBackend final : public Backend {
                        const Tensor& dup) override;
 
   double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) override;
+  CrossEntropyStats cross_entropy_forward(const Tensor& logits, const int32_t* labels) override;
 
   void add_inplace(const Tensor& y, const Tensor& x) override;
   void scale_inplace(const Tensor& y, float s) override;

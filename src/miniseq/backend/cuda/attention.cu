@@ -45,8 +45,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t nk = min64(kBc, jhi + 1 - j0);
     if (!mask.tile_any(i0, i0 + nq, j0, j0 + nk)) continue;
     __syncthreads();  // the previous tile's K/V are no longer read (and Q is loaded, on the first pass)
-    load_rows<D>(Ks, k, b, j0, kBc, S, geo.Hkv, kvh);
-    load_rows<D>(Vs, v, b, j0, kBc, S, geo.Hkv, kvh);
+    load_rows<D>(Ks, k, b, j0, kBc, geo.Sk, geo.Hkv, kvh);
+    load_rows<D>(Vs, v, b, j0, kBc, geo.Sk, geo.Hkv, kvh);
     __syncthreads();
 
     float s[kNt][4];
@@ -135,14 +135,16 @@ __global__ void __launch_bounds__(kThreads)
 
 Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
   Geometry g{};
-  g.B = q.size(0), g.S = q.size(1), g.H = q.size(2), g.Hkv = k.size(2);
+  g.B = q.size(0), g.S = q.size(1), g.Sk = k.size(1), g.H = q.size(2), g.Hkv = k.size(2);
   const int64_t D = q.size(3);
-  MS_CHECK(k.size(0) == g.B && k.size(1) == g.S && k.size(3) == D && g.H % g.Hkv == 0, "CUDA attention: q ",
-           q.shape.str(), " and k ", k.shape.str(), " do not fit together");
+  MS_CHECK(k.size(0) == g.B && p.q_offset >= 0 && g.S + p.q_offset <= g.Sk && k.size(3) == D &&
+               g.H % g.Hkv == 0,
+           "CUDA attention: q ", q.shape.str(), " and k ", k.shape.str(), " do not fit together (query offset ",
+           p.q_offset, ")");
   g.G = g.H / g.Hkv;
   g.scale = p.scale != 0.0f ? p.scale : 1.0f / sqrtf(static_cast<float>(D));
   g.scale_log2 = g.scale * kLog2e;
-  g.mask = DeviceMask::from(AttentionMask{g.S, p.causal, p.sliding_window});
+  g.mask = DeviceMask::from(AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset}, g.S);
   return g;
 }
 

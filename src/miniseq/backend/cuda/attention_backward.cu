@@ -42,7 +42,7 @@ __global__ void delta_kernel(const bf16* dout, const bf16* out, float* delta, in
 // ends of the mask are non-decreasing in i (ops/attention_mask.h), so binary searches find the query range of
 // a key tile from the mask's own two functions.
 __device__ int64_t first_query_seeing(const DeviceMask& m, int64_t j) {
-  int64_t lo = 0, hi = m.seq;
+  int64_t lo = 0, hi = m.queries;
   while (lo < hi) {
     const int64_t mid = (lo + hi) / 2;
     if (m.last_key(mid) >= j)
@@ -53,7 +53,7 @@ __device__ int64_t first_query_seeing(const DeviceMask& m, int64_t j) {
   return lo;
 }
 __device__ int64_t last_query_seeing(const DeviceMask& m, int64_t j) {
-  int64_t lo = -1, hi = m.seq - 1;
+  int64_t lo = -1, hi = m.queries - 1;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) / 2;
     if (m.first_key(mid) <= j)
@@ -339,6 +339,7 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
                                      const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
                                      const Tensor& dv, const AttentionParams& p) {
   const attn::Geometry g = attn::geometry(q, k, p);
+  MS_CHECK(p.q_offset == 0 && g.Sk == g.S, "CUDA attention backward: queries and keys must be the same positions");
   MS_DASSERT(v.shape == k.shape && out.shape == q.shape && dout.shape == q.shape && dq.shape == q.shape &&
              dk.shape == k.shape && dv.shape == k.shape && lse.numel() == g.B * g.H * g.S);
   for (auto [t, name] : {std::pair<const Tensor*, const char*>{&dout, "dout"},

@@ -27,7 +27,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 struct Geometry {
-  int64_t B, S, H, Hkv, G;
+  int64_t B, S, Sk, H, Hkv, G;  // S queries, Sk keys (Sk = S except in KV-cache decoding)
   float scale;       // softmax scale (natural units)
   float scale_log2;  // scale · log2(e): scores in base-2 units for exp2f
   DeviceMask mask;

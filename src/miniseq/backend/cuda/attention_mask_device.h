@@ -16,16 +16,22 @@
 namespace miniseq::cuda::attn {
 
 struct DeviceMask {
-  int64_t seq;
+  int64_t seq;  // keys
   bool causal;
   int64_t window;
+  int64_t q_offset;  // key row of query row 0
+  int64_t queries;   // query rows (= seq in training)
   MS_HOST_DEVICE int64_t first_key(int64_t i) const {
-    return window > 0 ? (i - window + 1 > 0 ? i - window + 1 : 0) : 0;
+    const int64_t p = i + q_offset;
+    return window > 0 ? (p - window + 1 > 0 ? p - window + 1 : 0) : 0;
   }
-  MS_HOST_DEVICE int64_t last_key(int64_t i) const { return causal ? (i < seq - 1 ? i : seq - 1) : seq - 1; }
-  // Also false for padding rows or columns at or past S (tiles extend past the sequence).
+  MS_HOST_DEVICE int64_t last_key(int64_t i) const {
+    const int64_t p = i + q_offset;
+    return causal ? (p < seq - 1 ? p : seq - 1) : seq - 1;
+  }
+  // Also false for padding rows or columns past the queries or keys (tiles extend past the sequence).
   MS_HOST_DEVICE bool allowed(int64_t i, int64_t j) const {
-    return i < seq && j < seq && j >= first_key(i) && j <= last_key(i);
+    return i < queries && j < seq && j >= first_key(i) && j <= last_key(i);
   }
   MS_HOST_DEVICE bool tile_any(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     return j0 <= last_key(i1 - 1) && j1 - 1 >= first_key(i0);
@@ -33,7 +39,9 @@ struct DeviceMask {
   MS_HOST_DEVICE bool tile_all(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
     return j1 - 1 <= last_key(i0) && j0 >= first_key(i1 - 1);
   }
-  static DeviceMask from(const AttentionMask& m) { return DeviceMask{m.seq, m.causal, m.window}; }
+  static DeviceMask from(const AttentionMask& m, int64_t queries) {
+    return DeviceMask{m.seq, m.causal, m.window, m.q_offset, queries};
+  }
 };
 
 }  // namespace miniseq::cuda::attn

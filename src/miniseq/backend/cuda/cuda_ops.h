@@ -69,6 +69,7 @@ class CudaBackend final : public Backend {
                        const Tensor& dup) override;
 
   double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) override;
+  CrossEntropyStats cross_entropy_forward(const Tensor& logits, const int32_t* labels) override;
 
   void add_inplace(const Tensor& y, const Tensor& x) override;
   void scale_inplace(const Tensor& y, float s) override;
@@ -85,7 +86,7 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes() const;
 
  private:
-  enum Slot { kIds, kIds2, kLabels, kRowLoss, kPartials, kRowTerms, kRopeTable, kCsr, kNumSlots };
+  enum Slot { kIds, kIds2, kLabels, kRowLoss, kRowArg, kPartials, kRowTerms, kRopeTable, kCsr, kNumSlots };
   // Grow-only device scratch per slot (contents not preserved when it grows).
   void* scratch(Slot s, size_t bytes);
   // Copies n host int32 values into a scratch slot and returns the device pointer.

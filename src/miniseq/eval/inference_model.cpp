@@ -1,0 +1,35 @@
+#include "miniseq/eval/inference_model.h"
+
+#include <filesystem>
+
+#include "miniseq/io/safetensors.h"
+
+namespace miniseq {
+
+ModelConfig load_inference_config(const std::string& dir, double rope_scaling_factor) {
+  ModelConfig c = load_model_config(dir);
+  MS_CHECK(rope_scaling_factor >= 0.0, "--rope_scaling_factor must be >= 0 (0 = as in config.json), got ",
+           rope_scaling_factor);
+  if (rope_scaling_factor > 0.0) c.rope_linear_factor = rope_scaling_factor;
+  return c;
+}
+
+std::unique_ptr<tok::Tokenizer> load_tokenizer_if_present(const std::string& dir, const ModelConfig& config) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) return nullptr;
+  auto t = std::make_unique<tok::Tokenizer>(tok::Tokenizer::load(dir));
+  MS_CHECK(t->vocab_size() <= config.vocab_size, dir, "/tokenizer.json has ", t->vocab_size(),
+           " ids but the model's vocab_size is ", config.vocab_size,
+           ": the tokenizer does not belong to these weights (a fine-tune that added tokens saves both; use its "
+           "output directory)");
+  return t;
+}
+
+InferenceModel::InferenceModel(const std::string& dir, const ModelConfig& config, Backend& backend,
+                               size_t arena_bytes)
+    : plan_(new MemoryPlan(MemoryPlan::real(backend.device(), arena_bytes))),
+      decoder_(std::make_unique<Decoder>(config, backend, *plan_, GradStorage::None)) {
+  SafetensorsModel files(dir);
+  load_params(files, config, decoder_->weights(), &backend);
+}
+
+}  // namespace miniseq

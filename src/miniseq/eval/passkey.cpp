@@ -1,0 +1,51 @@
+#include "miniseq/eval/passkey.h"
+
+#include <cmath>
+
+#include "miniseq/core/check.h"
+#include "miniseq/core/random.h"
+
+namespace miniseq {
+
+namespace {
+constexpr const char* kTask =
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you "
+    "about the important information there.";
+constexpr const char* kFiller = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+constexpr const char* kQuestion = "What is the pass key? The pass key is";
+
+// The first n characters of the filler sentence repeated, joined by spaces.
+std::string filler(int64_t n) {
+  std::string s;
+  while (static_cast<int64_t>(s.size()) < n) {
+    if (!s.empty()) s += ' ';
+    s += kFiller;
+  }
+  s.resize(static_cast<size_t>(n));
+  return s;
+}
+}  // namespace
+
+PasskeyPrompt passkey_prompt(int64_t n_garbage, uint64_t seed) {
+  MS_CHECK(n_garbage >= 0, "internal: negative filler length");
+  Rng rng(seed);
+  PasskeyPrompt p;
+  p.depth = static_cast<int64_t>(rng.below(static_cast<uint64_t>(n_garbage) + 1));
+  p.answer = std::to_string(10000 + rng.below(90000));
+  const std::string info = "The pass key is " + p.answer + ". Remember it. " + p.answer + " is the pass key.";
+  p.text = std::string(kTask) + "\n" + filler(p.depth) + "\n" + info + "\n" + filler(n_garbage - p.depth) + "\n" +
+           kQuestion;
+  return p;
+}
+
+std::vector<int64_t> passkey_filler_lengths(int64_t max_tokens, int64_t interval) {
+  MS_CHECK(interval >= 1, "--interval must be >= 1, got ", interval);
+  MS_CHECK(max_tokens > interval, "--max_tokens (", max_tokens, ") must exceed --interval (", interval,
+           "): LongLoRA tests the lengths interval, 2·interval, … below max_tokens");
+  std::vector<int64_t> out;
+  for (int64_t val = interval; val < max_tokens; val += interval)
+    out.push_back(static_cast<int64_t>(std::floor(3.75 * static_cast<double>(val) / 1024.0)) * 1024);
+  return out;
+}
+
+}  // namespace miniseq
