@@ -85,13 +85,21 @@ log "(4) Mistral-7B-shaped step, $LAYERS layers"
 timeout 300 "$BUILD/bench_step_cuda" --layers "$LAYERS" --json "$BUILD/bench.json" > "$OUT/bench.log" 2>&1
 bench_rc=$?
 log "(4) exit $bench_rc"
-log "(5) the command line on CUDA: miniseq grad and miniseq train"
+log "(5) the command line on CUDA: miniseq grad, train (+ resume), eval, generate"
 G=tests/data/golden/llama_basic
 { timeout 120 "$BUILD/miniseq" grad --device cuda --model "$G/model" --data "$G/batch.jsonl" --out "$BUILD/grads_cuda.safetensors" &&
   timeout 180 "$BUILD/miniseq" train --preset demo --device cuda --max_steps 4 --model_max_length 1024 \
     --logging_steps 1 --save_steps 2 --output_dir "$BUILD/demo_cuda" &&
   timeout 180 "$BUILD/miniseq" train --preset demo --device cuda --max_steps 6 --model_max_length 1024 \
-    --logging_steps 1 --save_steps 2 --output_dir "$BUILD/demo_cuda" --resume_from_checkpoint True; } > "$OUT/cli.log" 2>&1
+    --logging_steps 1 --save_steps 2 --output_dir "$BUILD/demo_cuda" --resume_from_checkpoint True &&
+  echo "eval on CUDA (CPU/transformers reference: perplexity 134.975835, tests/data/eval/reference.json)" &&
+  timeout 60 "$BUILD/miniseq" eval --device cuda --model "$G/model" --data tests/data/eval/stream.bin \
+    --seq_len 48 --stride 20 --batch 3 --json --progress False &&
+  echo "generate on CUDA with and without the KV cache (transformers: 81 8 51 115 5 101 10 103 120 5 ...)" &&
+  timeout 60 "$BUILD/miniseq" generate --device cuda --model tests/data/golden/mistral_window/model \
+    --prompt_ids '[5,6,7,8,9]' --max_new_tokens 40 --stop_at_eos False --use_cache True &&
+  timeout 60 "$BUILD/miniseq" generate --device cuda --model tests/data/golden/mistral_window/model \
+    --prompt_ids '[5,6,7,8,9]' --max_new_tokens 40 --stop_at_eos False --use_cache False; } > "$OUT/cli.log" 2>&1
 cli_rc=$?
 log "(5) exit $cli_rc"
 log "total $(($(date +%s) - T0)) s"

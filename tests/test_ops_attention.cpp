@@ -170,6 +170,10 @@ TEST(AttentionMask, MatchesHuggingFaceMistralConvention) {
   EXPECT_FALSE(causal.allowed(3, 4));
   const AttentionMask full{10, false, 0};
   EXPECT_TRUE(full.allowed(3, 9));
+  // Decoding: query row i is position i + q_offset of the keys.
+  const AttentionMask dec{10, true, 3, /*q_offset=*/4};
+  for (int64_t i = 0; i < 6; ++i)
+    for (int64_t j = 0; j < 10; ++j) EXPECT_EQ(dec.allowed(i, j), j <= i + 4 && i + 4 - j < 3) << i << "," << j;
   // tile classification agrees with the element rule
   for (int64_t i0 = 0; i0 < 10; i0 += 3)
     for (int64_t j0 = 0; j0 < 10; j0 += 4) {
@@ -183,4 +187,37 @@ TEST(AttentionMask, MatchesHuggingFaceMistralConvention) {
       EXPECT_EQ(m.tile_any(i0, i1, j0, j1), any) << i0 << "," << j0;
       EXPECT_EQ(m.tile_all(i0, i1, j0, j1), all) << i0 << "," << j0;
     }
+}
+
+// KV-cache decoding: the last Sq queries against keys [j0, S) (older keys dropped, as a sliding-window cache does)
+// with q_offset = S − Sq − j0 give the rows of full attention, for every query that sees no dropped key.
+TEST(AttentionForward, QueryOffsetMatchesFullAttention) {
+  for (const Case c : {Case{1, 70, 4, 2, 16, true, 0}, Case{1, 70, 4, 2, 16, true, 9}, Case{1, 130, 2, 1, 32, true, 64},
+                       Case{1, 33, 4, 4, 16, true, 0}}) {
+    const size_t nq = static_cast<size_t>(c.S * c.H * c.D), nk = static_cast<size_t>(c.S * c.Hkv * c.D);
+    const auto q = random_floats(nq, 11), k = random_floats(nk, 12), v = random_floats(nk, 13);
+    Vec rout, rlse;
+    ref::attention_forward(to_double(q), to_double(k), to_double(v), shape_of(c), rout, rlse);
+    for (int64_t Sq : {int64_t{1}, int64_t{5}, c.S}) {
+      // Keys the last Sq queries still see: from first_key of the first of them (all of them without a window).
+      const int64_t j0 = c.window > 0 ? std::max<int64_t>(0, c.S - Sq - c.window + 1) : 0, Sk = c.S - j0;
+      std::ostringstream nm;
+      nm << name(c) << " Sq" << Sq << " keys from " << j0;
+      SCOPED_TRACE(nm.str());
+      std::vector<float> qs(q.end() - Sq * c.H * c.D, q.end()), ks(k.begin() + j0 * c.Hkv * c.D, k.end()),
+          vs(v.begin() + j0 * c.Hkv * c.D, v.end());
+      std::vector<float> out(static_cast<size_t>(Sq * c.H * c.D), NAN), lse(static_cast<size_t>(c.H * Sq), NAN);
+      AttentionParams p;
+      p.sliding_window = c.window;
+      p.q_offset = Sk - Sq;
+      make_cpu_backend()->attention_forward(tensor_of(qs, Shape{1, Sq, c.H, c.D}), tensor_of(ks, Shape{1, Sk, c.Hkv, c.D}),
+                                            tensor_of(vs, Shape{1, Sk, c.Hkv, c.D}),
+                                            tensor_of(out, Shape{1, Sq, c.H, c.D}), tensor_of(lse, Shape{1, c.H, Sq}), p);
+      const Vec want(rout.end() - Sq * c.H * c.D, rout.end());
+      EXPECT_TRUE(all_close(out, want, fp32_tol(c.S + c.D, 3.0)));
+      for (int64_t h = 0; h < c.H; ++h)
+        for (int64_t i = 0; i < Sq; ++i)
+          EXPECT_NEAR(lse[static_cast<size_t>(h * Sq + i)], rlse[static_cast<size_t>(h * c.S + c.S - Sq + i)], 1e-5);
+    }
+  }
 }

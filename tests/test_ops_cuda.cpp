@@ -19,6 +19,7 @@
 //    wrong row.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -91,21 +92,23 @@ TEST(CudaDevice, IsUsable) {
 
 TEST(CudaAttentionMask, MirrorsAttentionMask) {
   for (bool causal : {true, false})
-    for (int64_t window : {0, 1, 3, 64, 65}) {
-      const AttentionMask m{130, causal, window};
-      const auto dm = cuda::attn::DeviceMask::from(m, 130);
-      for (int64_t i = 0; i < 130; ++i) {
-        ASSERT_EQ(dm.first_key(i), m.first_key(i));
-        ASSERT_EQ(dm.last_key(i), m.last_key(i));
-        for (int64_t j = 0; j < 130; ++j) ASSERT_EQ(dm.allowed(i, j), m.allowed(i, j)) << i << "," << j;
-      }
-      for (int64_t i0 = 0; i0 < 130; i0 += 7)
-        for (int64_t j0 = 0; j0 < 130; j0 += 11) {
-          const int64_t i1 = std::min<int64_t>(i0 + 7, 130), j1 = std::min<int64_t>(j0 + 11, 130);
-          ASSERT_EQ(dm.tile_any(i0, i1, j0, j1), m.tile_any(i0, i1, j0, j1));
-          ASSERT_EQ(dm.tile_all(i0, i1, j0, j1), m.tile_all(i0, i1, j0, j1));
+    for (int64_t window : {0, 1, 3, 64, 65})
+      for (int64_t q_offset : {0, 17}) {  // 17: decoding, query row i is key position i + 17
+        const AttentionMask m{130, causal, window, q_offset};
+        const int64_t nq = 130 - q_offset;
+        const auto dm = cuda::attn::DeviceMask::from(m, nq);
+        for (int64_t i = 0; i < nq; ++i) {
+          ASSERT_EQ(dm.first_key(i), m.first_key(i));
+          ASSERT_EQ(dm.last_key(i), m.last_key(i));
+          for (int64_t j = 0; j < 130; ++j) ASSERT_EQ(dm.allowed(i, j), m.allowed(i, j)) << i << "," << j;
         }
-    }
+        for (int64_t i0 = 0; i0 < nq; i0 += 7)
+          for (int64_t j0 = 0; j0 < 130; j0 += 11) {
+            const int64_t i1 = std::min<int64_t>(i0 + 7, nq), j1 = std::min<int64_t>(j0 + 11, 130);
+            ASSERT_EQ(dm.tile_any(i0, i1, j0, j1), m.tile_any(i0, i1, j0, j1));
+            ASSERT_EQ(dm.tile_all(i0, i1, j0, j1), m.tile_all(i0, i1, j0, j1));
+          }
+      }
 }
 
 TEST(CudaOps, Linear) {
@@ -277,6 +280,61 @@ TEST(CudaOps, CrossEntropy) {
     EXPECT_TRUE(close("cross-entropy dlogits", host(*gx), dl, 1.1 * kUb * max_abs(dl)));
     auto gx2 = dev(x, Shape{C, V});
     EXPECT_EQ(gloss, e.gpu->cross_entropy_forward_backward(*gx2, labels.data(), scale)) << "not repeatable";
+  }
+}
+
+// Evaluation's loss-only cross-entropy: same loss as the fused op, argmax hits equal to the CPU's on the same bf16
+// logits (ties are exact: both take the first maximum), logits untouched.
+TEST(CudaOps, CrossEntropyForwardOnly) {
+  Env e;
+  for (const auto& [C, V] : {std::pair<int64_t, int64_t>{1, 131}, {37, 32000}, {9, 1000}}) {
+    SCOPED_TRACE(testing::Message() << "C" << C << " V" << V);
+    auto x = bf16_round(random_floats(static_cast<size_t>(C * V), 5, -8, 8));
+    auto labels = random_ints(static_cast<size_t>(C), 6, 0, int32_t(V - 1));
+    labels[0] = -100;
+    for (int64_t r = 1; r < C; r += 2) {  // make every other label the row's argmax, with a tie after it
+      float* row = x.data() + r * V;
+      const int64_t a = std::max_element(row, row + V) - row;
+      labels[static_cast<size_t>(r)] = static_cast<int32_t>(a);
+      if (a + 1 < V) row[a + 1] = row[a];
+    }
+    const CrossEntropyStats want = e.cpu->cross_entropy_forward(tensor_of(x, Shape{C, V}), labels.data());
+    auto gx = dev(x, Shape{C, V});
+    const CrossEntropyStats got = e.gpu->cross_entropy_forward(*gx, labels.data());
+    EXPECT_NEAR(got.loss_sum, want.loss_sum, double(C) * fp32_tol(V, 20.0) + 1e-9);
+    EXPECT_EQ(got.counted, want.counted);
+    EXPECT_EQ(got.correct, want.correct);
+    EXPECT_GE(want.correct, (C - 1) / 2);
+    EXPECT_EQ(host(*gx), x) << "the logits must stay as they are";
+  }
+}
+
+// KV-cache decoding: the newest Sq queries against Sk cached keys (q_offset = Sk − Sq), against the CPU.
+TEST(CudaOps, AttentionWithQueryOffset) {
+  Env e;
+  struct OffsetCase {
+    int64_t Sq, Sk, H, Hkv, D, window;
+  };
+  for (const OffsetCase& c : {OffsetCase{1, 1, 2, 1, 16, 0}, OffsetCase{1, 130, 4, 2, 64, 0},
+                              OffsetCase{5, 77, 4, 1, 128, 0}, OffsetCase{1, 40, 2, 2, 32, 16},
+                              OffsetCase{70, 200, 8, 2, 128, 100}}) {
+    SCOPED_TRACE(testing::Message() << "Sq" << c.Sq << " Sk" << c.Sk << " H" << c.H << " D" << c.D << " w" << c.window);
+    const size_t nq = static_cast<size_t>(c.Sq * c.H * c.D), nk = static_cast<size_t>(c.Sk * c.Hkv * c.D);
+    auto q = bf16_round(random_floats(nq, 21)), k = bf16_round(random_floats(nk, 22));
+    auto v = bf16_round(random_floats(nk, 23));
+    const Shape qs{1, c.Sq, c.H, c.D}, ks{1, c.Sk, c.Hkv, c.D}, ls{1, c.H, c.Sq};
+    AttentionParams p;
+    p.sliding_window = c.window;
+    p.q_offset = c.Sk - c.Sq;
+    std::vector<float> out(nq), lse(static_cast<size_t>(c.H * c.Sq));
+    e.cpu->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks), tensor_of(out, qs),
+                             tensor_of(lse, ls), p);
+    auto gq = dev(q, qs), gk = dev(k, ks), gv = dev(v, ks);
+    auto go = dev(std::vector<float>(nq), qs), gl = dev(std::vector<float>(lse.size()), ls, DType::F32);
+    e.gpu->attention_forward(*gq, *gk, *gv, *go, *gl, p);
+    EXPECT_TRUE(close("attention out", host(*go), out, 2.05 * kUb * max_abs(v)));
+    EXPECT_TRUE(close("attention lse", host(*gl), lse,
+                      4.0 * fp32_tol(c.Sk + c.D, std::sqrt(double(c.D)) * (1.0 + max_abs(lse)))));
   }
 }
 

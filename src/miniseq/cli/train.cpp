@@ -50,6 +50,7 @@ int cmd_train(const Args& raw_args) {
     setup.file_config = setup.config = demo_model_config(setup.args.model_max_length);
     const uint64_t seed = static_cast<uint64_t>(setup.args.seed);
     setup.init_weights = [seed](const ParamSet& w, Backend* be) { init_random_weights(w, seed, be); };
+    for (const auto& [name, text] : demo_tokenizer_files()) setup.tokenizer_overrides[name] = text;
     const int64_t S = setup.args.model_max_length;
     data = Dataset::from_stream(demo_token_stream(S * 24, S * 3 / 4, seed),
                                 DataSpec{S, setup.config.vocab_size, -1, 0});

@@ -54,6 +54,56 @@ std::string demo_decode(const std::vector<int32_t>& ids) {
   return s;
 }
 
+std::map<std::string, std::string> demo_tokenizer_files() {
+  const char* specials[] = {"<pad>", "<s>", "</s>"};
+  nlohmann::json added = nlohmann::json::array(), vocab = nlohmann::json::object();
+  for (int id = 0; id < 3; ++id) {
+    added.push_back({{"id", id}, {"content", specials[id]}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+    vocab[specials[id]] = id;
+  }
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  const nlohmann::json bos = {{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}};
+  const nlohmann::json tokenizer = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", nullptr},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, bos, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+      {"decoder", {{"type", "Sequence"}, {"decoders", {{{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", true},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", nlohmann::json::array()}}}};
+  // PreTrainedTokenizerFast: transformers uses tokenizer.json as it is (a Llama class would be rebuilt from this
+  // file's flags with a Metaspace normalizer).
+  const nlohmann::json config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                                 {"add_bos_token", true},
+                                 {"add_eos_token", false},
+                                 {"bos_token", "<s>"},
+                                 {"eos_token", "</s>"},
+                                 {"pad_token", "<pad>"},
+                                 {"model_max_length", 1000000}};
+  return {{"tokenizer.json", tokenizer.dump(1) + "\n"}, {"tokenizer_config.json", config.dump(2) + "\n"}};
+}
+
 std::vector<int32_t> demo_token_stream(int64_t tokens, int64_t doc_tokens, uint64_t seed) {
   static const char* kFiller[] = {"The grass is green. ", "The sky is blue. ", "The sun is yellow. ",
                                   "Here we go. ", "There and back again. "};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,5 +21,10 @@ std::vector<int32_t> demo_token_stream(int64_t tokens, int64_t doc_tokens, uint6
 // Bytes → ids of the demo vocabulary and back (for printing).
 std::vector<int32_t> demo_encode(const std::string& text);
 std::string demo_decode(const std::vector<int32_t>& ids);
+// The demo vocabulary as Hugging Face tokenizer files ({"tokenizer.json": …, "tokenizer_config.json": …}): a BPE
+// model with no merges whose only tokens are the 256 byte-fallback tokens <0x00>…<0xFF> (ids 3…258) and the
+// specials, so every text encodes byte by byte exactly as demo_encode, with <s> first. Saved with every demo
+// checkpoint, so that `miniseq eval/passkey/generate` (and transformers) can read text with it.
+std::map<std::string, std::string> demo_tokenizer_files();
 
 }  // namespace miniseq
