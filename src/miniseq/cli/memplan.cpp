@@ -7,6 +7,7 @@
 
 #include "miniseq/cli/commands.h"
 #include "miniseq/cli/flags.h"
+#include "miniseq/eval/perplexity.h"
 #include "miniseq/model/param_spec.h"
 #include "miniseq/model/planner.h"
 
@@ -154,6 +155,20 @@ int cmd_memplan(const Args& args) {
                     ar.peak_moment.c_str());
     }
     out["alternatives"] = alts;
+    if (S >= 2) {  // `miniseq eval` at this length: forward only, weights and one layer's activations
+      nlohmann::json ev = nlohmann::json::object();
+      if (text) std::printf("forward-only evaluation (miniseq eval, passkey) at S = %lld:\n", (long long)S);
+      for (bool mst : {true, false}) {
+        StepPolicy p = req;
+        p.mini_sequence = mst;
+        const MemReport er = plan_evaluation(c, S, S, S, B, p, target.device, target.params, target.activations);
+        ev[mst ? "MsT" : "no MsT"] = report_json(er);
+        if (text)
+          std::printf("  %-22s peak %12s at %s\n", mst ? "MsT" : "no MsT", gib(er.arena_bytes).c_str(),
+                      er.peak_moment.c_str());
+      }
+      out["eval"] = ev;
+    }
   }
   if (find) {
     nlohmann::json ml = nlohmann::json::object();

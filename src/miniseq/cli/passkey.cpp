@@ -25,6 +25,8 @@ int cmd_passkey(const Args& args) {
               {"interval", FlagKind::Int, "1000", "step between tested context lengths"},
               {"trials", FlagKind::Int, "10", "prompts per context length (key at a random depth each)"},
               {"seed", FlagKind::Int, "0", "trial i of every length uses seed + i"},
+              {"chars_per_token", FlagKind::Float, "0",
+               "filler characters per target token (0 = measured with the model's tokenizer; LongLoRA: 3.75)"},
               {"json", FlagKind::String, "", "also write the results to this JSON file"},
               {"progress", FlagKind::Bool, "True", "progress line on stderr"},
           }));
@@ -35,7 +37,12 @@ int cmd_passkey(const Args& args) {
   const ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
   const auto tokenizer = load_tokenizer_if_present(dir, config);
   MS_CHECK(tokenizer, "passkey: ", dir, " has no tokenizer.json; the test is posed in text");
-  const std::vector<int64_t> fillers = passkey_filler_lengths(f.i64("max_tokens"), f.i64("interval"));
+  const double ratio = f.f64("chars_per_token") > 0
+                           ? f.f64("chars_per_token")
+                           : passkey_chars_per_token([&](const std::string& s) {
+                               return static_cast<int64_t>(tokenizer->encode(s, false).size());
+                             });
+  const std::vector<int64_t> fillers = passkey_filler_lengths(f.i64("max_tokens"), f.i64("interval"), ratio);
   const int64_t trials = f.i64("trials");
 
   // All prompts first: the memory plan is made for the longest.
@@ -62,8 +69,9 @@ int cmd_passkey(const Args& args) {
   const MemReport planned = plan_generation(config, longest, opt, policy, backend->device(), backend->param_dtype(),
                                             backend->activation_dtype());
   InferenceModel model(dir, config, *backend, planned.arena_bytes);
-  std::printf("passkey: %zu context lengths x %lld trials, longest prompt %lld tokens; planned memory %.2f MiB\n",
-              fillers.size(), (long long)trials, (long long)longest,
+  std::printf("passkey: %zu context lengths x %lld trials (%.2f filler characters per token), longest prompt %lld "
+              "tokens; planned memory %.2f MiB\n",
+              fillers.size(), (long long)trials, ratio, (long long)longest,
               static_cast<double>(planned.peak_bytes) / (1 << 20));
 
   Progress bar("passkey", static_cast<int64_t>(fillers.size()) * trials, f.boolean("progress"));

@@ -38,14 +38,22 @@ PasskeyPrompt passkey_prompt(int64_t n_garbage, uint64_t seed) {
   return p;
 }
 
-std::vector<int64_t> passkey_filler_lengths(int64_t max_tokens, int64_t interval) {
+std::vector<int64_t> passkey_filler_lengths(int64_t max_tokens, int64_t interval, double chars_per_token) {
+  MS_CHECK(chars_per_token > 0.0, "--chars_per_token must be > 0, got ", chars_per_token);
   MS_CHECK(interval >= 1, "--interval must be >= 1, got ", interval);
   MS_CHECK(max_tokens > interval, "--max_tokens (", max_tokens, ") must exceed --interval (", interval,
            "): LongLoRA tests the lengths interval, 2·interval, … below max_tokens");
   std::vector<int64_t> out;
   for (int64_t val = interval; val < max_tokens; val += interval)
-    out.push_back(static_cast<int64_t>(std::floor(3.75 * static_cast<double>(val) / 1024.0)) * 1024);
+    out.push_back(static_cast<int64_t>(std::floor(chars_per_token * static_cast<double>(val) / 1024.0)) * 1024);
   return out;
+}
+
+double passkey_chars_per_token(const std::function<int64_t(const std::string&)>& count_tokens) {
+  const std::string text = filler(1 << 16);
+  const int64_t n = count_tokens(text);
+  MS_CHECK(n > 0, "internal: the passkey filler has no tokens");
+  return static_cast<double>(text.size()) / static_cast<double>(n);
 }
 
 }  // namespace miniseq

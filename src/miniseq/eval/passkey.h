@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,12 @@ struct PasskeyPrompt {
 PasskeyPrompt passkey_prompt(int64_t n_garbage, uint64_t seed);
 
 // LongLoRA's sweep: for every target length val = interval, 2·interval, … < max_tokens, the filler length
-// int(3.75·val // 1024 · 1024) characters (about val tokens with a Llama tokenizer).
-std::vector<int64_t> passkey_filler_lengths(int64_t max_tokens, int64_t interval);
+// int(r·val // 1024 · 1024) characters. LongLoRA fixes r = 3.75 (characters per token of its filler with the
+// Llama tokenizer); miniseq measures r with the model's own tokenizer by default (passkey_chars_per_token), so that
+// the prompts are about val tokens long with any vocabulary.
+std::vector<int64_t> passkey_filler_lengths(int64_t max_tokens, int64_t interval, double chars_per_token = 3.75);
+
+// The filler's characters per token under `count_tokens` (tokens of a text without BOS/EOS).
+double passkey_chars_per_token(const std::function<int64_t(const std::string&)>& count_tokens);
 
 }  // namespace miniseq
