@@ -78,6 +78,9 @@ int cmd_memplan(const Args& args) {
               {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
               {"moments_dtype", FlagKind::String, "float32", "AdamW moments: float32 or bfloat16"},
               {"optimizer_in_backward", FlagKind::Bool, "False", "update parameters inside backward (no grad buffer)"},
+              {"offload_optimizer", FlagKind::Bool, "False", "AdamW moments + fp32 master weights in host memory"},
+              {"offload_checkpoints", FlagKind::Int, "0", "checkpointed inputs of the first N layers on the host (-1 = all)"},
+              {"host_memory", FlagKind::String, "", "host memory budget for offloaded state, e.g. 128GiB"},
               {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
               {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
@@ -93,6 +96,9 @@ int cmd_memplan(const Args& args) {
   MS_CHECK(dtype_from_torch_name(f.str("moments_dtype"), &target.moments) && target.moments != DType::F16,
            "memplan: --moments_dtype must be float32 or bfloat16");
   target.optimizer_in_backward = f.boolean("optimizer_in_backward");
+  target.offload_optimizer = f.boolean("offload_optimizer");
+  target.offload_layers = f.i64("offload_checkpoints");
+  MS_CHECK(target.offload_layers >= -1, "memplan: --offload_checkpoints must be a layer count or -1 (all)");
   const int64_t B = f.i64("per_device_train_batch_size");
   MS_CHECK(B >= 1, "memplan: --per_device_train_batch_size must be >= 1");
   const bool find = f.boolean("find_max_length"), autoc = f.boolean("auto");
@@ -101,6 +107,7 @@ int cmd_memplan(const Args& args) {
   MS_CHECK(!f.has("model_max_length") || S >= 1, "memplan: --model_max_length must be >= 1");
   size_t budget = 0;
   if (f.has("memory")) budget = parse_memory(f.str("memory"));
+  const size_t host_budget = f.has("host_memory") ? parse_memory(f.str("host_memory")) : 0;
   MS_CHECK(budget > 0 || !(find || autoc), "memplan: --find_max_length and --auto need --memory (e.g. 80GiB)");
 
   StepPolicy req;
@@ -109,10 +116,14 @@ int cmd_memplan(const Args& args) {
   req.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
   req.lm_head_chunks = f.i64("lm_head_chunks");
   bool auto_ok = true;
-  if (autoc && S > 0) auto_ok = auto_chunks(c, B, S, target, budget, &req);
+  std::string auto_name;
+  // --auto: the cheapest memory policy (policy_ladder) that fits, then its chunk sizes.
+  if (autoc && S > 0) auto_ok = auto_policy(c, B, S, budget, host_budget, &target, &req, &auto_name);
 
   nlohmann::json out = {{"moments_dtype", std::string(dtype_name(target.moments))},
                         {"optimizer_in_backward", target.optimizer_in_backward},
+                        {"offload_optimizer", target.offload_optimizer},
+                        {"offload_checkpoints", target.offload_layers},
                         {"model_type", std::string(arch_name(c.arch))},
                         {"parameters", param_count(param_specs(c))},
                         {"device", device},
@@ -128,19 +139,23 @@ int cmd_memplan(const Args& args) {
                 std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str());
   if (S > 0) {
     out["model_max_length"] = S;
-    const MemReport r = plan_step(c, B, S, req, target);
+    const RunPlan run = plan_run(c, B, S, req, target);
+    const MemReport& r = run.device;
     out["policy"] = {{"mini_sequence", req.mini_sequence},
                      {"gradient_checkpointing", req.checkpointing},
                      {"mlp_chunk_rows", req.mlp_chunk_rows(c, B * S)},
                      {"lm_head_chunk_rows", req.lm_head_chunk_rows(c, B * S)}};
     out.update(report_json(r));
-    if (autoc) out["auto_fits"] = auto_ok;
+    if (autoc) out["auto_fits"] = auto_ok, out["auto_policy"] = auto_name;
+    if (run.host.arena_bytes > 0) out["host"] = report_json(run.host);
     if (text) {
       std::printf("S = %lld, requested policy: %s (MLP chunks of %lld rows, LM head in chunks of %lld rows)%s\n",
                   (long long)S, policy_label(req).c_str(), (long long)req.mlp_chunk_rows(c, B * S),
                   (long long)req.lm_head_chunk_rows(c, B * S),
                   autoc ? (auto_ok ? ", chosen by --auto" : ", --auto found nothing that fits") : "");
+      if (autoc && auto_ok) std::printf("memory policy chosen by --auto: %s\n", auto_name.c_str());
       std::printf("%s", r.str().c_str());
+      if (run.host.arena_bytes > 0) std::printf("host memory (offloaded state): %s", run.host.str().c_str());
       std::printf("alternatives at S = %lld:\n", (long long)S);
     }
     nlohmann::json alts = nlohmann::json::object();
@@ -177,11 +192,25 @@ int cmd_memplan(const Args& args) {
       StepPolicy p = req;
       p.mini_sequence = mst;
       p.checkpointing = ckpt;
-      const int64_t m = find_max_length(c, B, p, target, budget);
+      const int64_t m = find_max_length(c, B, p, target, budget, int64_t{1} << 24, host_budget);
       ml[policy_label(p)] = m;
       if (text) std::printf("  %-22s %lld tokens\n", policy_label(p).c_str(), (long long)m);
     }
     out["max_length"] = ml;
+    // The memory policies beyond MsT, each with MsT and checkpointing on.
+    nlohmann::json ladder = nlohmann::json::object();
+    if (text)
+      std::printf("longest sequence per memory policy (MsT + checkpointing; host memory %s):\n",
+                  host_budget ? gib(host_budget).c_str() : "unlimited");
+    StepPolicy mst = req;
+    mst.mini_sequence = mst.checkpointing = true;
+    for (const auto& [label, t] : policy_ladder(target)) {
+      const int64_t m = find_max_length(c, B, mst, t, budget, int64_t{1} << 24, host_budget);
+      ladder[label] = m;
+      if (text) std::printf("  %-48s %lld tokens\n", label.c_str(), (long long)m);
+    }
+    out["max_length_by_memory_policy"] = ladder;
+    if (host_budget) out["host_memory_bytes"] = host_budget;
     out["memory_bytes"] = budget;
   }
   if (!text) std::printf("%s\n", out.dump(2).c_str());

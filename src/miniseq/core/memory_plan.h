@@ -101,6 +101,7 @@ class MemoryPlan {
   bool is_dry() const { return dry_; }
   Device device() const { return device_; }
   size_t capacity() const { return capacity_; }
+  void* base() const { return base_; }  // the arena (null when dry)
   size_t live_bytes() const { return live_.total(); }
   MemBreakdown live() const { return live_; }
   MemReport report() const;

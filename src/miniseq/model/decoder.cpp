@@ -10,6 +10,7 @@
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/decoder_detail.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -45,6 +46,12 @@ Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, 
     w_layers_.push_back(layer_params(weights_, l));
     if (grads_) g_layers_.push_back(layer_params(*grads_, l));
   }
+}
+
+void Decoder::set_checkpoint_offload(MemoryPlan* host, int64_t layers) {
+  host_ = host;
+  offload_layers_ = layers < 0 ? config_.num_hidden_layers : std::min(layers, config_.num_hidden_layers);
+  MS_CHECK(offload_layers_ == 0 || host_, "internal: checkpoint offload without a host plan");
 }
 
 const ParamSet& Decoder::grads() const {
@@ -287,9 +294,14 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   std::vector<Saved> saved(policy.checkpointing ? 0 : static_cast<size_t>(L));
   for (int l = 0; l < L; ++l) {
     MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " forward");
-    ckpt.push_back(plan_.alloc("layer_input." + std::to_string(l), {st.T, st.d}, act_,
-                               MemCategory::ResidentActivations));
-    be_.copy(ckpt.back(), x);
+    const bool off = policy.checkpointing && l < offload_layers_;  // this layer's input goes to host memory
+    ckpt.push_back((off ? *host_ : plan_).alloc("layer_input." + std::to_string(l), {st.T, st.d}, act_,
+                                                MemCategory::ResidentActivations));
+    if (off) {
+      be_.download(ckpt.back(), x);
+    } else {
+      be_.copy(ckpt.back(), x);
+    }
     Saved transient;
     layer_forward(st, l, x, policy.checkpointing ? transient : saved[static_cast<size_t>(l)], /*finish=*/true);
   }
@@ -332,13 +344,19 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
     const LayerParams g = per_group ? layer_params(*layer_grads, l) : g_layers_[static_cast<size_t>(l)];
     if (policy.checkpointing) {
       Saved s;
+      std::optional<Buffer> x_dev;  // an offloaded input, back on the device for the whole layer backward
+      if (l < offload_layers_) {
+        x_dev = plan_.alloc("layer_input_upload", {st.T, st.d}, act_, MemCategory::TransientActivations);
+        be_.upload(*x_dev, x_in);
+      }
+      const Tensor& x_layer = x_dev ? x_dev->tensor() : x_in;
       {
         MemoryPlan::Phase re(plan_, "recompute");
         Buffer xr = plan_.alloc("recompute_input", {st.T, st.d}, act_, MemCategory::TransientActivations);
-        be_.copy(xr, x_in);
+        be_.copy(xr, x_layer);
         layer_forward(st, l, xr, s, /*finish=*/false);
       }
-      layer_backward(st, l, x_in, s, dx, g);
+      layer_backward(st, l, x_layer, s, dx, g);
     } else {
       layer_backward(st, l, x_in, saved[static_cast<size_t>(l)], dx, g);
       saved.pop_back();

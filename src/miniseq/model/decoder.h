@@ -62,6 +62,10 @@ class Decoder {
           GradStorage storage = GradStorage::Persistent);
 
   const ModelConfig& config() const { return config_; }
+  // Memory policy: the checkpointed inputs of layers [0, layers) live in `host` memory (a plan of its own, pinned
+  // host memory on a GPU machine) instead of the device: downloaded in forward, uploaded again for the layer's
+  // backward. layers < 0 means all. Results are unchanged (the same bits move).
+  void set_checkpoint_offload(MemoryPlan* host, int64_t layers);
   const ParamSet& weights() const { return weights_; }
   const ParamSet& grads() const;  // persistent storage only
   void zero_grads();
@@ -118,6 +122,8 @@ class Decoder {
   ParamSet weights_;
   std::optional<ParamSet> grads_;  // persistent storage
   std::vector<LayerParams> w_layers_, g_layers_;
+  MemoryPlan* host_ = nullptr;  // checkpoint offload (set_checkpoint_offload)
+  int64_t offload_layers_ = 0;
 };
 
 }  // namespace miniseq

@@ -19,15 +19,25 @@ PlanTarget plan_target_for(const Backend& backend, bool optimizer) {
   return t;
 }
 
-MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
-                    const PlanTarget& target) {
+RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
+                 const PlanTarget& target) {
   MemoryPlan plan = MemoryPlan::dry(target.device);
+  MemoryPlan host = MemoryPlan::dry(Device::CPU);
   DryBackend be(target.device, target.params, target.grads, target.activations);
   Decoder model(config, be, plan,
                 target.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
+  model.set_checkpoint_offload(&host, target.offload_layers);
   const auto specs = param_specs(config);
-  std::optional<ParamSet> m, v;
-  if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
+  std::optional<ParamSet> m, v, master;
+  std::optional<Buffer> staging;
+  if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp
+    master.emplace(host, specs, DType::F32, MemCategory::Weights, "master:");
+    m.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
+    v.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
+    int64_t largest = 0;
+    for (const auto& s : specs) largest = std::max(largest, s.shape.numel());
+    staging = host.alloc("grad_staging", {kHostStagingSlots, largest}, DType::F32, MemCategory::Workspace);
+  } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
   }
@@ -36,12 +46,38 @@ MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const
   b.input_ids.assign(static_cast<size_t>(batch * seq), 0);
   b.labels.assign(static_cast<size_t>(batch * seq), 0);
   model.forward_backward(b, policy, 1);
-  return plan.report();
+  return {plan.report(), host.report()};
+}
+
+MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
+                    const PlanTarget& target) {
+  return plan_run(config, batch, seq, policy, target).device;
+}
+
+int64_t min_offload_layers(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
+                           const PlanTarget& target, size_t budget, size_t host_budget) {
+  PlanTarget t = target;
+  auto device_fits = [&](int64_t k) {
+    t.offload_layers = k;
+    return plan_run(config, batch, seq, policy, t).device.arena_bytes <= budget;
+  };
+  const int64_t L = config.num_hidden_layers;
+  if (!device_fits(L)) return -1;
+  int64_t lo = -1, hi = L;  // invariant: !fits(lo) (or lo = -1), fits(hi); device memory falls as k grows
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (device_fits(mid) ? hi : lo) = mid;
+  }
+  t.offload_layers = hi;
+  return plan_run(config, batch, seq, policy, t).fits(budget, host_budget) ? hi : -1;
 }
 
 int64_t find_max_length(const ModelConfig& config, int64_t batch, const StepPolicy& policy, const PlanTarget& target,
-                        size_t budget, int64_t limit) {
-  auto fits = [&](int64_t s) { return plan_step(config, batch, s, policy, target).arena_bytes <= budget; };
+                        size_t budget, int64_t limit, size_t host_budget) {
+  auto fits = [&](int64_t s) {
+    if (target.offload_layers < 0) return min_offload_layers(config, batch, s, policy, target, budget, host_budget) >= 0;
+    return plan_run(config, batch, s, policy, target).fits(budget, host_budget);
+  };
   if (!fits(1)) return 0;
   int64_t lo = 1, hi = 1;
   while (hi < limit && fits(std::min(hi * 2, limit))) hi = std::min(hi * 2, limit);
@@ -53,6 +89,44 @@ int64_t find_max_length(const ModelConfig& config, int64_t batch, const StepPoli
     (fits(mid) ? lo : bad) = mid;
   }
   return lo;
+}
+
+std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base) {
+  std::vector<std::pair<std::string, PlanTarget>> out;
+  PlanTarget t = base;
+  t.moments = DType::F32, t.optimizer_in_backward = t.offload_optimizer = false, t.offload_layers = 0;
+  out.emplace_back("fp32 moments", t);
+  t.moments = DType::BF16;
+  out.emplace_back("bf16 moments", t);
+  t.optimizer_in_backward = true;
+  out.emplace_back("bf16 moments + optimizer in backward", t);
+  t.moments = DType::F32, t.offload_optimizer = true;
+  out.emplace_back("optimizer on host (fp32 moments) + in backward", t);
+  t.offload_layers = -1;
+  out.emplace_back("optimizer and checkpoints on host", t);
+  t.moments = DType::BF16;
+  out.emplace_back("optimizer (bf16 moments) and checkpoints on host", t);
+  return out;
+}
+
+bool auto_policy(const ModelConfig& config, int64_t batch, int64_t seq, size_t budget, size_t host_budget,
+                 PlanTarget* target, StepPolicy* policy, std::string* name) {
+  for (auto [label, t] : policy_ladder(*target)) {
+    if (t.offload_layers < 0) {
+      const int64_t k = min_offload_layers(config, batch, seq, *policy, t, budget, host_budget);
+      if (k < 0) continue;
+      t.offload_layers = k;
+    }
+    StepPolicy p = *policy;
+    if (!plan_run(config, batch, seq, p, t).fits(budget, host_budget)) {
+      if (!auto_chunks(config, batch, seq, t, budget, &p)) continue;
+      if (!plan_run(config, batch, seq, p, t).fits(budget, host_budget)) continue;
+    }
+    *target = t, *policy = p;
+    if (name) *name = label;
+    return true;
+  }
+  return false;
 }
 
 bool auto_chunks(const ModelConfig& config, int64_t batch, int64_t seq, const PlanTarget& target, size_t budget,

@@ -5,12 +5,18 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "miniseq/core/memory_plan.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/ops/backend.h"
 
 namespace miniseq {
+
+// Host-side gradient staging of the host optimizer: this many buffers of the largest parameter, so the device can
+// hand over the next gradient while the CPU updates with the previous one (train/host_optimizer.cpp).
+constexpr int64_t kHostStagingSlots = 2;
 
 // Storage of a run: where and in which dtypes the plan is made.
 struct PlanTarget {
@@ -19,6 +25,10 @@ struct PlanTarget {
   bool optimizer = true;               // AdamW moments are part of the run
   DType moments = DType::F32;          // their dtype (memory policy: fp32 or bf16)
   bool optimizer_in_backward = false;  // per-group gradients, consumed inside the backward pass
+  // Host offload (issue 7): AdamW moments and fp32 master weights in host memory, updated there by the CPU; and the
+  // checkpointed inputs of the first `offload_layers` layers in host memory (-1: all of them).
+  bool offload_optimizer = false;
+  int64_t offload_layers = 0;
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
   // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.
@@ -34,13 +44,42 @@ struct PlanTarget {
 // The storage of `backend` (device and dtypes), with or without AdamW state.
 PlanTarget plan_target_for(const Backend& backend, bool optimizer);
 
-// Peak of one optimizer step (weights, grads, optimizer state, one micro-batch [B, S] forward + backward).
+// Peak of one optimizer step (weights, grads, optimizer state, one micro-batch [B, S] forward + backward) on the
+// device, and in host memory for what the target offloads there.
+struct RunPlan {
+  MemReport device, host;
+  // Both within their budgets (a host budget of 0 means unlimited).
+  bool fits(size_t device_budget, size_t host_budget) const {
+    return device.arena_bytes <= device_budget && (host_budget == 0 || host.arena_bytes <= host_budget);
+  }
+};
+RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
+                 const PlanTarget& target);
+// The device part of plan_run.
 MemReport plan_step(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
                     const PlanTarget& target);
 
-// The longest S (≤ limit) whose planned arena fits in `budget` bytes; 0 when not even S = 1 fits.
+// The longest S (≤ limit) whose planned arenas fit `budget` bytes on the device and `host_budget` in host memory
+// (0 = unlimited); 0 when not even S = 1 fits. With target.offload_layers = -1 ("as many as needed"), each S gets
+// the fewest offloaded layers that fit the device.
 int64_t find_max_length(const ModelConfig& config, int64_t batch, const StepPolicy& policy, const PlanTarget& target,
-                        size_t budget, int64_t limit = int64_t{1} << 24);
+                        size_t budget, int64_t limit = int64_t{1} << 24, size_t host_budget = 0);
+
+// The fewest checkpointed layers to offload so that [batch, seq] fits the device budget (and then the host
+// budget); -1 when no count fits both.
+int64_t min_offload_layers(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
+                           const PlanTarget& target, size_t budget, size_t host_budget);
+
+// Memory policies from the cheapest in time to the one that saves the most memory: fp32 moments on the device;
+// bf16 moments; + optimizer in backward (no gradient buffer); + optimizer state and master weights on the host;
+// + checkpointed layer inputs on the host (as few layers as fit); the same with bf16 moments on the host. `base`
+// gives the device and dtypes.
+std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base);
+
+// The first rung of policy_ladder (then chunk sizes by auto_chunks) that fits both budgets at [batch, seq]; false
+// when none does. Offloading layers picks the fewest that fit.
+bool auto_policy(const ModelConfig& config, int64_t batch, int64_t seq, size_t budget, size_t host_budget,
+                 PlanTarget* target, StepPolicy* policy, std::string* name = nullptr);
 
 // Chunk sizes for `policy` (MsT on) that fit `budget` with the fewest chunks (largest GEMMs): the MLP chunk rows
 // and LM-head chunk count are searched from "no split" down to small chunks. Returns false if nothing fits.

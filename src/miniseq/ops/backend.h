@@ -70,6 +70,10 @@ class Backend {
   // weights, reading gradients and checkpoints back. The CPU backend copies in place.
   virtual void upload(const Tensor& dst, const Tensor& host_src) { copy(dst, host_src); }
   virtual void download(const Tensor& host_dst, const Tensor& src) { copy(host_dst, src); }
+  // Page-locks host memory that upload/download will use often (offloaded state), for fast asynchronous copies;
+  // nothing on the CPU backend. unpin before the memory is released.
+  virtual void pin_host_memory(void* /*p*/, size_t /*bytes*/) {}
+  virtual void unpin_host_memory(void* /*p*/) {}
   // Bytes in use on the backend's device, for measured peaks (0 where the process RSS is the measure).
   virtual size_t device_bytes_in_use() const { return 0; }
 

@@ -106,10 +106,12 @@ void save_checkpoint(const SaveRequest& r) {
       const HostSet m(*r.exp_avg, r.backend), v(*r.exp_avg_sq, r.backend);
       for (const auto& [spec, t] : m.tensors) state.push_back({"exp_avg." + spec->name, t, t.dtype});
       for (const auto& [spec, t] : v.tensors) state.push_back({"exp_avg_sq." + spec->name, t, t.dtype});
-      // The saved model is rounded: keep the exact weights (in their own dtype) for a bit-exact resume.
+      // The saved model is rounded: keep the exact weights (in their own dtype, or the host optimizer's fp32
+      // master copy) for a bit-exact resume.
+      const ParamSet* exact = r.master ? r.master : r.weights_dtype != (*r.weights)[0].dtype ? r.weights : nullptr;
       std::optional<HostSet> w;
-      if (r.weights_dtype != (*r.weights)[0].dtype) {
-        w.emplace(*r.weights, r.backend);
+      if (exact) {
+        w.emplace(*exact, r.backend);
         for (const auto& [spec, t] : w->tensors) state.push_back({"master." + spec->name, t, t.dtype});
       }
       write_safetensors((tmp / "optimizer.safetensors").string(), state, {{"format", "miniseq-adamw"}});
@@ -144,7 +146,7 @@ void save_checkpoint(const SaveRequest& r) {
 }
 
 LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, const ParamSet& exp_avg,
-                            const ParamSet& exp_avg_sq, Backend* backend) {
+                            const ParamSet& exp_avg_sq, Backend* backend, const ParamSet* master) {
   std::vector<uint8_t> staging;
   // Reads a tensor through a host view of its destination (a device tensor is uploaded afterwards).
   auto read_into = [&](auto& source, const std::string& name, const Tensor& t) {
@@ -159,15 +161,16 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
   MS_CHECK(fs::exists(state_path) && fs::exists(opt_path), dir,
            ": not a miniseq checkpoint (needs trainer_state.json and optimizer.safetensors)");
   SafetensorsFile opt(opt_path.string());
+  const ParamSet& target = master ? *master : weights;  // where the weights go
   const bool has_master = opt.find("master." + weights.specs().front().name) != nullptr;
   if (has_master) {
-    weights.for_each([&](const ParamSpec& s, const Tensor& t) {
+    target.for_each([&](const ParamSpec& s, const Tensor& t) {
       MS_CHECK(opt.find("master." + s.name), opt_path.string(), ": no master weight for '", s.name, "'");
       read_into(opt, "master." + s.name, t);
     });
   } else {
     SafetensorsModel model(dir);
-    weights.for_each([&](const ParamSpec& s, const Tensor& t) {
+    target.for_each([&](const ParamSpec& s, const Tensor& t) {
       MS_CHECK(model.find(s.name), dir, ": the checkpoint has no tensor '", s.name,
                "'; it was written for another model or vocabulary size");
       read_into(model, s.name, t);

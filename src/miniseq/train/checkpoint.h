@@ -33,6 +33,7 @@ struct SaveRequest {
   DType weights_dtype = DType::F32;   // dtype of the saved model weights
   const ParamSet* exp_avg = nullptr;  // null: a model-only save (the final model)
   const ParamSet* exp_avg_sq = nullptr;
+  const ParamSet* master = nullptr;   // fp32 master weights kept apart (optimizer on the host): saved as master.*
   const TrainProgress* progress = nullptr;
   std::string tokenizer_dir;          // tokenizer files copied from here ("" = none)
   nlohmann::json tokenizer_overrides; // {"file name": contents} written instead of copying (e.g. with [PAD] added)
@@ -50,9 +51,11 @@ struct LoadedState {
   TrainProgress progress;
 };
 // Restores weights (fp32 master if present, else the model file), moments and progress from a checkpoint. Every
-// tensor is checked against the parameter table; errors name the file and tensor.
+// tensor is checked against the parameter table; errors name the file and tensor. With `master` (optimizer on the
+// host) the weights are read into it instead, and the caller uploads them.
 LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, const ParamSet& exp_avg,
-                            const ParamSet& exp_avg_sq, Backend* backend = nullptr);
+                            const ParamSet& exp_avg_sq, Backend* backend = nullptr,
+                            const ParamSet* master = nullptr);
 
 // checkpoint-N directories of output_dir, sorted by N.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);

@@ -57,6 +57,12 @@ cli::Flags train_flags() {
            "update each parameter inside the backward pass: no full gradient buffer (needs accumulation 1; with "
            "max_grad_norm > 0 the step runs twice, first for the norm)"},
           {"moments_dtype", FlagKind::String, "float32", "AdamW moments: float32 or bfloat16"},
+          {"offload_optimizer", FlagKind::Bool, "False",
+           "AdamW moments and fp32 master weights in host memory, updated by the CPU beside the device's backward"},
+          {"offload_checkpoints", FlagKind::Int, "0",
+           "checkpointed inputs of the first N layers in host memory (-1 = all)"},
+          {"max_host_memory_gib", FlagKind::Float, "0",
+           "host memory budget for what is offloaded (0 = available RAM)"},
       });
 }
 
@@ -105,6 +111,13 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.optimizer_in_backward = f.boolean("optimizer_in_backward");
   MS_CHECK(dtype_from_torch_name(f.str("moments_dtype"), &a.moments_dtype) && a.moments_dtype != DType::F16,
            "--moments_dtype must be float32 or bfloat16, got '", f.str("moments_dtype"), "'");
+  a.offload_optimizer = f.boolean("offload_optimizer");
+  a.offload_checkpoints = f.i64("offload_checkpoints");
+  a.max_host_memory_gib = f.f64("max_host_memory_gib");
+  MS_CHECK(a.offload_checkpoints >= -1, "--offload_checkpoints must be a layer count or -1 (all), got ",
+           a.offload_checkpoints);
+  MS_CHECK(a.offload_checkpoints == 0 || a.gradient_checkpointing,
+           "--offload_checkpoints needs --gradient_checkpointing True (only checkpointed layer inputs move)");
   MS_CHECK(!a.optimizer_in_backward || a.gradient_accumulation_steps == 1,
            "--optimizer_in_backward True needs --gradient_accumulation_steps 1 (gradients are not kept between "
            "micro-batches)");

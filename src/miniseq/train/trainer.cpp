@@ -13,6 +13,7 @@
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/checkpoint.h"
+#include "miniseq/train/host_optimizer.h"
 #include "miniseq/train/metrics.h"
 #include "miniseq/train/model_setup.h"
 #include "miniseq/train/optimizer.h"
@@ -37,6 +38,20 @@ size_t available_ram_bytes() {
   std::fclose(f);
   return kib * 1024;
 }
+
+// Pins the host arena for the backend's copies while the run lasts (nothing on the CPU backend).
+struct HostPin {
+  Backend& be;
+  void* p = nullptr;
+  HostPin(Backend& backend, MemoryPlan* host) : be(backend) {
+    if (host) be.pin_host_memory(p = host->base(), host->capacity());
+  }
+  ~HostPin() {
+    if (p) be.unpin_host_memory(p);
+  }
+  HostPin(const HostPin&) = delete;
+  HostPin& operator=(const HostPin&) = delete;
+};
 
 std::string gib(double bytes) {
   char b[32];
@@ -66,11 +81,17 @@ PlanTarget plan_target(const TrainArgs& a) {
   PlanTarget t = a.device == "cuda" ? PlanTarget::cuda() : PlanTarget::cpu();
   t.moments = a.moments_dtype;
   t.optimizer_in_backward = a.optimizer_in_backward;
+  t.offload_optimizer = a.offload_optimizer;
+  t.offload_layers = a.offload_checkpoints;
   return t;
 }
 
 MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy) {
   return plan_step(config, args.per_device_train_batch_size, args.model_max_length, policy, plan_target(args));
+}
+
+RunPlan plan_training_run(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy) {
+  return plan_run(config, args.per_device_train_batch_size, args.model_max_length, policy, plan_target(args));
 }
 
 int64_t total_training_steps(const TrainArgs& a, int64_t blocks) {
@@ -96,8 +117,18 @@ TrainResult run_training(const TrainSetup& setup) {
   // Chunk sizes not given: the largest chunks (fewest, most efficient GEMMs) that fit the budget.
   if (a.mini_sequence && a.mlp_chunk_tokens == 0 && a.lm_head_chunks == 0 && budget > 0)
     auto_chunks(config, a.per_device_train_batch_size, a.model_max_length, plan_target(a), budget, &policy);
-  result.planned = plan_training(config, a, policy);
+  const RunPlan run_plan = plan_training_run(config, a, policy);
+  result.planned = run_plan.device;
+  result.planned_host = run_plan.host;
   result.policy = policy;
+  const size_t host_budget = a.max_host_memory_gib > 0
+                                 ? static_cast<size_t>(a.max_host_memory_gib * (1ull << 30))
+                                 : available_ram_bytes();
+  if (run_plan.host.arena_bytes > 0 && host_budget > 0)
+    MS_CHECK(run_plan.host.arena_bytes <= host_budget, "the offloaded state needs ",
+             gib(static_cast<double>(run_plan.host.arena_bytes)), " of host memory but only ",
+             gib(static_cast<double>(host_budget)),
+             " is available; offload fewer layers (--offload_checkpoints) or use --moments_dtype bfloat16");
   if (budget > 0 && result.planned.arena_bytes > budget) {
     TrainArgs alt = a;
     alt.mini_sequence = alt.gradient_checkpointing = true;
@@ -114,9 +145,24 @@ TrainResult run_training(const TrainSetup& setup) {
   // ---- allocate exactly the plan, load or create the weights ----
   auto be = make_backend(device);
   MemoryPlan plan = MemoryPlan::real(device, result.planned.arena_bytes);
+  // Host memory for offloaded state (a second arena, planned with the first; pinned for fast copies on a GPU).
+  std::unique_ptr<MemoryPlan> host_plan;
+  if (run_plan.host.arena_bytes > 0)
+    host_plan.reset(new MemoryPlan(MemoryPlan::real(Device::CPU, run_plan.host.arena_bytes)));
+  const HostPin pin(*be, host_plan.get());
   Decoder model(config, *be, plan,
                 a.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
-  AdamW opt(plan, param_specs(config), a.moments_dtype);
+  model.set_checkpoint_offload(host_plan.get(), a.offload_checkpoints);
+  // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as plan_run).
+  std::optional<AdamW> dev_opt;
+  std::optional<HostOptimizer> host_opt;
+  if (a.offload_optimizer) {
+    host_opt.emplace(*host_plan, param_specs(config), a.moments_dtype, *be);
+  } else {
+    dev_opt.emplace(plan, param_specs(config), a.moments_dtype);
+  }
+  const ParamSet& exp_avg = host_opt ? host_opt->exp_avg() : dev_opt->exp_avg();
+  const ParamSet& exp_avg_sq = host_opt ? host_opt->exp_avg_sq() : dev_opt->exp_avg_sq();
   TrainProgress progress;
   progress.seed = static_cast<uint64_t>(a.seed);
   progress.total_steps = total_training_steps(a, data.size());
@@ -131,16 +177,21 @@ TrainResult run_training(const TrainSetup& setup) {
     resume.clear();
   }
   if (!resume.empty()) {
-    progress = load_checkpoint(resume, model.weights(), opt.exp_avg(), opt.exp_avg_sq(), be.get()).progress;
+    progress = load_checkpoint(resume, model.weights(), exp_avg, exp_avg_sq, be.get(),
+                               host_opt ? &host_opt->master() : nullptr)
+                   .progress;
+    if (host_opt) host_opt->upload_to(model.weights());
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
   } else if (setup.init_weights) {
     setup.init_weights(model.weights(), be.get());
-    opt.zero(*be);
+    if (host_opt) host_opt->init_from(model.weights());
+    else dev_opt->zero(*be);
   } else {
     SafetensorsModel files(setup.model_dir);
     load_params_grown(files, setup.file_config, config, model.weights(), be.get());
-    opt.zero(*be);
+    if (host_opt) host_opt->init_from(model.weights());
+    else dev_opt->zero(*be);
   }
   const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
   const int64_t micro_per_epoch = (data.size() + B - 1) / B;
@@ -151,8 +202,9 @@ TrainResult run_training(const TrainSetup& setup) {
   save.config = &config;
   save.weights = &model.weights();
   save.weights_dtype = a.bf16 ? DType::BF16 : DType::F32;
-  save.exp_avg = &opt.exp_avg();
-  save.exp_avg_sq = &opt.exp_avg_sq();
+  save.exp_avg = &exp_avg;
+  save.exp_avg_sq = &exp_avg_sq;
+  if (host_opt) save.master = &host_opt->master();
   save.progress = &progress;
   save.tokenizer_dir = setup.tokenizer_dir;
   save.tokenizer_overrides = setup.tokenizer_overrides;
@@ -183,6 +235,10 @@ TrainResult run_training(const TrainSetup& setup) {
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
+    if (host_plan)
+      std::printf("host memory (offload: %s%s): planned %s\n", a.offload_optimizer ? "optimizer state, master weights" : "",
+                  a.offload_checkpoints != 0 ? (a.offload_optimizer ? ", layer inputs" : "layer inputs") : "",
+                  gib(static_cast<double>(run_plan.host.arena_bytes)).c_str());
     std::fflush(stdout);
   }
   std::vector<int64_t> order = data.order(progress.seed, progress.epoch);
@@ -216,7 +272,10 @@ TrainResult run_training(const TrainSetup& setup) {
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
       norm = AdamW::grad_norm(*be, model.grads());
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
-      if (n_targets > 0) opt.step(*be, model.weights(), model.grads(), h);
+      if (n_targets > 0) {
+        if (host_opt) host_opt->step(model.weights(), model.grads(), h);
+        else dev_opt->step(*be, model.weights(), model.grads(), h);
+      }
     } else {
       // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so with
       // max_grad_norm > 0 a first pass computes only the norm; the second pass updates each parameter group as
@@ -226,9 +285,16 @@ TrainResult run_training(const TrainSetup& setup) {
         model.forward_backward(micro[0], policy, n_targets, &norms);
         h.clip = AdamW::clip_factor(norms.norm(model.weights()), a.max_grad_norm);
       }
-      AdamWSink update(*be, opt, model.weights(), h);
-      if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
-      norm = update.norm(model.weights());
+      if (host_opt) {  // the host updates layer l while the device runs the backward of layers < l
+        HostAdamWSink update(*be, *host_opt, model.weights(), h);
+        if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
+        host_opt->wait();
+        norm = update.norm(model.weights());
+      } else {
+        AdamWSink update(*be, *dev_opt, model.weights(), h);
+        if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
+        norm = update.norm(model.weights());
+      }
     }
     const double loss = n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : 0.0;
     const double lr = h.lr;

@@ -35,7 +35,8 @@ struct TrainResult {
   double last_loss = 0.0;     // loss of the last step
   double first_loss = 0.0;    // loss of the first step of this run
   bool interrupted = false;
-  MemReport planned;
+  MemReport planned;       // device (on the CPU backend: the main arena)
+  MemReport planned_host;  // host memory of offloaded state (empty without offload)
   StepPolicy policy;  // the policy the run used (chunk sizes chosen automatically when not given)
   std::string final_dir;
 };
@@ -45,6 +46,8 @@ StepPolicy policy_from(const TrainArgs& a);
 PlanTarget plan_target(const TrainArgs& a);
 // Plans the run's peak: weights, grads, AdamW moments and one step at [B, S], with the given policy.
 MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy);
+// The same with the host memory of offloaded state.
+RunPlan plan_training_run(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy);
 // Optimizer steps of a run over `blocks` training blocks (Hugging Face: max_steps, or epochs × steps per epoch).
 int64_t total_training_steps(const TrainArgs& a, int64_t blocks);
 

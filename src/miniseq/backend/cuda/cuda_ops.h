@@ -42,6 +42,8 @@ class CudaBackend final : public Backend {
   void upload(const Tensor& dst, const Tensor& host_src) override;
   void download(const Tensor& host_dst, const Tensor& src) override;
   size_t device_bytes_in_use() const override;
+  void pin_host_memory(void* p, size_t bytes) override;
+  void unpin_host_memory(void* p) override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;

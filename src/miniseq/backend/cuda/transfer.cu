@@ -53,6 +53,15 @@ void CudaBackend::upload(const Tensor& dst, const Tensor& host_src) { cuda::uplo
 void CudaBackend::download(const Tensor& host_dst, const Tensor& src) { cuda::download(host_dst, src); }
 size_t CudaBackend::device_bytes_in_use() const { return device_used_bytes(); }
 
+// Page-locked host memory lets cudaMemcpy skip the driver's bounce buffer (offloaded optimizer state and
+// checkpoints move at PCIe speed).
+void CudaBackend::pin_host_memory(void* p, size_t bytes) {
+  if (p && bytes) MS_CUDA_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
+}
+void CudaBackend::unpin_host_memory(void* p) {
+  if (p) MS_CUDA_CHECK(cudaHostUnregister(p));
+}
+
 size_t device_used_bytes() {
   size_t free_b = 0, total_b = 0;
   MS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
