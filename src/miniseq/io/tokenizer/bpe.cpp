@@ -1,15 +1,17 @@
+// The BPE model: loading, the encode entry points and the merge cache. The merge step itself is in
+// bpe_merge.cpp.
 #include "miniseq/io/tokenizer/bpe.h"
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <climits>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <queue>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/tokenizer/byte_level.h"
+#include "miniseq/io/tokenizer/piece_cache.h"
 #include "miniseq/io/tokenizer/utf8.h"
 
 namespace miniseq::tok {
@@ -17,88 +19,19 @@ namespace miniseq::tok {
 using nlohmann::json;
 
 namespace {
-constexpr size_t kHeapThreshold = 64;  // pieces with more symbols use the O(n log n) heap merge
-constexpr const char* kMetaspace = "\u2581";
-
-inline uint64_t mix(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdULL;
-  k ^= k >> 33;
-  return k;
-}
-}  // namespace
-
-// The merge cache: per thread and per model, a direct-mapped table piece -> ids (no locks; a colliding piece
-// replaces the slot). Each model has a serial number so that a thread's tables never mix two models.
-namespace {
-constexpr size_t kCacheSlots = size_t{1} << 16;
+constexpr std::string_view kMetaspace = "\u2581";
 std::atomic<uint64_t> g_next_serial{1};
 
-// One cache line: the piece and its ids inline (pieces over 22 bytes or 8 ids are not cached).
-struct alignas(64) CacheSlot {
-  static constexpr size_t kKeyBytes = 22, kIds = 8;
-  uint64_t hash = 0;
-  uint8_t key_len = 0, n_ids = 0;
-  char key[kKeyBytes];
-  int32_t ids[kIds];
-};
-// Longer pieces (up to 256 bytes, as Hugging Face's cache): fewer slots, heap-allocated.
-struct LongSlot {
-  uint64_t hash = 0;
-  std::string key;
-  std::vector<int32_t> ids;
-};
-constexpr size_t kLongSlots = size_t{1} << 12, kMaxCachedBytes = 256;
-struct ThreadCache {
-  uint64_t owner = 0;
-  std::vector<CacheSlot> slots;
-  std::vector<LongSlot> long_slots;
-};
-
-ThreadCache& thread_cache(uint64_t serial) {
-  thread_local std::array<ThreadCache, 4> caches;
-  thread_local unsigned next = 0;
-  for (auto& c : caches)
-    if (c.owner == serial) return c;
-  ThreadCache& c = caches[next++ % caches.size()];
-  c.owner = serial;
-  c.slots.assign(kCacheSlots, CacheSlot{});
-  c.long_slots.assign(kLongSlots, LongSlot{});
-  return c;
+// Number of "▁" at the start of s.
+size_t leading_metaspaces(std::string_view s) {
+  size_t n = 0;
+  while (s.substr(3 * n, 3) == kMetaspace) ++n;
+  return n;
+}
+bool all_metaspace(std::string_view s) {
+  return !s.empty() && leading_metaspaces(s) * 3 == s.size();
 }
 }  // namespace
-
-void BpeModel::MergeTable::reserve(size_t n) {
-  size_t cap = 16;
-  while (cap < 2 * n) cap *= 2;
-  slots.assign(cap, Slot{UINT64_MAX, 0});
-  mask = cap - 1;
-}
-
-void BpeModel::MergeTable::put(int32_t a, int32_t b, uint32_t rank, int32_t id) {
-  const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  for (uint64_t i = mix(key) & mask;; i = (i + 1) & mask) {
-    if (slots[i].key == UINT64_MAX ||
-        slots[i].key == key) {  // a repeated pair: the later line wins, as in HF
-      slots[i].key = key;
-      slots[i].value = (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(id);
-      return;
-    }
-  }
-}
-
-bool BpeModel::MergeTable::get(int32_t a, int32_t b, uint32_t* rank, int32_t* id) const {
-  const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  for (uint64_t i = mix(key) & mask;; i = (i + 1) & mask) {
-    const Slot& s = slots[i];
-    if (s.key == key) {
-      *rank = static_cast<uint32_t>(s.value >> 32);
-      *id = static_cast<int32_t>(s.value & 0xFFFFFFFFu);
-      return true;
-    }
-    if (s.key == UINT64_MAX) return false;
-  }
-}
 
 BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_serial.fetch_add(1)) {
   MS_CHECK(j.contains("vocab") && j["vocab"].is_object(), where,
@@ -118,16 +51,17 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
   ignore_merges_ = j.value("ignore_merges", false);
 
   int32_t max_id = -1;
-  vocab_.reserve(j["vocab"].size());
-  for (const auto& [token, id] : j["vocab"].items()) {
+  const json& vocab = j["vocab"];
+  vocab_.reserve(vocab.size());
+  for (const auto& [token, id] : vocab.items()) {
     MS_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX, where,
              ".vocab[\"", token, "\"]: id must be a non-negative integer");
-    vocab_[token] = id.get<int32_t>();
+    vocab_.insert(token, id.get<int32_t>());
     max_id = std::max(max_id, id.get<int32_t>());
   }
   id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
   has_id_.assign(static_cast<size_t>(max_id + 1), 0);
-  for (const auto& [token, id] : vocab_) id_to_token_[id] = token, has_id_[id] = 1;
+  for (const auto& [token, id] : vocab.items()) id_to_token_[id] = token, has_id_[id] = 1;
 
   if (j.contains("unk_token") && !j["unk_token"].is_null()) {
     unk_token_ = opt_string("unk_token");
@@ -140,8 +74,12 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
     byte_ids_[b] = token_to_id(name);
   }
   ascii_ids_.assign(0x800, -1);
-  metaspace_split_ = prefix_.empty() && suffix_.empty() && vocab_.count(kMetaspace);
-  for (const auto& [token, id] : vocab_) {
+  // With ignore_merges a piece found whole in the vocabulary is one token, so pieces must not be cut.
+  metaspace_split_ = prefix_.empty() && suffix_.empty() && !ignore_merges_ && token_to_id(kMetaspace) >= 0;
+  metaspace_id_ = token_to_id(kMetaspace);
+  metaspace_runs_ = metaspace_split_;
+  for (const auto& [token, id_json] : vocab.items()) {
+    const int32_t id = id_json.get<int32_t>();
     size_t i = 0;
     const char32_t cp = token.empty() ? 0 : utf8_next(token, i);
     if (!token.empty() && i == token.size()) {
@@ -151,18 +89,23 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
         char_ids_[cp] = id;
     }
     // "▁" anywhere but in the leading run would let a merge cross the split point.
-    size_t lead = 0;
-    while (token.compare(lead, 3, kMetaspace) == 0) lead += 3;
-    if (token.find(kMetaspace, lead) != std::string::npos) metaspace_split_ = false;
+    const size_t lead = leading_metaspaces(token);
+    if (token.find(kMetaspace, 3 * lead) != std::string::npos) metaspace_split_ = false;
+    if (lead > 1 && !all_metaspace(token)) metaspace_runs_ = false;
   }
+  metaspace_runs_ = metaspace_runs_ && metaspace_split_;
 
   const json& merges = j["merges"];
+  MS_CHECK(max_id < MergeTable::kMaxIds && static_cast<int64_t>(merges.size()) <= MergeTable::kMaxMerges,
+           where, ": ", max_id + 1, " tokens and ", merges.size(), " merges: at most ", MergeTable::kMaxIds,
+           " tokens and ", MergeTable::kMaxMerges, " merges are supported");
   merges_.reserve(merges.size());
+  int64_t last_mixed_rank = -1, first_pure_rank = INT64_MAX;  // merges into "▁"-only / other tokens
   for (size_t r = 0; r < merges.size(); ++r) {
     const json& m = merges[r];
     std::string a, b;
     if (m.is_string()) {
-      const std::string s = m;
+      const std::string& s = m.get_ref<const std::string&>();
       const size_t sp = s.find(' ');
       MS_CHECK(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos, where, ".merges[", r,
                "]: expected \"left right\" with one space, got \"", s, "\"");
@@ -179,14 +122,33 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
     const int32_t im = token_to_id(merged);
     MS_CHECK(im >= 0, where, ".merges[", r, "]: merged token \"", merged, "\" is not in ", where, ".vocab");
     merges_.put(ia, ib, static_cast<uint32_t>(r), im);
+    if (metaspace_runs_) {
+      const auto rank = static_cast<int64_t>(r);
+      if (all_metaspace(merged))
+        first_pure_rank = std::min(first_pure_rank, rank);
+      else
+        last_mixed_rank = rank;
+    }
   }
+  // See encode_metaspace_chunk: every "▁▁..." merge must come after every other merge.
+  metaspace_runs_ = metaspace_runs_ && last_mixed_rank < first_pure_rank;
 }
 
 BpeModel::~BpeModel() = default;
 
-int32_t BpeModel::token_to_id(std::string_view token) const {
-  auto it = vocab_.find(token);
-  return it == vocab_.end() ? -1 : it->second;
+void BpeModel::set_byte_level_input() {
+  byte_level_input_ = true;
+  const ByteLevelTable& t = byte_level_table();
+  for (int b = 0; b < 256; ++b)
+    byte_char_ids_[b] = prefix_.empty() && suffix_.empty() ? char_id(t.to_char[b], t.to_utf8[b]) : -1;
+  if (!ignore_merges_) return;
+  // Only tokens made of byte-level characters can equal a mapped piece; key those by their bytes.
+  raw_vocab_.reserve(vocab_.size());
+  std::string raw;
+  for (int32_t id = 0; id <= max_id(); ++id) {
+    raw.clear();
+    if (has_id_[id] && byte_level_decode(id_to_token_[id], raw)) raw_vocab_.insert(raw, id);
+  }
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
@@ -194,182 +156,87 @@ const std::string* BpeModel::id_to_token(int32_t id) const {
   return &id_to_token_[id];
 }
 
-int32_t BpeModel::char_id(char32_t cp, std::string_view utf8) const {
-  if (!prefix_.empty() || !suffix_.empty()) return token_to_id(utf8);
-  if (cp < 0x800) return ascii_ids_[cp];
-  auto it = char_ids_.find(cp);
-  return it == char_ids_.end() ? -1 : it->second;
-}
-
-void BpeModel::initial_symbols(std::string_view w, std::vector<int32_t>& ids) const {
-  int32_t pending_unk = -1;  // fused-unk state, as Hugging Face's merge_word
-  std::string with_affix;
-  for (size_t i = 0; i < w.size();) {
-    const size_t start = i;
-    const char32_t cp = utf8_next(w, i);
-    std::string_view s = w.substr(start, i - start);
-    int32_t id;
-    if (prefix_.empty() && suffix_.empty()) {
-      id = char_id(cp, s);
-    } else {
-      with_affix.assign(start > 0 ? prefix_ : std::string());
-      with_affix.append(s);
-      if (i == w.size()) with_affix += suffix_;
-      s = with_affix;
-      id = token_to_id(s);
-    }
-    if (id >= 0) {
-      if (pending_unk >= 0) ids.push_back(pending_unk), pending_unk = -1;
-      ids.push_back(id);
-      continue;
-    }
-    if (byte_fallback_) {
-      bool all = true;
-      for (unsigned char b : s) all = all && byte_ids_[b] >= 0;
-      if (all) {  // Hugging Face adds the bytes without flushing a pending unk first
-        for (unsigned char b : s) ids.push_back(byte_ids_[b]);
-        continue;
+// The ids of one piece, without the cache.
+void BpeModel::word_ids(std::string_view word, std::vector<int32_t>& ids) const {
+  if (byte_level_input_) {
+    // ignore_merges: the whole piece's token, looked up by its raw bytes.
+    if (const int32_t id = ignore_merges_ ? raw_vocab_.find(word) : -1; id >= 0) return ids.push_back(id);
+    // Every byte's character is a token (the common case): no byte-level string is needed.
+    const size_t start = ids.size();
+    bool mapped = true;
+    for (unsigned char b : word) {
+      if (byte_char_ids_[b] < 0) {
+        mapped = false;
+        break;
       }
+      ids.push_back(byte_char_ids_[b]);
     }
-    if (has_unk_) {
-      MS_CHECK(unk_id_ >= 0, "tokenizer.json: model.unk_token \"", unk_token_,
-               "\" is not in model.vocab but the text needs it; add it to the vocabulary");
-      if (pending_unk >= 0 && !fuse_unk_) ids.push_back(pending_unk);
-      pending_unk = unk_id_;
+    if (!mapped) {
+      thread_local std::string chars;
+      chars.clear();
+      byte_level_encode(word, chars);
+      ids.resize(start);
+      initial_symbols(chars, ids);
     }
-    // without an unk token the character is dropped, as Hugging Face does
+    return merge_all(ids);
   }
-  if (pending_unk >= 0) ids.push_back(pending_unk);
+  if (const int32_t id = ignore_merges_ ? token_to_id(word) : -1; id >= 0) return ids.push_back(id);
+  initial_symbols(word, ids);
+  merge_all(ids);
 }
 
-void BpeModel::merge_all(std::vector<int32_t>& ids) const {
-  const size_t n = ids.size();
-  if (n < 2) return;
-  if (n > kHeapThreshold) return merge_all_heap(ids);
-  // Small pieces: rank[i] is the rank of pair (i, i+1); repeatedly merge the leftmost lowest rank.
-  uint32_t rank[kHeapThreshold];
-  int32_t merged[kHeapThreshold];
-  size_t m = n;
-  for (size_t i = 0; i + 1 < m; ++i)
-    if (!merges_.get(ids[i], ids[i + 1], &rank[i], &merged[i])) rank[i] = UINT32_MAX;
-  while (m > 1) {
-    size_t best = 0;
-    for (size_t i = 1; i + 1 < m; ++i)
-      if (rank[i] < rank[best]) best = i;
-    if (rank[best] == UINT32_MAX) break;
-    ids[best] = merged[best];
-    for (size_t i = best + 1; i + 1 < m; ++i)
-      ids[i] = ids[i + 1], rank[i] = rank[i + 1], merged[i] = merged[i + 1];
-    --m;
-    if (best + 1 < m && !merges_.get(ids[best], ids[best + 1], &rank[best], &merged[best]))
-      rank[best] = UINT32_MAX;
-    if (best + 1 >= m) rank[best] = UINT32_MAX;
-    if (best > 0 && !merges_.get(ids[best - 1], ids[best], &rank[best - 1], &merged[best - 1]))
-      rank[best - 1] = UINT32_MAX;
-  }
-  ids.resize(m);
-}
-
-void BpeModel::merge_all_heap(std::vector<int32_t>& ids) const {
-  // Hugging Face's Word::merge_all: a min-heap of (rank, position) over a linked list of symbols.
-  struct Entry {
-    uint32_t rank;
-    int32_t pos, merged;
-    bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
-  };
-  const auto n = static_cast<int32_t>(ids.size());
-  std::vector<int32_t> prev(n), next(n);
-  for (int32_t i = 0; i < n; ++i) prev[i] = i - 1, next[i] = i + 1 < n ? i + 1 : -1;
-  std::vector<Entry> storage;
-  storage.reserve(static_cast<size_t>(n));
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap(std::greater<Entry>{},
-                                                                           std::move(storage));
-  auto push = [&](int32_t pos) {
-    uint32_t r;
-    int32_t m;
-    if (pos >= 0 && next[pos] >= 0 && merges_.get(ids[pos], ids[next[pos]], &r, &m)) heap.push({r, pos, m});
-  };
-  for (int32_t i = 0; i + 1 < n; ++i) push(i);
-  while (!heap.empty()) {
-    const Entry top = heap.top();
-    heap.pop();
-    const int32_t p = top.pos;
-    if (ids[p] < 0 || next[p] < 0) continue;
-    const int32_t q = next[p];
-    uint32_t r;
-    int32_t m;
-    if (!merges_.get(ids[p], ids[q], &r, &m) || m != top.merged) continue;  // stale entry
-    ids[p] = m;
-    ids[q] = -1;
-    next[p] = next[q];
-    if (next[q] >= 0) prev[next[q]] = p;
-    push(prev[p]);
-    push(p);
-  }
-  ids.erase(std::remove(ids.begin(), ids.end(), -1), ids.end());
-}
-
-void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+void BpeModel::encode_word(std::string_view word, PieceCache& cache, std::vector<int32_t>& out) const {
   // The cache holds final ids (ignore_merges included), so it is consulted first.
-  CacheSlot* slot = nullptr;
-  LongSlot* long_slot = nullptr;
-  uint64_t hash = 0;
-  if (word.size() < kMaxCachedBytes) {
-    hash = std::hash<std::string_view>{}(word) | 1;  // never 0, the empty slot's hash
-    ThreadCache& cache = thread_cache(serial_);
-    if (word.size() <= CacheSlot::kKeyBytes) {
-      slot = &cache.slots[(hash >> 1) & (kCacheSlots - 1)];
-      if (slot->hash == hash && slot->key_len == word.size() &&
-          std::memcmp(slot->key, word.data(), word.size()) == 0) {
-        out.insert(out.end(), slot->ids, slot->ids + slot->n_ids);
-        return;
-      }
-    } else {
-      long_slot = &cache.long_slots[(hash >> 1) & (kLongSlots - 1)];
-      if (long_slot->hash == hash && long_slot->key == word) {
-        out.insert(out.end(), long_slot->ids.begin(), long_slot->ids.end());
-        return;
-      }
-    }
-  }
+  PieceCache::Ref ref;
+  if (cache.find(word, out, ref)) return;
   thread_local std::vector<int32_t> ids;
   ids.clear();
-  if (const int32_t id = ignore_merges_ ? token_to_id(word) : -1; id >= 0) {
-    ids.push_back(id);
-  } else {
-    initial_symbols(word, ids);
-    merge_all(ids);
-  }
+  word_ids(word, ids);
   out.insert(out.end(), ids.begin(), ids.end());
-  if (slot && ids.size() <= CacheSlot::kIds) {
-    slot->hash = hash;
-    slot->key_len = static_cast<uint8_t>(word.size());
-    std::memcpy(slot->key, word.data(), word.size());
-    slot->n_ids = static_cast<uint8_t>(ids.size());
-    std::copy(ids.begin(), ids.end(), slot->ids);
-  } else if (long_slot) {
-    long_slot->hash = hash;
-    long_slot->key.assign(word);
-    long_slot->ids.assign(ids.begin(), ids.end());
-  }
+  PieceCache::store(ref, word, ids);
+}
+
+// A chunk "▁▁...▁w" (n >= 2 leading "▁", w without "▁") is encoded as "▁...▁" (n - 1) then "▁w", unless "▁w"
+// starts with the token "▁" itself, in which case as "▁...▁" (n) then the rest of "▁w". Exact when no token
+// has two leading "▁" before another character and every merge into a "▁"-only token ranks after every other
+// merge (checked at load; true for Mistral/Llama-2): merging the whole chunk first does all the merges of
+// "▁w" exactly as alone (a lone "▁" can only join the run's "▁" through a later "▁▁" merge, and a token
+// "▁..▁x" does not exist), then the "▁" runs merge among themselves, blind to w. Indented text has long
+// space runs before words; this keeps the pieces short enough for the cache and the O(n^2) merge loop.
+void BpeModel::encode_metaspace_chunk(std::string_view chunk, PieceCache& cache,
+                                      std::vector<int32_t>& out) const {
+  const size_t n = metaspace_runs_ ? leading_metaspaces(chunk) : 0;
+  if (n < 2 || 3 * n == chunk.size()) return encode_word(chunk, cache, out);
+  thread_local std::vector<int32_t> tail;
+  tail.clear();
+  encode_word(chunk.substr(3 * (n - 1)), cache, tail);
+  const bool lone = tail.front() == metaspace_id_;
+  encode_word(chunk.substr(0, 3 * (lone ? n : n - 1)), cache, out);
+  out.insert(out.end(), tail.begin() + (lone ? 1 : 0), tail.end());
 }
 
 void BpeModel::encode(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.empty()) return;
-  if (!metaspace_split_) return encode_word(piece, out);
+  PieceCache& cache = PieceCache::for_model(serial_);
+  if (!metaspace_split_) return encode_word(piece, cache, out);
   // Chunks "▁*[^▁]*": no vocabulary token contains "▁" after another character, so no merge crosses a chunk
-  // start.
+  // start. "▁" is E2 96 81; memchr finds the candidates.
   size_t start = 0;
-  for (size_t i = 0; i + 2 < piece.size(); ++i) {
-    if (piece.compare(i, 3, kMetaspace) != 0) continue;
-    const bool after_metaspace = i >= start + 3 && piece.compare(i - 3, 3, kMetaspace) == 0;
-    if (i > start && !after_metaspace) {
-      encode_word(piece.substr(start, i - start), out);
+  for (size_t i = 0;;) {
+    const void* hit = std::memchr(piece.data() + i, 0xE2, piece.size() - i);
+    if (!hit) break;
+    i = static_cast<size_t>(static_cast<const char*>(hit) - piece.data());
+    if (piece.substr(i, 3) != kMetaspace) {
+      ++i;
+      continue;
+    }
+    if (i > start && !(i >= 3 && piece.substr(i - 3, 3) == kMetaspace)) {
+      encode_metaspace_chunk(piece.substr(start, i - start), cache, out);
       start = i;
     }
-    i += 2;
+    i += 3;
   }
-  encode_word(piece.substr(start), out);
+  encode_metaspace_chunk(piece.substr(start), cache, out);
 }
 
 }  // namespace miniseq::tok

@@ -87,7 +87,7 @@ void Normalizer::apply(std::string& text) const {
         }
         break;
       case Kind::NFC:
-        text = nfc(text);
+        if (!nfc_quick_check(text)) text = nfc(text);  // the usual case needs no copy
         break;
       case Kind::Strip: {
         size_t b = 0, e = text.size();

@@ -23,14 +23,18 @@ struct Part {
 // Hugging Face's SplitDelimiterBehavior applied to a partition of one piece into matches and gaps.
 template <typename Behavior>
 void combine(std::vector<Part>& parts, Behavior b, std::vector<PreTokens::Span>& out) {
-  std::vector<Part> acc;
+  if (b == Behavior::Isolated) {
+    for (const Part& p : parts) out.push_back({p.begin, p.end});
+    return;
+  }
+  thread_local std::vector<Part> acc;  // reused: no allocation per piece
+  acc.clear();
   switch (b) {
     case Behavior::Removed:
       for (const Part& p : parts)
         if (!p.is_match) acc.push_back(p);
       break;
     case Behavior::Isolated:
-      acc = parts;
       break;
     case Behavior::MergedWithPrevious: {
       bool previous_match = false;
@@ -142,18 +146,19 @@ void PreTokenizer::add(const json& j, const std::string& where) {
   steps_.push_back(std::move(s));
 }
 
-void PreTokenizer::apply(std::string text, bool at_text_start, PreTokens& out) const {
-  out.text = std::move(text);
+void PreTokenizer::apply(std::string_view text, bool at_text_start, PreTokens& out) const {
+  out.text = text;
   out.spans.clear();
-  if (out.text.empty()) return;
-  out.spans.push_back({0, static_cast<uint32_t>(out.text.size())});
-  for (const Step& s : steps_) {
+  if (text.empty()) return;
+  out.spans.push_back({0, static_cast<uint32_t>(text.size())});
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const Step& s = steps_[i];
     switch (s.kind) {
       case Kind::Split:
         run_split(s, out);
         break;
       case Kind::ByteLevel:
-        run_byte_level(s, out);
+        run_byte_level(s, /*map_bytes=*/i + 1 < steps_.size(), out);  // see byte_level_deferred()
         break;
       case Kind::Metaspace:
         run_metaspace(s, at_text_start, out);
@@ -163,19 +168,30 @@ void PreTokenizer::apply(std::string text, bool at_text_start, PreTokens& out) c
 }
 
 void PreTokenizer::run_split(const Step& s, PreTokens& p) const {
-  std::vector<PreTokens::Span> spans;
-  std::vector<std::pair<size_t, size_t>> matches;
-  std::vector<Part> parts;
+  thread_local std::vector<std::pair<size_t, size_t>> matches;
+  thread_local std::vector<Part> parts;
+  auto& spans = p.scratch_spans;
+  spans.clear();
   for (const auto& span : p.spans) {
     matches.clear();
-    parts.clear();
     s.regex->find_all(p.piece(span), matches);
+    const bool direct = s.behavior == Behavior::Isolated && !s.invert;  // the usual case: no Part list
+    if (!direct) parts.clear();
     uint32_t pos = span.begin;
     for (auto [b, e] : matches) {
       const auto mb = static_cast<uint32_t>(span.begin + b), me = static_cast<uint32_t>(span.begin + e);
-      if (mb > pos) parts.push_back({pos, mb, s.invert});
-      parts.push_back({mb, me, !s.invert});
+      if (direct) {
+        if (mb > pos) spans.push_back({pos, mb});
+        spans.push_back({mb, me});
+      } else {
+        if (mb > pos) parts.push_back({pos, mb, s.invert});
+        parts.push_back({mb, me, !s.invert});
+      }
       pos = me;
+    }
+    if (direct) {
+      if (pos < span.end) spans.push_back({pos, span.end});
+      continue;
     }
     if (pos < span.end) parts.push_back({pos, span.end, s.invert});
     combine(parts, s.behavior, spans);
@@ -183,58 +199,55 @@ void PreTokenizer::run_split(const Step& s, PreTokens& p) const {
   p.spans.swap(spans);
 }
 
-void PreTokenizer::run_byte_level(const Step& s, PreTokens& p) const {
+void PreTokenizer::run_byte_level(const Step& s, bool map_bytes, PreTokens& p) const {
   // Optional prefix space per piece, optional GPT-2 split, then every byte to its byte-level character.
   if (s.add_prefix_space) {
-    std::string text;
-    std::vector<PreTokens::Span> spans;
+    p.scratch.clear();
+    p.scratch_spans.clear();
     for (const auto& span : p.spans) {
-      const auto b = static_cast<uint32_t>(text.size());
-      if (p.text[span.begin] != ' ') text += ' ';
-      text.append(p.piece(span));
-      spans.push_back({b, static_cast<uint32_t>(text.size())});
+      const auto b = static_cast<uint32_t>(p.scratch.size());
+      if (p.text[span.begin] != ' ') p.scratch += ' ';
+      p.scratch.append(p.piece(span));
+      p.scratch_spans.push_back({b, static_cast<uint32_t>(p.scratch.size())});
     }
-    p.text.swap(text);
-    p.spans.swap(spans);
+    p.commit_text();
   }
   if (s.regex) {
     Step split;
     split.regex = s.regex;
     run_split(split, p);
   }
-  std::string text;
-  text.reserve(p.text.size() * 2);
-  std::vector<PreTokens::Span> spans;
-  spans.reserve(p.spans.size());
+  if (!map_bytes) return;
+  p.scratch.clear();
+  p.scratch.reserve(p.text.size() * 2);
+  p.scratch_spans.clear();
   for (const auto& span : p.spans) {
-    const auto b = static_cast<uint32_t>(text.size());
-    byte_level_encode(p.piece(span), text);
-    spans.push_back({b, static_cast<uint32_t>(text.size())});
+    const auto b = static_cast<uint32_t>(p.scratch.size());
+    byte_level_encode(p.piece(span), p.scratch);
+    p.scratch_spans.push_back({b, static_cast<uint32_t>(p.scratch.size())});
   }
-  p.text.swap(text);
-  p.spans.swap(spans);
+  p.commit_text();
 }
 
 void PreTokenizer::run_metaspace(const Step& s, bool at_text_start, PreTokens& p) const {
-  std::string text;
-  std::vector<PreTokens::Span> spans;
+  p.scratch.clear();
+  p.scratch_spans.clear();
   for (const auto& span : p.spans) {
-    std::string piece(p.piece(span));
+    const std::string_view piece = p.piece(span);
     const bool first = at_text_start && span.begin == 0;
-    size_t pos = 0;
-    std::string replaced;
-    for (size_t hit; (hit = piece.find(' ', pos)) != std::string::npos; pos = hit + 1)
-      replaced.append(piece, pos, hit - pos), replaced += s.replacement;
-    replaced.append(piece, pos);
-    const bool starts = replaced.rfind(s.replacement, 0) == 0;
+    const auto b = static_cast<uint32_t>(p.scratch.size());
+    for (char c : piece) {
+      if (c == ' ')
+        p.scratch += s.replacement;
+      else
+        p.scratch += c;
+    }
+    const bool starts = p.scratch.compare(b, s.replacement.size(), s.replacement) == 0;
     if (!starts && (s.prepend == Prepend::Always || (s.prepend == Prepend::First && first)))
-      replaced.insert(0, s.replacement);
-    const auto b = static_cast<uint32_t>(text.size());
-    text += replaced;
-    spans.push_back({b, static_cast<uint32_t>(text.size())});
+      p.scratch.insert(b, s.replacement);
+    p.scratch_spans.push_back({b, static_cast<uint32_t>(p.scratch.size())});
   }
-  p.text.swap(text);
-  p.spans.swap(spans);
+  p.commit_text();
   if (s.split) {
     Step split;
     split.regex = s.regex;

@@ -7,21 +7,30 @@
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "miniseq/io/tokenizer/regex.h"
 
 namespace miniseq::tok {
 
-// Pieces of text: spans [begin, end) into one buffer, in order.
+// Pieces of text: spans [begin, end) into `text`, in order. `text` is the caller's input until a step
+// rewrites it (prefix space, Metaspace), then `buffer`. The object is reused between calls so that its
+// buffers stay allocated.
 struct PreTokens {
   struct Span {
     uint32_t begin, end;
   };
-  std::string text;
+  std::string_view text;
   std::vector<Span> spans;
-  std::string_view piece(const Span& s) const {
-    return std::string_view(text).substr(s.begin, s.end - s.begin);
+  std::string buffer, scratch;      // owned text; scratch: the next step's output
+  std::vector<Span> scratch_spans;  // the next step's spans
+  std::string_view piece(const Span& s) const { return text.substr(s.begin, s.end - s.begin); }
+  // Makes scratch / scratch_spans (filled by a step) the current text and spans.
+  void commit_text() {
+    buffer.swap(scratch);
+    text = buffer;
+    spans.swap(scratch_spans);
   }
 };
 
@@ -31,8 +40,12 @@ class PreTokenizer {
   static PreTokenizer from_json(const nlohmann::json& j, const std::string& where);
 
   // Splits `text` into pieces. at_text_start: this text begins at offset 0 of the user's input (Metaspace
-  // prepend_scheme "first" prepends only there).
-  void apply(std::string text, bool at_text_start, PreTokens& out) const;
+  // prepend_scheme "first" prepends only there). `text` must outlive the use of `out`.
+  void apply(std::string_view text, bool at_text_start, PreTokens& out) const;
+
+  // True when the last step is ByteLevel. apply() then leaves the pieces as raw bytes (the byte -> character
+  // mapping is left to the model, which only needs it for pieces that miss its cache).
+  bool byte_level_deferred() const { return !steps_.empty() && steps_.back().kind == Kind::ByteLevel; }
 
   bool empty() const { return steps_.empty(); }
 
@@ -52,7 +65,7 @@ class PreTokenizer {
   };
   void add(const nlohmann::json& j, const std::string& where);
   void run_split(const Step& s, PreTokens& p) const;
-  void run_byte_level(const Step& s, PreTokens& p) const;
+  void run_byte_level(const Step& s, bool map_bytes, PreTokens& p) const;
   void run_metaspace(const Step& s, bool at_text_start, PreTokens& p) const;
   std::vector<Step> steps_;
 };

@@ -111,6 +111,7 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
   t.normalizer_ = Normalizer::from_json(j.value("normalizer", json()), where + ": normalizer");
   t.pre_tokenizer_ = PreTokenizer::from_json(j.value("pre_tokenizer", json()), where + ": pre_tokenizer");
   t.decoder_ = Decoder::from_json(j.value("decoder", json()), where + ": decoder");
+  if (t.pre_tokenizer_.byte_level_deferred()) t.model_->set_byte_level_input();
   t.vocab_size_ = t.model_->max_id() + 1;
 
   std::vector<AddedToken> raw, normalized;
@@ -185,23 +186,29 @@ bool Tokenizer::is_special(int32_t id) const {
   return false;
 }
 
-void Tokenizer::encode_normalized(std::string text, bool at_text_start, std::vector<int32_t>& out) const {
+void Tokenizer::encode_normalized(std::string_view text, bool at_text_start,
+                                  std::vector<int32_t>& out) const {
   thread_local PreTokens pre;
-  pre_tokenizer_.apply(std::move(text), at_text_start, pre);
+  pre_tokenizer_.apply(text, at_text_start, pre);
   for (const auto& span : pre.spans) model_->encode(pre.piece(span), out);
 }
 
 void Tokenizer::encode_plain(std::string_view text, bool at_text_start, std::vector<int32_t>& out) const {
-  std::string s(text);
+  if (normalizer_.empty() && normalized_matcher_.empty())  // Llama-3: the text as it is, no copy
+    return encode_normalized(text, at_text_start, out);
+  thread_local std::string s;  // per-thread scratch, reused across calls
+  s.assign(text);
   normalizer_.apply(s);
-  if (normalized_matcher_.empty()) return encode_normalized(std::move(s), at_text_start, out);
-  std::vector<AddedTokenMatcher::Segment> segs;
+  if (normalized_matcher_.empty()) return encode_normalized(s, at_text_start, out);
+  thread_local std::vector<AddedTokenMatcher::Segment> segs;
+  segs.clear();
   normalized_matcher_.split(s, segs);
   for (const auto& g : segs) {
     if (g.id >= 0)
       out.push_back(g.id);
     else
-      encode_normalized(s.substr(g.begin, g.end - g.begin), at_text_start && g.begin == 0, out);
+      encode_normalized(std::string_view(s).substr(g.begin, g.end - g.begin), at_text_start && g.begin == 0,
+                        out);
   }
 }
 
@@ -209,9 +216,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   std::string repaired;
   if (!utf8_valid(text)) repaired = utf8_repair(text), text = repaired;
   std::vector<int32_t> out;
-  out.reserve(text.size() / 3 + 4);
-  if (add_special_tokens) out = prefix_ids_;
-  std::vector<AddedTokenMatcher::Segment> segs;
+  out.reserve(text.size() / 3 + 4 + prefix_ids_.size() + suffix_ids_.size());
+  if (add_special_tokens) out.insert(out.end(), prefix_ids_.begin(), prefix_ids_.end());
+  thread_local std::vector<AddedTokenMatcher::Segment> segs;
+  segs.clear();
   raw_matcher_.split(text, segs);
   for (const auto& g : segs) {
     if (g.id >= 0)

@@ -4,7 +4,8 @@
 // Prepend/Replace "▁" normalizer or Metaspace, byte_fallback) and byte-level (Llama-3, Qwen2/3: regex Split +
 // ByteLevel, NFC for Qwen).
 //
-// Thread-safe: encode/decode are const and may run concurrently (the merge cache locks internally).
+// Thread-safe: encode/decode are const and may run concurrently (the merge cache and scratch buffers are per
+// thread).
 #pragma once
 
 #include <cstdint>
@@ -52,7 +53,7 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   void encode_plain(std::string_view text, bool at_text_start, std::vector<int32_t>& out) const;
-  void encode_normalized(std::string text, bool at_text_start, std::vector<int32_t>& out) const;
+  void encode_normalized(std::string_view text, bool at_text_start, std::vector<int32_t>& out) const;
 
   std::unique_ptr<BpeModel> model_;
   Normalizer normalizer_;

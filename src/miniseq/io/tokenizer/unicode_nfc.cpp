@@ -74,6 +74,10 @@ bool nfc_unsafe(char32_t c) {
 
 bool nfc_quick_check(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      i = skip_ascii(text, i);
+      continue;
+    }
     if (static_cast<unsigned char>(text[i]) < 0xCC) {  // below U+0300: always stable
       i += utf8_len(static_cast<unsigned char>(text[i]));
       continue;

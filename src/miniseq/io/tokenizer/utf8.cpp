@@ -48,7 +48,7 @@ size_t valid_prefix(std::string_view s, size_t i, size_t* want) {
 bool utf8_valid(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
     if (static_cast<unsigned char>(s[i]) < 0x80) {
-      ++i;
+      i = skip_ascii(s, i);
       continue;
     }
     size_t want = 0;

@@ -2,6 +2,8 @@
 // substitution as Rust's String::from_utf8_lossy and Python's errors="replace"), Unicode White_Space.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -24,6 +26,18 @@ inline char32_t utf8_next(std::string_view s, size_t& i) {
   for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
   i += n;
   return cp;
+}
+
+// The first position at or after i that holds a non-ASCII byte (s.size() when none); 8 bytes per step, since
+// English text is nearly all ASCII.
+inline size_t skip_ascii(std::string_view s, size_t i) {
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    if (w & 0x8080808080808080ULL) break;
+  }
+  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;
+  return i;
 }
 
 void utf8_append(std::string& out, char32_t cp);
