@@ -73,7 +73,7 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
     std::snprintf(name, sizeof name, "<0x%02X>", b);
     byte_ids_[b] = token_to_id(name);
   }
-  ascii_ids_.assign(0x800, -1);
+  low_char_ids_.assign(kLowChars, -1);
   // With ignore_merges a piece found whole in the vocabulary is one token, so pieces must not be cut.
   metaspace_split_ = prefix_.empty() && suffix_.empty() && !ignore_merges_ && token_to_id(kMetaspace) >= 0;
   metaspace_id_ = token_to_id(kMetaspace);
@@ -83,8 +83,8 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
     size_t i = 0;
     const char32_t cp = token.empty() ? 0 : utf8_next(token, i);
     if (!token.empty() && i == token.size()) {
-      if (cp < 0x800)
-        ascii_ids_[cp] = id;
+      if (cp < kLowChars)
+        low_char_ids_[cp] = id;
       else
         char_ids_[cp] = id;
     }

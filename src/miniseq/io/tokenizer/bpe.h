@@ -54,7 +54,10 @@ class BpeModel {
   std::vector<std::string> id_to_token_;
   std::vector<uint8_t> has_id_;
   MergeTable merges_;
-  std::vector<int32_t> ascii_ids_;                  // code point < 0x800 -> id (-1)
+  // Single-character tokens by code point below kLowChars (Latin to CJK punctuation, "▁" included: a flat
+  // array rather than a hash lookup per character), -1 when absent; the others in char_ids_.
+  static constexpr char32_t kLowChars = 0x3000;
+  std::vector<int32_t> low_char_ids_;
   std::unordered_map<char32_t, int32_t> char_ids_;  // other single-character tokens
   int32_t byte_ids_[256];                           // <0xXX> tokens (-1)
   std::string unk_token_;

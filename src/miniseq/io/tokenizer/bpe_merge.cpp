@@ -17,7 +17,7 @@ constexpr size_t kHeapThreshold = 64;  // pieces with more symbols use the O(n l
 
 int32_t BpeModel::char_id(char32_t cp, std::string_view utf8) const {
   if (!prefix_.empty() || !suffix_.empty()) return token_to_id(utf8);
-  if (cp < 0x800) return ascii_ids_[cp];
+  if (cp < kLowChars) return low_char_ids_[cp];
   auto it = char_ids_.find(cp);
   return it == char_ids_.end() ? -1 : it->second;
 }
@@ -25,12 +25,21 @@ int32_t BpeModel::char_id(char32_t cp, std::string_view utf8) const {
 void BpeModel::initial_symbols(std::string_view w, std::vector<int32_t>& ids) const {
   int32_t pending_unk = -1;  // fused-unk state, as Hugging Face's merge_word
   std::string with_affix;
+  const bool plain = prefix_.empty() && suffix_.empty();
   for (size_t i = 0; i < w.size();) {
+    // Fast path: an ASCII character that is a token, no unk pending.
+    if (const auto b = static_cast<unsigned char>(w[i]); plain && b < 0x80 && pending_unk < 0) {
+      if (const int32_t id = low_char_ids_[b]; id >= 0) {
+        ids.push_back(id);
+        ++i;
+        continue;
+      }
+    }
     const size_t start = i;
     const char32_t cp = utf8_next(w, i);
     std::string_view s = w.substr(start, i - start);
     int32_t id;
-    if (prefix_.empty() && suffix_.empty()) {
+    if (plain) {
       id = char_id(cp, s);
     } else {
       with_affix.assign(start > 0 ? prefix_ : std::string());
@@ -74,10 +83,12 @@ void BpeModel::merge_all(std::vector<int32_t>& ids) const {
   for (size_t i = 0; i + 1 < m; ++i) merges_.prefetch(ids[i], ids[i + 1]);
   for (size_t i = 0; i + 1 < m; ++i) rank[i] = merges_.rank(ids[i], ids[i + 1]);
   while (m > 1) {
+    // The leftmost lowest rank: the minimum first (a loop the compiler vectorizes), then its position.
+    uint32_t low = MergeTable::kNone;
+    for (size_t i = 0; i + 1 < m; ++i) low = std::min(low, rank[i]);
+    if (low == MergeTable::kNone) break;
     size_t best = 0;
-    for (size_t i = 1; i + 1 < m; ++i)
-      if (rank[i] < rank[best]) best = i;
-    if (rank[best] == MergeTable::kNone) break;
+    while (rank[best] != low) ++best;
     ids[best] = merges_.merged(rank[best]);
     for (size_t i = best + 1; i + 1 < m; ++i) ids[i] = ids[i + 1], rank[i] = rank[i + 1];
     --m;

@@ -28,23 +28,26 @@ inline uint64_t load32(const char* p) {
 constexpr uint64_t kP0 = 0xa0761d6478bd642fULL, kP1 = 0xe7037ed1a0b428dbULL, kP2 = 0x8ebc6af09c88c6e3ULL;
 }  // namespace hash_detail
 
+// The n <= 8 bytes at p as a little-endian word, zero-padded, without reading past p + n and without a
+// memcpy call: two overlapping loads (n >= 4) or three single bytes.
+inline uint64_t load_tail(const char* p, size_t n) {
+  using namespace hash_detail;
+  if (n == 8) return load64(p);
+  if (n >= 4) return load32(p) | (load32(p + n - 4) << (8 * (n - 4)));
+  if (n == 0) return 0;
+  const auto byte = [&](size_t i) {
+    return static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  };
+  return byte(0) | byte(n / 2) | byte(n - 1);
+}
+
 inline uint64_t hash_bytes(std::string_view s) {
   using namespace hash_detail;
   const char* p = s.data();
   size_t n = s.size();
   uint64_t h = kP2 ^ n;
   for (; n > 8; p += 8, n -= 8) h = mum(h ^ load64(p), kP0);
-  // The last 1..8 bytes without reading past the end: overlapping loads (or three single bytes).
-  uint64_t tail;
-  if (n >= 4)
-    tail = (load32(p) << 32) | load32(p + n - 4);
-  else if (n > 0)
-    tail = (static_cast<uint64_t>(static_cast<unsigned char>(p[0])) << 16) |
-           (static_cast<uint64_t>(static_cast<unsigned char>(p[n / 2])) << 8) |
-           static_cast<unsigned char>(p[n - 1]);
-  else
-    tail = 0;
-  return mum(h ^ tail, kP1);
+  return mum(h ^ load_tail(p, n), kP1);
 }
 
 // A 64-bit integer mixer (the MurmurHash3 finalizer) for integer keys.

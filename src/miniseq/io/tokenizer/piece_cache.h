@@ -7,6 +7,7 @@
 // table of heap-allocated slots.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -41,15 +42,17 @@ class PieceCache {
   bool find(std::string_view piece, std::vector<int32_t>& out, Ref& ref) {
     const size_t n = piece.size();
     if (n <= kShortBytes) {
-      ref.key[0] = ref.key[1] = ref.key[2] = 0;
-      std::memcpy(ref.key, piece.data(), n);
+      const char* p = piece.data();
+      ref.key[0] = load_tail(p, std::min<size_t>(n, 8));
+      ref.key[1] = n > 8 ? load_tail(p + 8, std::min<size_t>(n - 8, 8)) : 0;
+      ref.key[2] = n > 16 ? load_tail(p + 16, n - 16) : 0;
       using namespace hash_detail;
       ref.hash = mum(ref.key[0] ^ kP0 ^ n, ref.key[1] ^ kP1) ^ mum(ref.key[2] ^ kP2, kP0);
       ShortSlot& s = short_[ref.hash & (kShortSlots - 1)];
       ref.slot = &s, ref.is_short = true;
       if (s.length != n || s.key[0] != ref.key[0] || s.key[1] != ref.key[1] || s.key[2] != ref.key[2])
         return false;
-      out.insert(out.end(), s.ids, s.ids + s.n_ids);
+      for (int k = 0; k < s.n_ids; ++k) out.push_back(s.ids[k]);  // a few ids: cheaper than insert's memmove
       return true;
     }
     ref.is_short = false;

@@ -216,7 +216,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   std::string repaired;
   if (!utf8_valid(text)) repaired = utf8_repair(text), text = repaired;
   std::vector<int32_t> out;
-  out.reserve(text.size() / 3 + 4 + prefix_ids_.size() + suffix_ids_.size());
+  out.reserve(text.size() / 2 + 4 + prefix_ids_.size() + suffix_ids_.size());  // ~3-4 bytes per token
   if (add_special_tokens) out.insert(out.end(), prefix_ids_.begin(), prefix_ids_.end());
   thread_local std::vector<AddedTokenMatcher::Segment> segs;
   segs.clear();
