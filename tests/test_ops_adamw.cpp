@@ -67,3 +67,30 @@ TEST(AdamwCpu, MatchesReference) {
     EXPECT_TRUE(all_close(v, rv, fp32_tol(1, 4.0 * max_abs(rv))));
   }
 }
+
+// A bf16 parameter with its fp32 master copy: the update runs on the master exactly as on an fp32 parameter, and
+// the parameter holds the master rounded to bf16 (so updates below half a bf16 ulp accumulate in the master).
+TEST(AdamwCpu, MasterCopyForBf16Parameters) {
+  auto be = make_cpu_backend();
+  const int64_t n = 1003;
+  auto p = random_floats(n, 3), g = random_floats(n, 4);
+  std::vector<float> m(n, 0.0f), v(n, 0.0f), m2 = m, v2 = v, master = p;
+  std::vector<uint16_t> pb(static_cast<size_t>(n));
+  convert(p.data(), DType::F32, pb.data(), DType::BF16, static_cast<size_t>(n));
+  AdamWParams ap;
+  ap.lr = 1e-5, ap.weight_decay = 0.1;
+  for (int64_t step = 1; step <= 3; ++step) {
+    ap.step = step;
+    be->adamw_step(tensor_of(p, {n}), tensor_of(g, {n}), tensor_of(m, {n}), tensor_of(v, {n}), ap);
+    const Tensor tmaster = tensor_of(master, {n});
+    be->adamw_step(Tensor(pb.data(), {n}, DType::BF16), tensor_of(g, {n}), tensor_of(m2, {n}), tensor_of(v2, {n}), ap,
+                   &tmaster);
+  }
+  EXPECT_EQ(master, p);  // bit for bit the fp32 update
+  std::vector<uint16_t> want(static_cast<size_t>(n));
+  convert(p.data(), DType::F32, want.data(), DType::BF16, static_cast<size_t>(n));
+  EXPECT_EQ(pb, want);
+  EXPECT_THROW(be->adamw_step(Tensor(pb.data(), {n}, DType::BF16), tensor_of(g, {n}), tensor_of(m2, {n}),
+                              tensor_of(v2, {n}), ap),
+               Error);
+}

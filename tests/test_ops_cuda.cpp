@@ -357,14 +357,35 @@ TEST(CudaOps, AdamW) {
   EXPECT_TRUE(close("adamw param (f32)", host(*gp), cp, 4e-7 * max_abs(cp)));
   EXPECT_TRUE(close("adamw m", host(*gm), cm, 4e-7 * max_abs(cm)));
   EXPECT_TRUE(close("adamw v", host(*gv), cv, 4e-7 * max_abs(cv)));
-  // bf16 parameter: the master copy keeps the small update that bf16 storage alone would lose.
+  // bf16 parameter: its fp32 master copy (the optimizer's, in the plan) takes the update, the parameter gets it
+  // rounded; without the master the call is refused.
   auto pb = bf16_round(p);
   auto gpb = dev(pb, Shape{n}), gm2 = dev(m, Shape{n}, DType::F32), gv2 = dev(v, Shape{n}, DType::F32);
+  auto gmaster = dev(pb, Shape{n}, DType::F32);
   std::vector<float> cpb = pb, cm2 = m, cv2 = v;
   e.cpu->adamw_step(tensor_of(cpb, Shape{n}), tensor_of(g, Shape{n}), tensor_of(cm2, Shape{n}),
                     tensor_of(cv2, Shape{n}), ap);
-  e.gpu->adamw_step(*gpb, *gg, *gm2, *gv2, ap);
+  const Tensor& tmaster = *gmaster;
+  e.gpu->adamw_step(*gpb, *gg, *gm2, *gv2, ap, &tmaster);
+  EXPECT_TRUE(close("adamw master (fp32)", host(*gmaster), cpb, 4e-7 * max_abs(cpb)));
   EXPECT_TRUE(close("adamw param (bf16)", host(*gpb), cpb, 1.01 * kUb * max_abs(cpb)));
+  EXPECT_THROW(e.gpu->adamw_step(*gpb, *gg, *gm2, *gv2, ap), Error);
+  // bf16 moments (memory policy): widened, updated, used in fp32, stored rounded, as on the CPU.
+  auto mb = bf16_round(m), vb = bf16_round(v);
+  std::vector<uint16_t> cmb(static_cast<size_t>(n)), cvb(static_cast<size_t>(n));
+  convert(mb.data(), DType::F32, cmb.data(), DType::BF16, cmb.size());
+  convert(vb.data(), DType::F32, cvb.data(), DType::BF16, cvb.size());
+  std::vector<float> cp3 = p;
+  e.cpu->adamw_step(tensor_of(cp3, Shape{n}), tensor_of(g, Shape{n}), Tensor(cmb.data(), Shape{n}, DType::BF16),
+                    Tensor(cvb.data(), Shape{n}, DType::BF16), ap);
+  auto gp3 = dev(p, Shape{n}, DType::F32), gmb = dev(mb, Shape{n}), gvb = dev(vb, Shape{n});
+  e.gpu->adamw_step(*gp3, *gg, *gmb, *gvb, ap);
+  std::vector<float> want_m(static_cast<size_t>(n)), want_v(static_cast<size_t>(n));
+  convert(cmb.data(), DType::BF16, want_m.data(), DType::F32, want_m.size());
+  convert(cvb.data(), DType::BF16, want_v.data(), DType::F32, want_v.size());
+  EXPECT_TRUE(close("adamw param (bf16 moments)", host(*gp3), cp3, 4e-7 * max_abs(cp3)));
+  EXPECT_TRUE(close("adamw m (bf16)", host(*gmb), want_m, 1.01 * kUb * max_abs(want_m)));
+  EXPECT_TRUE(close("adamw v (bf16)", host(*gvb), want_v, 1.01 * kUb * max_abs(want_v)));
 }
 
 namespace {

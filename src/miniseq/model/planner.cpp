@@ -40,6 +40,7 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
   } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
+    if (target.params != DType::F32) master.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "master:");
   }
   TokenBatch b;
   b.batch = batch, b.seq = seq;

@@ -130,8 +130,10 @@ class Backend {
   virtual double sum_squares(const Tensor& x) = 0;                 // for global grad norms
 
   // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 or bf16 (both the same) ----
+  // Without `master` the fp32 param is updated in place. With `master` (fp32, the weights' exact values when the
+  // param is stored in bf16) the update runs on master and param receives it rounded to its dtype.
   virtual void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                          const AdamWParams& p) = 0;
+                          const AdamWParams& p, const Tensor* master = nullptr) = 0;
 };
 
 // Backend factories. make_backend(Device::CUDA) fails with a clear error when CUDA was not built.

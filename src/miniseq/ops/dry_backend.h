@@ -39,7 +39,8 @@ class DryBackend final : public Backend {
   void fill_zero(const Tensor&) override {}
   void copy(const Tensor&, const Tensor&) override {}
   double sum_squares(const Tensor&) override { return 0.0; }
-  void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWParams&) override {}
+  void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWParams&,
+                  const Tensor*) override {}
 
  private:
   Device device_;

@@ -4,9 +4,23 @@
 
 namespace miniseq {
 
-AdamW::AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments)
+// Allocation order (m, v, master) = the planner's (model/planner.cpp plan_run).
+AdamW::AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params)
     : m_(plan, specs, moments, MemCategory::Optimizer, "exp_avg:"),
-      v_(plan, specs, moments, MemCategory::Optimizer, "exp_avg_sq:") {}
+      v_(plan, specs, moments, MemCategory::Optimizer, "exp_avg_sq:") {
+  if (params != DType::F32) master_.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "master:");
+}
+
+void AdamW::reset(Backend& be, const ParamSet& weights) {
+  zero(be);
+  if (master_)
+    for (size_t i = 0; i < weights.size(); ++i) be.copy((*master_)[i], weights[i]);
+}
+
+void AdamW::weights_from_master(Backend& be, const ParamSet& weights) {
+  if (master_)
+    for (size_t i = 0; i < weights.size(); ++i) be.copy(weights[i], (*master_)[i]);
+}
 
 void AdamW::zero(Backend& be) {
   m_.for_each([&](const ParamSpec&, const Tensor& t) { be.fill_zero(t); });
@@ -47,7 +61,7 @@ void AdamW::update(Backend& be, const ParamSpec& spec, const Tensor& weight, con
   p.weight_decay = decays(spec) ? h.weight_decay : 0.0;
   p.step = h.step;
   p.grad_scale = static_cast<float>(h.clip);
-  be.adamw_step(weight, grad, m_.get(spec.name), v_.get(spec.name), p);
+  be.adamw_step(weight, grad, m_.get(spec.name), v_.get(spec.name), p, master_ ? &master_->get(spec.name) : nullptr);
 }
 
 void AdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 
 #include "miniseq/model/decoder.h"
 #include "miniseq/ops/backend.h"
@@ -19,11 +20,20 @@ struct AdamWHyper {
 
 class AdamW {
  public:
-  AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments = DType::F32);
+  // `params`: the weights' dtype. Other than F32 (the CUDA backend's bf16), the optimizer keeps fp32 master weights
+  // in the plan (category optimizer) and updates those; the weights get the result rounded.
+  AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments = DType::F32,
+        DType params = DType::F32);
 
   const ParamSet& exp_avg() const { return m_; }
   const ParamSet& exp_avg_sq() const { return v_; }
-  void zero(Backend& be);
+  bool has_master() const { return master_.has_value(); }
+  const ParamSet& master() const { return *master_; }
+  void zero(Backend& be);  // moments only
+  // A fresh run: moments zero and the master weights (if any) from the weights.
+  void reset(Backend& be, const ParamSet& weights);
+  // The weights from the master weights (after a checkpoint was loaded into them).
+  void weights_from_master(Backend& be, const ParamSet& weights);
 
   // Global L2 norm of all gradients (computed in double).
   static double grad_norm(Backend& be, const ParamSet& grads);
@@ -39,6 +49,7 @@ class AdamW {
 
  private:
   ParamSet m_, v_;
+  std::optional<ParamSet> master_;
 };
 
 // Optimizer in backward, pass 1: the squared norm of every gradient as its group completes. norm() sums them in

@@ -159,7 +159,7 @@ TrainResult run_training(const TrainSetup& setup) {
   if (a.offload_optimizer) {
     host_opt.emplace(*host_plan, param_specs(config), a.moments_dtype, *be);
   } else {
-    dev_opt.emplace(plan, param_specs(config), a.moments_dtype);
+    dev_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype());
   }
   const ParamSet& exp_avg = host_opt ? host_opt->exp_avg() : dev_opt->exp_avg();
   const ParamSet& exp_avg_sq = host_opt ? host_opt->exp_avg_sq() : dev_opt->exp_avg_sq();
@@ -177,21 +177,23 @@ TrainResult run_training(const TrainSetup& setup) {
     resume.clear();
   }
   if (!resume.empty()) {
-    progress = load_checkpoint(resume, model.weights(), exp_avg, exp_avg_sq, be.get(),
-                               host_opt ? &host_opt->master() : nullptr)
-                   .progress;
+    const ParamSet* master = host_opt                ? &host_opt->master()
+                             : dev_opt->has_master() ? &dev_opt->master()
+                                                     : nullptr;
+    progress = load_checkpoint(resume, model.weights(), exp_avg, exp_avg_sq, be.get(), master).progress;
     if (host_opt) host_opt->upload_to(model.weights());
+    else dev_opt->weights_from_master(*be, model.weights());
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
   } else if (setup.init_weights) {
     setup.init_weights(model.weights(), be.get());
     if (host_opt) host_opt->init_from(model.weights());
-    else dev_opt->zero(*be);
+    else dev_opt->reset(*be, model.weights());
   } else {
     SafetensorsModel files(setup.model_dir);
     load_params_grown(files, setup.file_config, config, model.weights(), be.get());
     if (host_opt) host_opt->init_from(model.weights());
-    else dev_opt->zero(*be);
+    else dev_opt->reset(*be, model.weights());
   }
   const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
   const int64_t micro_per_epoch = (data.size() + B - 1) / B;
@@ -205,6 +207,7 @@ TrainResult run_training(const TrainSetup& setup) {
   save.exp_avg = &exp_avg;
   save.exp_avg_sq = &exp_avg_sq;
   if (host_opt) save.master = &host_opt->master();
+  else if (dev_opt->has_master()) save.master = &dev_opt->master();
   save.progress = &progress;
   save.tokenizer_dir = setup.tokenizer_dir;
   save.tokenizer_overrides = setup.tokenizer_overrides;

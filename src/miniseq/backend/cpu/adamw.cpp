@@ -7,7 +7,8 @@
 // The scalars (1 − β, 1 − lr·wd, bias corrections, lr / bc1) are computed in double as Python does, then
 // rounded to fp32 as torch does when it hands them to its fp32 kernels.
 // Moments may be stored in bf16 (memory policy): they are widened to fp32, updated, used for this step's update in
-// fp32, and stored rounded to nearest even.
+// fp32, and stored rounded to nearest even. With a master copy the update runs on it and the param gets the result
+// in its own dtype (rounded to nearest even for bf16).
 #include <cmath>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
@@ -15,9 +16,13 @@
 namespace miniseq {
 
 void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                            const AdamWParams& p) {
+                            const AdamWParams& p, const Tensor* master) {
   const int64_t n = param.numel();
   MS_DASSERT(grad.numel() == n && m.numel() == n && v.numel() == n && p.step >= 1);
+  MS_CHECK(master || param.dtype == DType::F32, "adamw_step: a ", dtype_name(param.dtype),
+           " parameter needs its fp32 master copy");
+  MS_DASSERT(!master || (master->dtype == DType::F32 && master->numel() == n));
+  const Tensor& w_exact = master ? *master : param;  // what the update runs on
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
   const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
   const float step_size = static_cast<float>(p.lr / bc1);
@@ -26,7 +31,7 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
   const float w1 = static_cast<float>(1.0 - p.beta1);
   const float w2 = static_cast<float>(1.0 - p.beta2);
   const float b2 = static_cast<float>(p.beta2), eps = static_cast<float>(p.eps), gs = p.grad_scale;
-  float* pp = param.f32();
+  float* pp = w_exact.f32();
   const float* pg = grad.f32();
   MS_DASSERT(m.dtype == v.dtype);
   if (m.dtype == DType::BF16) {
@@ -43,20 +48,21 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
       pv[i] = f32_to_bf16(vi);
       pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
     }
-    return;
-  }
-  float* pm = m.f32();
-  float* pv = v.f32();
+  } else {
+    float* pm = m.f32();
+    float* pv = v.f32();
 #pragma omp parallel for simd schedule(static) if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = pg[i] * gs;
-    const float w = pp[i] * decay;
-    const float mi = pm[i] + w1 * (g - pm[i]);
-    const float vi = pv[i] * b2 + w2 * (g * g);
-    pm[i] = mi;
-    pv[i] = vi;
-    pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = pg[i] * gs;
+      const float w = pp[i] * decay;
+      const float mi = pm[i] + w1 * (g - pm[i]);
+      const float vi = pv[i] * b2 + w2 * (g * g);
+      pm[i] = mi;
+      pv[i] = vi;
+      pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+    }
   }
+  if (master) copy(param, *master);  // rounded to the param's dtype
 }
 
 }  // namespace miniseq

@@ -47,7 +47,7 @@ class CpuBackend final : public Backend {
   double sum_squares(const Tensor& x) override;
 
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                  const AdamWParams& p) override;
+                  const AdamWParams& p, const Tensor* master) override;
 };
 
 }  // namespace miniseq

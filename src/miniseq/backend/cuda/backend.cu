@@ -22,7 +22,6 @@ CudaBackend::CudaBackend() {
 
 CudaBackend::~CudaBackend() {
   for (auto& b : slots_) cudaFree(b.p);
-  for (auto& [k, b] : masters_) cudaFree(b.p);
   cudaFree(lt_workspace_);
   if (lt_) cublasLtDestroy(lt_);
 }
@@ -52,7 +51,6 @@ int32_t* CudaBackend::upload_ints(Slot s, const int32_t* host, int64_t n) {
 size_t CudaBackend::scratch_bytes() const {
   size_t n = lt_workspace_bytes_;
   for (const auto& b : slots_) n += b.bytes;
-  for (const auto& [k, b] : masters_) n += b.bytes;
   return n;
 }
 

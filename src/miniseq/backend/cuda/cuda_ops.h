@@ -11,8 +11,8 @@
 //
 // Device memory outside the memory plan (reported by scratch_bytes()): the cuBLASLt workspace, small per-call
 // scratch (token ids, labels, per-row losses, reduction partials, attention's row terms, the RoPE table), all
-// grow-only, so it is allocated in the first step and reused; and fp32 master copies of bf16 weights, created
-// by the first adamw_step on each weight.
+// grow-only, so it is allocated in the first step and reused. (The fp32 master copies of bf16 weights are the
+// optimizer's, in the plan: train/optimizer.h.)
 #pragma once
 
 #include <cublasLt.h>
@@ -82,7 +82,7 @@ class CudaBackend final : public Backend {
   // param BF16 (an fp32 master copy is kept inside the backend, see above) or F32; grad F32 or BF16; m, v
   // F32.
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                  const AdamWParams& p) override;
+                  const AdamWParams& p, const Tensor* master) override;
 
   // Device bytes this backend holds outside the memory plan (scratch, cuBLASLt workspace, master weights).
   size_t scratch_bytes() const;
@@ -114,8 +114,6 @@ class CudaBackend final : public Backend {
   std::vector<int32_t> rope_positions_;
   int64_t rope_D_ = 0;
   float rope_theta_ = 0, rope_factor_ = 0;
-  // fp32 master weights of bf16 parameters, by parameter address
-  std::map<const void*, Buf> masters_;
 };
 
 }  // namespace miniseq::cuda
