@@ -1,6 +1,7 @@
 #include "miniseq/io/tokenizer/added_tokens.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "miniseq/io/tokenizer/utf8.h"
 
@@ -25,13 +26,41 @@ AddedTokenMatcher::AddedTokenMatcher(std::vector<AddedToken> tokens, std::vector
   for (size_t i = 0; i < patterns_.size(); ++i)
     if (!patterns_[i].empty())
       by_first_byte_[static_cast<unsigned char>(patterns_[i][0])].push_back(static_cast<int>(i));
-  for (int b = 0; b < 256; ++b) first_byte_[b] = !by_first_byte_[b].empty();
+  int n_first = 0;
+  for (int b = 0; b < 256; ++b) {
+    first_byte_[b] = !by_first_byte_[b].empty();
+    if (first_byte_[b]) ++n_first, only_first_byte_ = b;
+  }
+  if (n_first != 1) only_first_byte_ = -1;
+  for (const std::string& p : patterns_) {
+    if (p.size() == 1) one_byte_pattern_[static_cast<unsigned char>(p[0])] = true;
+    if (p.size() >= 2) {
+      const size_t pair = static_cast<unsigned char>(p[0]) * 256 + static_cast<unsigned char>(p[1]);
+      first_pairs_[pair / 64] |= uint64_t{1} << (pair % 64);
+    }
+  }
   for (auto& v : by_first_byte_)
     std::stable_sort(v.begin(), v.end(),
                      [&](int a, int b) { return patterns_[a].size() > patterns_[b].size(); });
 }
 
+size_t AddedTokenMatcher::next_candidate(std::string_view text, size_t pos) const {
+  if (only_first_byte_ >= 0) {  // e.g. every special token starts with '<'
+    const void* hit = std::memchr(text.data() + pos, only_first_byte_, text.size() - pos);
+    return hit ? static_cast<size_t>(static_cast<const char*>(hit) - text.data()) : text.size();
+  }
+  while (pos < text.size() && !first_byte_[static_cast<unsigned char>(text[pos])]) ++pos;
+  return pos;
+}
+
 int AddedTokenMatcher::find_at(std::string_view text, size_t pos) const {
+  // Most candidates fail on the second byte ("<CR>" against "<|...|>"): check the pair before the patterns.
+  const auto b0 = static_cast<unsigned char>(text[pos]);
+  if (!one_byte_pattern_[b0]) {
+    if (pos + 1 >= text.size()) return -1;
+    const size_t pair = b0 * 256 + static_cast<unsigned char>(text[pos + 1]);
+    if (!(first_pairs_[pair / 64] >> (pair % 64) & 1)) return -1;
+  }
   for (int i : by_first_byte_[static_cast<unsigned char>(text[pos])])
     if (text.compare(pos, patterns_[i].size(), patterns_[i]) == 0) return i;
   return -1;
@@ -39,8 +68,8 @@ int AddedTokenMatcher::find_at(std::string_view text, size_t pos) const {
 
 void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) const {
   size_t start_offset = 0;  // end of the last emitted added token
-  for (size_t pos = 0; pos < text.size();) {
-    const int k = first_byte_[static_cast<unsigned char>(text[pos])] ? find_at(text, pos) : -1;
+  for (size_t pos = 0; (pos = next_candidate(text, pos)) < text.size();) {
+    const int k = find_at(text, pos);
     if (k < 0) {
       ++pos;
       continue;

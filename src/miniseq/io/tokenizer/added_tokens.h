@@ -33,12 +33,17 @@ class AddedTokenMatcher {
   void split(std::string_view text, std::vector<Segment>& out) const;
 
  private:
+  // The first position >= pos where a pattern may start (text.size() when none).
+  size_t next_candidate(std::string_view text, size_t pos) const;
   // Longest pattern matching at text[pos], or -1.
   int find_at(std::string_view text, size_t pos) const;
   std::vector<AddedToken> tokens_;
   std::vector<std::string> patterns_;
   std::vector<std::vector<int>> by_first_byte_;  // [256] pattern indices, longest first
-  bool first_byte_[256] = {};                   // some pattern starts with this byte
+  bool first_byte_[256] = {};                    // some pattern starts with this byte
+  int only_first_byte_ = -1;                     // the one byte that starts every pattern, or -1
+  bool one_byte_pattern_[256] = {};              // a pattern is this single byte
+  uint64_t first_pairs_[256 * 256 / 64] = {};    // bit set: some pattern starts with these two bytes
 };
 
 }  // namespace miniseq::tok

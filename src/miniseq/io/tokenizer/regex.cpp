@@ -85,26 +85,40 @@ Regex::Regex(const std::string& pattern, const std::string& where) : pattern_(pa
   }
   code_ = code;
   jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  scan_ = scan_pattern_of(pattern);
 }
 
 Regex::~Regex() {
   pcre2_code_free(static_cast<pcre2_code*>(code_));
 }
 
-void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
+bool Regex::match_from(std::string_view text, size_t pos, size_t* begin, size_t* end) const {
   auto* code = static_cast<pcre2_code*>(code_);
   auto& s = scratch();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  int rc = jit_ ? pcre2_jit_match(code, subject, text.size(), pos, 0, s.data, s.context)
+                : pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, s.data, s.context);
+  if (rc == PCRE2_ERROR_JIT_STACKLIMIT)  // pathological input: retry with the interpreter
+    rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, s.data, s.context);
+  if (rc == PCRE2_ERROR_NOMATCH) return false;
+  MS_CHECK(rc >= 0, "tokenizer regex '", pattern_, "' failed on the input (PCRE2 error ", rc, ")");
+  const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
+  *begin = ov[0], *end = ov[1];
+  return true;
+}
+
+void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
   size_t pos = 0;
   while (pos < text.size()) {
-    int rc = jit_ ? pcre2_jit_match(code, subject, text.size(), pos, 0, s.data, s.context)
-                  : pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, s.data, s.context);
-    if (rc == PCRE2_ERROR_JIT_STACKLIMIT)  // pathological input: retry with the interpreter
-      rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, s.data, s.context);
-    if (rc == PCRE2_ERROR_NOMATCH) break;
-    MS_CHECK(rc >= 0, "tokenizer regex '", pattern_, "' failed on the input (PCRE2 error ", rc, ")");
-    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
-    const size_t b = ov[0], e = ov[1];
+    if (scan_ != ScanPattern::kNone) {
+      if (const size_t e = scan_match(scan_, text, pos)) {  // the ASCII fast path
+        out.emplace_back(pos, e);
+        pos = e;
+        continue;
+      }
+    }
+    size_t b, e;
+    if (!match_from(text, pos, &b, &e)) break;
     if (e > b) {
       out.emplace_back(b, e);
       pos = e;

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "miniseq/io/tokenizer/regex_scan.h"
+
 namespace miniseq::tok {
 
 class Regex {
@@ -25,9 +27,13 @@ class Regex {
   const std::string& pattern() const { return pattern_; }
 
  private:
+  // The PCRE2 match at or after pos: false when none.
+  bool match_from(std::string_view text, size_t pos, size_t* begin, size_t* end) const;
+
   std::string pattern_;
   void* code_ = nullptr;  // pcre2_code*
   bool jit_ = false;
+  ScanPattern scan_ = ScanPattern::kNone;  // a pattern with a hand-written ASCII matcher (regex_scan.h)
 };
 
 // A literal string as a regex pattern (for String patterns).
