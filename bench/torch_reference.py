@@ -9,6 +9,7 @@ cross-entropy over chunks, each recomputed in backward); each with glibc malloc,
 its own process, so that its peak RSS is its own. Same thread count as miniseq (all cores).
 
     tools/.venv/bin/python bench/torch_reference.py [--seq 1024 4096 8192] [--steps 3] [--json out.json]
+        [--variants plain ckpt ckpt+chunked_loss] [--allocators glibc tcmalloc jemalloc]
 """
 import argparse
 import json
@@ -76,6 +77,8 @@ def main():
     ap.add_argument("--seq", type=int, nargs="+", default=[1024, 4096, 8192])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--json", default="")
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--allocators", nargs="+", default=list(ALLOCATORS), choices=list(ALLOCATORS))
     ap.add_argument("--worker", nargs=2)
     args = ap.parse_args()
     if args.worker:
@@ -83,8 +86,9 @@ def main():
         return 0
     rows = []
     for seq in args.seq:
-        for variant in VARIANTS:
-            for alloc, lib in ALLOCATORS.items():
+        for variant in args.variants:
+            for alloc in args.allocators:
+                lib = ALLOCATORS[alloc]
                 if lib and not os.path.exists(lib):
                     continue
                 env = dict(os.environ)
