@@ -7,72 +7,26 @@
 
 #include <filesystem>
 
-#include "miniseq/core/random.h"
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/param_spec.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/trainer.h"
 #include "support/tmpdir.h"
+#include "support/train_fixture.h"
 
 using namespace miniseq;
 namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kModel = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden/llama_basic/model";
-
-TrainArgs parse(std::vector<std::string> args) {
-  cli::Flags f = train_flags();
-  f.parse(args);
-  return train_args_from(f);
-}
-
-Dataset random_blocks(int64_t blocks, int64_t seq, int64_t vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> stream;
-  for (int64_t i = 0; i < blocks * seq; ++i) stream.push_back(static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab))));
-  return Dataset::from_stream(stream, DataSpec{seq, vocab, -1, 0});
-}
-
-TrainSetup tiny_setup(const TrainArgs& a, const Dataset& data) {
-  TrainSetup s;
-  s.args = a;
-  s.file_config = s.config = load_model_config(kModel.string());
-  s.model_dir = kModel.string();
-  s.data = &data;
-  s.quiet = true;
-  return s;
-}
-
-std::map<std::string, std::vector<float>> read_weights(const std::string& dir) {
-  SafetensorsModel m(dir);
-  std::map<std::string, std::vector<float>> out;
-  for (const auto& name : m.names()) {
-    const auto* e = m.find(name);
-    std::vector<float> v(static_cast<size_t>(e->info->numel()));
-    m.read(name, Tensor(v.data(), Shape::from(e->info->shape)));
-    out[name] = std::move(v);
-  }
-  return out;
-}
-
-std::vector<double> logged(const std::string& dir, const char* key) {
-  std::vector<double> v;
-  for (const auto& line : [&] {
-         std::vector<std::string> lines;
-         std::string text = test::read_text(dir + "/metrics.jsonl"), cur;
-         for (char ch : text) {
-           if (ch == '\n') lines.push_back(cur), cur.clear();
-           else cur += ch;
-         }
-         return lines;
-       }())
-    v.push_back(nlohmann::json::parse(line)[key].get<double>());
-  return v;
-}
+const fs::path kModel = test::train_test_model();
+using test::logged;
+using test::random_blocks;
+using test::read_weights;
+using test::tiny_setup;
 
 TrainArgs base_args(const std::string& out) {
-  TrainArgs a = parse({"--max_steps", "4", "--learning_rate", "2e-3", "--warmup_steps", "1", "--logging_steps", "1",
+  TrainArgs a = test::parse_train_args({"--max_steps", "4", "--learning_rate", "2e-3", "--warmup_steps", "1", "--logging_steps", "1",
                        "--model_max_length", "20", "--per_device_train_batch_size", "2", "--save_strategy", "no",
                        "--weight_decay", "0.01", "--max_grad_norm", "1.0"});
   a.output_dir = out;

@@ -19,57 +19,22 @@
 #include "miniseq/train/schedule.h"
 #include "miniseq/train/trainer.h"
 #include "support/tmpdir.h"
+#include "support/train_fixture.h"
 
 using namespace miniseq;
 namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kModel = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden/llama_basic/model";
+const fs::path kModel = test::train_test_model();
 
-TrainArgs parse(std::vector<std::string> args) {
-  cli::Flags f = train_flags();
-  f.parse(args);
-  return train_args_from(f);
+TrainArgs parse(const std::vector<std::string>& args) {
+  return test::parse_train_args(args);
 }
-
-Dataset random_blocks(int64_t blocks, int64_t seq, int64_t vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> stream;
-  for (int64_t i = 0; i < blocks * seq; ++i) stream.push_back(static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab))));
-  return Dataset::from_stream(stream, DataSpec{seq, vocab, -1, 0});
-}
-
-TrainSetup tiny_setup(const TrainArgs& a, const Dataset& data) {
-  TrainSetup s;
-  s.args = a;
-  s.file_config = s.config = load_model_config(kModel.string());
-  s.model_dir = kModel.string();
-  s.data = &data;
-  s.quiet = true;
-  return s;
-}
-
-std::map<std::string, std::vector<float>> read_weights(const std::string& dir) {
-  SafetensorsModel m(dir);
-  std::map<std::string, std::vector<float>> out;
-  for (const auto& name : m.names()) {
-    const auto* e = m.find(name);
-    std::vector<float> v(static_cast<size_t>(e->info->numel()));
-    m.read(name, Tensor(v.data(), Shape::from(e->info->shape)));
-    out[name] = std::move(v);
-  }
-  return out;
-}
-
-// One field of every record of DIR/metrics.jsonl.
-std::vector<double> logged(const std::string& dir, const char* field) {
-  std::vector<double> values;
-  std::istringstream in(test::read_text(dir + "/metrics.jsonl"));
-  std::string line;
-  while (std::getline(in, line)) values.push_back(nlohmann::json::parse(line)[field].get<double>());
-  return values;
-}
+using test::logged;
+using test::random_blocks;
+using test::read_weights;
+using test::tiny_setup;
 
 double max_rel_diff(const std::map<std::string, std::vector<float>>& a,
                     const std::map<std::string, std::vector<float>>& b) {
