@@ -1,5 +1,6 @@
 #include "miniseq/io/tokenizer/normalizer.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
@@ -11,6 +12,23 @@ namespace miniseq::tok {
 using nlohmann::json;
 
 void replace_all(std::string& text, const std::string& from, const std::string& to) {
+  if (from.size() == 1) {
+    // One byte (Mistral's " " -> "▁", once per word): one pass, no find() call per occurrence.
+    const char f = from[0];
+    const auto count = static_cast<size_t>(std::count(text.begin(), text.end(), f));
+    if (count == 0) return;
+    std::string out(text.size() - count + count * to.size(), '\0');
+    char* o = out.data();
+    for (const char c : text) {
+      if (c != f) {
+        *o++ = c;
+        continue;
+      }
+      for (const char t : to) *o++ = t;
+    }
+    text.swap(out);
+    return;
+  }
   if (from.empty() || text.find(from) == std::string::npos) return;
   std::string out;
   out.reserve(text.size() + text.size() / 4);
