@@ -81,7 +81,10 @@ void BpeModel::merge_all(std::vector<int32_t>& ids) const {
   uint32_t rank[kHeapThreshold];
   size_t m = n;
   for (size_t i = 0; i + 1 < m; ++i) merges_.prefetch(ids[i], ids[i + 1]);
-  for (size_t i = 0; i + 1 < m; ++i) rank[i] = merges_.rank(ids[i], ids[i + 1]);
+  for (size_t i = 0; i + 1 < m; ++i) {
+    rank[i] = merges_.rank(ids[i], ids[i + 1]);
+    merges_.prefetch_merged(rank[i]);
+  }
   while (m > 1) {
     // The leftmost lowest rank: the minimum first (a loop the compiler vectorizes), then its position.
     uint32_t low = MergeTable::kNone;
@@ -95,8 +98,9 @@ void BpeModel::merge_all(std::vector<int32_t>& ids) const {
     // The pairs on both sides of the new symbol changed; their two lookups overlap.
     const bool right = best + 1 < m, left = best > 0;
     if (right) merges_.prefetch(ids[best], ids[best + 1]);
-    if (left) rank[best - 1] = merges_.rank(ids[best - 1], ids[best]);
+    if (left) merges_.prefetch_merged(rank[best - 1] = merges_.rank(ids[best - 1], ids[best]));
     rank[best] = right ? merges_.rank(ids[best], ids[best + 1]) : MergeTable::kNone;
+    merges_.prefetch_merged(rank[best]);
   }
   ids.resize(m);
 }
