@@ -8,6 +8,12 @@
 
 namespace miniseq {
 
+namespace {
+// Up to this many rows, y = x·Wᵀ runs as matrix-vector products: sgemm would pack all of W for a product that
+// reads each weight once (one-token decoding spent a quarter of its time packing).
+constexpr int64_t kGemvRows = 2;
+}  // namespace
+
 void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const int64_t in = w.size(1), out = w.size(0), T = x.numel() / in;
   MS_DASSERT(x.size(-1) == in && y.numel() == T * out);
@@ -21,6 +27,12 @@ void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor* 
     for (int64_t t = 0; t < T; ++t)
       for (int64_t o = 0; o < out; ++o) py[t * out + o] = b[o];
     beta = 1.0f;
+  }
+  if (T <= kGemvRows) {  // decoding: a matrix-vector product per row reads W once and packs nothing
+    for (int64_t t = 0; t < T; ++t)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(in), 1.0f, w.f32(),
+                  static_cast<int>(in), x.f32() + t * in, 1, beta, py + t * out, 1);
+    return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(out),
               static_cast<int>(in), 1.0f, x.f32(), static_cast<int>(in), w.f32(), static_cast<int>(in), beta,
