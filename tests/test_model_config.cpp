@@ -136,6 +136,9 @@ TEST(ModelConfig, LlamaAttentionBiasAndHeadDim) {
   std::vector<std::string> names;
   for (const auto& s : specs) names.push_back(s.name);
   EXPECT_NE(std::find(names.begin(), names.end(), "model.layers.0.self_attn.o_proj.bias"), names.end());
-  for (const auto& s : specs)
-    if (s.name == "model.layers.0.self_attn.o_proj.weight") EXPECT_EQ(s.shape, Shape({64, 128}));
+  for (const auto& s : specs) {
+    if (s.name == "model.layers.0.self_attn.o_proj.weight") {
+      EXPECT_EQ(s.shape, Shape({64, 128}));
+    }
+  }
 }
