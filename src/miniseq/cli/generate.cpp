@@ -1,12 +1,12 @@
 // `miniseq generate --model DIR --prompt TEXT [--max_new_tokens N]`: continues a prompt greedily (or with
 // temperature + top-p sampling) using a KV cache; --use_cache False recomputes the whole sequence per token.
+#include <chrono>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
 #include "miniseq/cli/commands.h"
 #include "miniseq/cli/inference_flags.h"
-#include "miniseq/core/progress.h"
 #include "miniseq/eval/generate.h"
 #include "miniseq/eval/inference_model.h"
 #include "miniseq/model/batch.h"
@@ -65,10 +65,10 @@ int cmd_generate(const Args& args) {
   const MemReport planned = plan_generation(config, static_cast<int64_t>(prompt.size()), opt, policy,
                                             backend->device(), backend->param_dtype(), backend->activation_dtype());
   InferenceModel model(dir, config, *backend, planned.arena_bytes);
-  Progress timer("generate", 0, false);
+  const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> out = generate(model.decoder(), model.plan(), backend->activation_dtype(), prompt, opt,
                                             policy);
-  const double seconds = timer.seconds();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string text = tokenizer ? tokenizer->decode(out) : "";
 
   if (f.boolean("json")) {
