@@ -57,8 +57,6 @@ std::vector<int32_t> read_token_binary(const std::string& path, int width, int64
 
 std::vector<int32_t> read_token_text(const std::string& path, StreamFormat format, int64_t vocab,
                                      const DocumentTokenizer& tokenize) {
-  std::ifstream in(path, std::ios::binary);
-  MS_CHECK(in, path, ": cannot open the data file");
   // Each entry is a text to tokenize, or ids given directly (pretokenized JSONL).
   struct Doc {
     std::string text;
@@ -67,16 +65,13 @@ std::vector<int32_t> read_token_text(const std::string& path, StreamFormat forma
   };
   std::vector<Doc> docs;
   if (format == StreamFormat::Text) {
+    std::ifstream in(path, std::ios::binary);
+    MS_CHECK(in, path, ": cannot read the data file");
     std::stringstream ss;
     ss << in.rdbuf();
     docs.push_back({ss.str(), {}, false});
   } else {
-    std::string line;
-    int64_t lineno = 0;
-    while (std::getline(in, line)) {
-      ++lineno;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      const nlohmann::json rec = parse_jsonl_line(line, path, lineno);
+    for_each_jsonl_record(path, "the data file", [&](const nlohmann::json& rec, int64_t lineno) {
       if (rec.contains("input_ids")) {
         docs.push_back({{}, json_token_ids(rec, "input_ids", false, vocab, path, lineno), true});
       } else {
@@ -84,7 +79,7 @@ std::vector<int32_t> read_token_text(const std::string& path, StreamFormat forma
                  ": expected {\"text\": \"...\"} or {\"input_ids\": [...]}");
         docs.push_back({rec["text"].get<std::string>(), {}, false});
       }
-    }
+    });
   }
   std::vector<std::string> texts;
   for (const auto& d : docs)

@@ -47,16 +47,22 @@ std::vector<int32_t> json_token_ids(const nlohmann::json& j, const char* key, bo
   return v;
 }
 
-TokenBatch read_token_batch_jsonl(const std::string& path, int64_t vocab_size) {
+void for_each_jsonl_record(const std::string& path, const char* what,
+                           const std::function<void(const nlohmann::json&, int64_t)>& f) {
   std::ifstream in(path);
-  MS_CHECK(in.good(), path, ": cannot read the data file");
-  TokenBatch b;
+  MS_CHECK(in.good(), path, ": cannot read ", what);
   std::string line;
   int64_t lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const nlohmann::json j = parse_jsonl_line(line, path, lineno);
+    f(parse_jsonl_line(line, path, lineno), lineno);
+  }
+}
+
+TokenBatch read_token_batch_jsonl(const std::string& path, int64_t vocab_size) {
+  TokenBatch b;
+  for_each_jsonl_record(path, "the data file", [&](const nlohmann::json& j, int64_t lineno) {
     std::vector<int32_t> ids = json_token_ids(j, "input_ids", false, vocab_size, path, lineno);
     std::vector<int32_t> labels = j.contains("labels") ? json_token_ids(j, "labels", true, vocab_size, path, lineno) : ids;
     MS_CHECK(!ids.empty(), path, ":", lineno, ": empty input_ids");
@@ -68,7 +74,7 @@ TokenBatch read_token_batch_jsonl(const std::string& path, int64_t vocab_size) {
     b.input_ids.insert(b.input_ids.end(), ids.begin(), ids.end());
     b.labels.insert(b.labels.end(), labels.begin(), labels.end());
     ++b.batch;
-  }
+  });
   MS_CHECK(b.batch > 0, path, ": no sequences (expected JSONL lines like {\"input_ids\": [1, 2, 3]})");
   return b;
 }

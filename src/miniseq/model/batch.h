@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct TokenBatch {
 
 // One JSONL record, parsed; errors name path:line.
 nlohmann::json parse_jsonl_line(const std::string& line, const std::string& path, int64_t lineno);
+// f(record, line number) for every non-blank line of a JSONL file; `what` names the file in the error when it
+// cannot be read ("<path>: cannot read <what>").
+void for_each_jsonl_record(const std::string& path, const char* what,
+                           const std::function<void(const nlohmann::json&, int64_t)>& f);
 // The token ids under `key` of a JSONL record: an array of ids in [0, vocab) (for labels, -100 too).
 std::vector<int32_t> json_token_ids(const nlohmann::json& record, const char* key, bool labels, int64_t vocab,
                                     const std::string& path, int64_t lineno);

@@ -32,20 +32,13 @@ Dataset Dataset::from_stream(const std::vector<int32_t>& tokens, const DataSpec&
 }
 
 Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const TokenizeFn& tokenize) {
-  std::ifstream in(path);
-  MS_CHECK(in.good(), path, ": cannot read the training data (--data_path)");
   std::vector<std::vector<int32_t>> records_ids, records_labels;
   std::vector<std::string> texts;       // text documents, tokenized together below
   std::vector<size_t> text_record;      // record index of each text
   std::vector<int64_t> text_line;       // its line, for errors
   std::vector<int32_t> stream;
   bool all_exact = true, any_text = false;
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const nlohmann::json j = parse_jsonl_line(line, path, lineno);
+  for_each_jsonl_record(path, "the training data (--data_path)", [&](const nlohmann::json& j, int64_t lineno) {
     if (j.contains("text")) {
       MS_CHECK(j["text"].is_string(), path, ":", lineno, ": \"text\" must be a string");
       MS_CHECK(static_cast<bool>(tokenize), path, ":", lineno,
@@ -69,7 +62,7 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
     } else {
       fail(path, ":", lineno, ": a record needs \"text\" or \"input_ids\"");
     }
-  }
+  });
   if (!texts.empty()) {
     auto tokenized = tokenize(texts);
     for (size_t i = 0; i < texts.size(); ++i) {
