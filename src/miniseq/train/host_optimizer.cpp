@@ -109,9 +109,4 @@ void HostOptimizer::step(const ParamSet& weights, const ParamSet& grads, const A
   wait();
 }
 
-void HostAdamWSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
-  GradNormSink::consume(specs, grads);
-  for (size_t i = 0; i < specs.size(); ++i) opt_.update(*specs[i], weights_.get(specs[i]->name), grads[i], h_);
-}
-
 }  // namespace miniseq

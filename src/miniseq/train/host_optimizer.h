@@ -68,18 +68,4 @@ class HostOptimizer {
   std::thread worker_;
 };
 
-// Optimizer in backward with the optimizer on the host: each gradient group goes to the host optimizer as soon as it
-// is complete (its norm is recorded for the log first).
-class HostAdamWSink : public GradNormSink {
- public:
-  HostAdamWSink(Backend& be, HostOptimizer& opt, const ParamSet& weights, const AdamWHyper& h)
-      : GradNormSink(be), opt_(opt), weights_(weights), h_(h) {}
-  void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
-
- private:
-  HostOptimizer& opt_;
-  const ParamSet& weights_;
-  AdamWHyper h_;
-};
-
 }  // namespace miniseq

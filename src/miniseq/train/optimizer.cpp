@@ -81,9 +81,9 @@ double GradNormSink::norm(const ParamSet& weights) const {
   return std::sqrt(sq);
 }
 
-void AdamWSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+void UpdateSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
   GradNormSink::consume(specs, grads);
-  for (size_t i = 0; i < specs.size(); ++i) opt_.update(be_, *specs[i], weights_.get(specs[i]->name), grads[i], h_);
+  for (size_t i = 0; i < specs.size(); ++i) update_(*specs[i], grads[i]);
 }
 
 }  // namespace miniseq

@@ -4,6 +4,7 @@
 // each gradient group as soon as it is complete.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 
@@ -65,18 +66,16 @@ class GradNormSink : public GradSink {
   std::map<std::string, double> sum_sq_;
 };
 
-// Optimizer in backward: each gradient group updates its weights as soon as it is complete (and its norm is
-// recorded for the log).
-class AdamWSink : public GradNormSink {
+// Optimizer in backward: each gradient group is handed to `update(spec, grad)` as soon as it is complete, after its
+// norm is recorded for the log (the device AdamW or the host optimizer updates the parameter).
+class UpdateSink : public GradNormSink {
  public:
-  AdamWSink(Backend& be, AdamW& opt, const ParamSet& weights, const AdamWHyper& h)
-      : GradNormSink(be), opt_(opt), weights_(weights), h_(h) {}
+  using Update = std::function<void(const ParamSpec& spec, const Tensor& grad)>;
+  UpdateSink(Backend& be, Update update) : GradNormSink(be), update_(std::move(update)) {}
   void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
 
  private:
-  AdamW& opt_;
-  const ParamSet& weights_;
-  AdamWHyper h_;
+  Update update_;
 };
 
 }  // namespace miniseq

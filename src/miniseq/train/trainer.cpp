@@ -288,16 +288,15 @@ TrainResult run_training(const TrainSetup& setup) {
         model.forward_backward(micro[0], policy, n_targets, &norms);
         h.clip = AdamW::clip_factor(norms.norm(model.weights()), a.max_grad_norm);
       }
-      if (host_opt) {  // the host updates layer l while the device runs the backward of layers < l
-        HostAdamWSink update(*be, *host_opt, model.weights(), h);
-        if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
-        host_opt->wait();
-        norm = update.norm(model.weights());
-      } else {
-        AdamWSink update(*be, *dev_opt, model.weights(), h);
-        if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
-        norm = update.norm(model.weights());
-      }
+      // With the optimizer on the host, the host updates layer l while the device runs the backward of layers < l.
+      UpdateSink update(*be, [&](const ParamSpec& s, const Tensor& g) {
+        const Tensor& w = model.weights().get(s.name);
+        if (host_opt) host_opt->update(s, w, g, h);
+        else dev_opt->update(*be, s, w, g, h);
+      });
+      if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
+      if (host_opt) host_opt->wait();
+      norm = update.norm(model.weights());
     }
     const double loss = n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : 0.0;
     const double lr = h.lr;
