@@ -1,14 +1,22 @@
 // The CPU backend: fp32 compute, OpenMP across rows/heads, OpenBLAS for GEMMs. One op family per file
 // (embedding.cpp, rmsnorm.cpp, linear.cpp, rope.cpp, attention.cpp, swiglu.cpp, cross_entropy.cpp, adamw.cpp,
 // elementwise.cpp), forward and backward side by side. Conventions: ops/backend.h.
+// Math mode (gemm.h): fp32 (default), or bf16 (`--bf16 True`): the linear layers' three products (y, dx, dW)
+// take bf16-rounded inputs with fp32 accumulation, as on the GPU; all else (attention, norms, softmax, loss,
+// AdamW, weights, gradients) stays fp32.
 #pragma once
 
+#include "miniseq/backend/cpu/gemm.h"
 #include "miniseq/ops/backend.h"
 
 namespace miniseq {
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(cpu::Math math = cpu::Math::F32) : math_(math) {}
+  cpu::Math math() const { return math_; }
+  void set_math(cpu::Math math) { math_ = math; }
+
   Device device() const override { return Device::CPU; }
   void warm_up() override;  // warm_up.cpp
 
@@ -48,6 +56,12 @@ class CpuBackend final : public Backend {
 
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                   const AdamWParams& p, const Tensor* master) override;
+
+ private:
+  cpu::Math math_;
 };
+
+// Sets the math mode of a CPU backend (fails for any other backend).
+void set_cpu_math(Backend& backend, cpu::Math math);
 
 }  // namespace miniseq

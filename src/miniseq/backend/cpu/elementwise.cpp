@@ -9,6 +9,12 @@ std::unique_ptr<Backend> make_cpu_backend() {
   return std::make_unique<CpuBackend>();
 }
 
+void set_cpu_math(Backend& backend, cpu::Math math) {
+  auto* cpu = dynamic_cast<CpuBackend*>(&backend);
+  MS_CHECK(cpu != nullptr, "the bf16 CPU math mode applies to the CPU backend only");
+  cpu->set_math(math);
+}
+
 void CpuBackend::add_inplace(const Tensor& y, const Tensor& x) {
   MS_DASSERT(y.numel() == x.numel());
   float* py = y.f32();

@@ -1,10 +1,13 @@
-// Linear layers as nn.Linear: y = x·Wᵀ + b with W [out, in], all products through OpenBLAS sgemm.
-// x, dx [T, in]; y, dy [T, out]; W, dW [out, in]; b, db [out].
+// Linear layers as nn.Linear: y = x·Wᵀ + b with W [out, in], all products through cpu::gemm (gemm.h):
+// OpenBLAS sgemm in fp32 mode; bf16-rounded inputs with fp32 accumulation in bf16 mode (all three products,
+// and the matrix-vector case of ≤ 2 rows too, so a row's result never depends on how many rows share the
+// call). x, dx [T, in]; y, dy [T, out]; W, dW [out, in]; b, db [out].
 #include <algorithm>
 
 #include <cblas.h>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
+#include "miniseq/backend/cpu/gemm.h"
 
 namespace miniseq {
 
@@ -28,15 +31,14 @@ void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor* 
       for (int64_t o = 0; o < out; ++o) py[t * out + o] = b[o];
     beta = 1.0f;
   }
-  if (T <= kGemvRows) {  // decoding: a matrix-vector product per row reads W once and packs nothing
+  if (T <= kGemvRows && math_ == cpu::Math::F32) {  // decoding: a matrix-vector product per row reads W once
     for (int64_t t = 0; t < T; ++t)
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(in), 1.0f, w.f32(),
                   static_cast<int>(in), x.f32() + t * in, 1, beta, py + t * out, 1);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(out),
-              static_cast<int>(in), 1.0f, x.f32(), static_cast<int>(in), w.f32(), static_cast<int>(in), beta,
-              py, static_cast<int>(out));
+  // y [T, out] = x [T, in] · Wᵀ [in, out] (+ b)
+  cpu::gemm(math_, false, true, T, out, in, 1.0f, x.f32(), in, w.f32(), in, beta, py, out);
 }
 
 void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
@@ -44,18 +46,16 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
   const int64_t in = w.size(1), out = w.size(0), T = x.numel() / in;
   MS_DASSERT(dy.numel() == T * out);
   if (T == 0) return;
-  const int iT = static_cast<int>(T), iin = static_cast<int>(in), iout = static_cast<int>(out);
   // dx [T, in] = dy [T, out] · W [out, in]
   if (dx.data != nullptr && !dx.empty()) {  // a default Tensor() (null data) means: no input gradient
     MS_DASSERT(dx.numel() == T * in);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iT, iin, iout, 1.0f, dy.f32(), iout, w.f32(), iin,
-                dx_accum ? 1.0f : 0.0f, dx.f32(), iin);
+    cpu::gemm(math_, false, false, T, in, out, 1.0f, dy.f32(), out, w.f32(), in, dx_accum ? 1.0f : 0.0f,
+              dx.f32(), in);
   }
   // dW [out, in] += dyᵀ [out, T] · x [T, in]
   if (dw) {
     MS_DASSERT(dw->numel() == out * in);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iout, iin, iT, 1.0f, dy.f32(), iout, x.f32(), iin,
-                1.0f, dw->f32(), iin);
+    cpu::gemm(math_, true, false, out, in, T, 1.0f, dy.f32(), out, x.f32(), in, 1.0f, dw->f32(), in);
   }
   // db [out] += Σ_t dy[t]: threads split the columns in blocks (rows stream through contiguously, the order
   // over t is fixed, so the result does not depend on the thread count).
