@@ -1,7 +1,9 @@
 // One training step (forward + backward) of a 125M-parameter Llama on the CPU backend, fp32, batch 1, for
 //   (a) no MsT, no checkpointing   (b) checkpointing   (c) checkpointing + MsT
 // at several sequence lengths: seconds, tokens/s, planned arena and measured peak RSS above the process baseline.
-//   build/bench_step_cpu [--write FILE] [--reps N] [S ...]        (default S = 512 … 16384)
+//   build/bench_step_cpu [--write FILE] [--reps N] [--bf16] [S ...]        (default S = 512 … 16384)
+// --bf16: the CPU backend's bf16 math mode (bf16 GEMM inputs, fp32 accumulation in the linear layers; gemm.h);
+// MINISEQ_CPU_BF16_GEMM=onednn|fallback picks its implementation.
 // Each policy runs --reps times (default 2 up to S = 8192, then 1), interleaved with the others so that load from
 // other processes hits every policy alike; the table keeps the fastest run of each.
 // Before timing, each length checks that the three policies give the same loss (they are exact up to summation
@@ -17,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/core/random.h"
 #include "miniseq/core/rss.h"
 #include "miniseq/model/decoder.h"
@@ -40,6 +43,8 @@ struct Row {
   size_t planned, measured;
 };
 
+bool g_bf16 = false;
+
 Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p) {
   TokenBatch b;
   b.batch = 1, b.seq = S;
@@ -55,6 +60,7 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p)
   {
     MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
     auto be = make_cpu_backend();
+    if (g_bf16) set_cpu_math(*be, cpu::Math::BF16);
     Decoder model(c, *be, plan);
     Rng wr(7);
     model.weights().for_each([&](const ParamSpec& s, const Tensor& t) {
@@ -84,11 +90,17 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--write") && i + 1 < argc) write_path = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps_arg = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--bf16")) g_bf16 = true;
     else lengths.push_back(std::atoll(argv[i]));
   }
   if (lengths.empty()) lengths = {512, 1024, 2048, 4096, 8192, 16384};
   const ModelConfig c = model_125m();
-  make_cpu_backend()->warm_up();  // BLAS workspaces become part of the baseline
+  if (g_bf16) std::fprintf(stderr, "bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
+  {
+    auto warm = make_cpu_backend();  // BLAS workspaces become part of the baseline
+    if (g_bf16) set_cpu_math(*warm, cpu::Math::BF16);
+    warm->warm_up();
+  }
   std::vector<Row> rows;
   for (int64_t S : lengths) {
     StepPolicy a, bpol, cpol;
@@ -98,7 +110,9 @@ int main(int argc, char** argv) {
     const size_t before = rows.size();
     const int reps = reps_arg > 0 ? reps_arg : (S <= 8192 ? 2 : 1);
     const std::pair<const char*, StepPolicy> policies[] = {
-        {"(a) no MsT, no ckpt", a}, {"(b) ckpt", bpol}, {"(c) ckpt + MsT", cpol}};
+        {g_bf16 ? "(a) no MsT, no ckpt, bf16" : "(a) no MsT, no ckpt", a},
+        {g_bf16 ? "(b) ckpt, bf16" : "(b) ckpt", bpol},
+        {g_bf16 ? "(c) ckpt + MsT, bf16" : "(c) ckpt + MsT", cpol}};
     for (int rep = 0; rep < reps; ++rep) {
       for (size_t k = 0; k < 3; ++k) {
         Row r = run(c, S, policies[k].first, policies[k].second);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/cli/commands.h"
 #include "miniseq/cli/flags.h"
 #include "miniseq/core/rss.h"
@@ -25,7 +26,7 @@ std::string format_loss(double loss) {
 int cmd_grad(const Args& args) {
   Flags f("grad",
           "miniseq grad --model DIR --data FILE.jsonl --out GRADS.safetensors [--mini_sequence True|False] "
-          "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False]",
+          "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False] [--bf16 True|False]",
           {
               {"model", FlagKind::String, "", "Hugging Face model directory (config.json + safetensors)"},
               {"data", FlagKind::String, "", "JSONL, one sequence per line: {\"input_ids\": [...], \"labels\": [...]}"},
@@ -35,6 +36,8 @@ int cmd_grad(const Args& args) {
               {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
               {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs only, recompute in backward"},
               {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 storage, fp32 accumulation)"},
+              {"bf16", FlagKind::Bool, "False",
+               "cpu: bf16 GEMM inputs with fp32 accumulation in the linear layers (as train --bf16 True)"},
           });
   if (!f.parse(args)) return 0;
   for (const char* required : {"model", "data", "out"})
@@ -56,6 +59,10 @@ int cmd_grad(const Args& args) {
   MS_CHECK(dev_name == "cpu" || dev_name == "cuda", "grad: --device must be cpu or cuda, got '", dev_name, "'");
   const Device device = dev_name == "cuda" ? Device::CUDA : Device::CPU;
   auto backend = make_backend(device);
+  if (f.boolean("bf16") && device == Device::CPU) {
+    set_cpu_math(*backend, cpu::Math::BF16);
+    std::printf("bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
+  }
 
   // Plan: the same schedule on a dry plan with the dry backend, in the backend's dtypes.
   const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, plan_target_for(*backend, false));

@@ -21,7 +21,9 @@ cli::Flags train_flags() {
           {"preset", FlagKind::String, "", "built-in run: 'demo' (tiny Mistral on synthetic passkey documents)"},
           {"device", FlagKind::String, "cpu", "cpu or cuda"},
           // Precision and kernels.
-          {"bf16", FlagKind::Bool, "False", "save bf16 weights (CPU compute stays fp32)"},
+          {"bf16", FlagKind::Bool, "False",
+           "save bf16 weights; on the CPU also bf16 GEMM inputs with fp32 accumulation in the linear layers (fast "
+           "with oneDNN on AVX512-BF16/AMX CPUs, a portable fallback elsewhere; the CUDA device always computes so)"},
           {"tf32", FlagKind::Bool, "False", "accepted for compatibility"},
           {"use_flash_attn", FlagKind::Bool, "True", "accepted: attention is always memory-efficient"},
           {"low_rank_training", FlagKind::Bool, "False", "LoRA + S2-Attn (not available yet: must be False)"},

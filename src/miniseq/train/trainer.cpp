@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/core/rss.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
@@ -144,6 +145,10 @@ TrainResult run_training(const TrainSetup& setup) {
 
   // ---- allocate exactly the plan, load or create the weights ----
   auto be = make_backend(device);
+  // --bf16 True on the CPU: the linear layers' GEMMs take bf16 inputs with fp32 accumulation (the CUDA backend
+  // always computes so). --bf16 True also saves the weights in bf16, on either device.
+  const bool cpu_bf16 = a.bf16 && device == Device::CPU;
+  if (cpu_bf16) set_cpu_math(*be, cpu::Math::BF16);
   MemoryPlan plan = MemoryPlan::real(device, result.planned.arena_bytes);
   // Host memory for offloaded state (a second arena, planned with the first; pinned for fast copies on a GPU).
   std::unique_ptr<MemoryPlan> host_plan;
@@ -238,6 +243,7 @@ TrainResult run_training(const TrainSetup& setup) {
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
+    if (cpu_bf16) std::printf("bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
     if (host_plan)
       std::printf("host memory (offload: %s%s): planned %s\n", a.offload_optimizer ? "optimizer state, master weights" : "",
                   a.offload_checkpoints != 0 ? (a.offload_optimizer ? ", layer inputs" : "layer inputs") : "",
