@@ -55,7 +55,13 @@ TEST(TrainOffload, HostPoliciesGiveTheDefaultPolicysBits) {
     a.offload_checkpoints = v.offload_layers;
     const TrainResult r = run_training(tiny_setup(a, data));
     EXPECT_GT(r.planned_host.peak_bytes, 0u);
-    EXPECT_LT(r.planned.peak_bytes, base.planned.peak_bytes);  // the device holds less
+    // The device holds less. Offloading both layers of this 2-layer model saves nothing: a layer's backward keeps
+    // its uploaded input and the prefetched next one (PlannerOffload.HostHoldsWhatLeavesTheDevice has the sum).
+    if (v.offload_optimizer) {
+      EXPECT_LT(r.planned.peak_bytes, base.planned.peak_bytes);
+    } else {
+      EXPECT_LE(r.planned.peak_bytes, base.planned.peak_bytes);
+    }
     EXPECT_EQ(r.last_loss, base.last_loss);
     EXPECT_EQ(read_weights(tmp.file(v.name)), read_weights(tmp.file("default")));
     EXPECT_EQ(logged(tmp.file(v.name), "loss"), logged(tmp.file("default"), "loss"));
@@ -97,7 +103,8 @@ TEST(TrainOffload, ResumeWithTheOptimizerOnTheHostIsBitExact) {
 }
 
 TEST(PlannerOffload, HostHoldsWhatLeavesTheDevice) {
-  const ModelConfig c = load_model_config(kModel.string());
+  ModelConfig c = load_model_config(kModel.string());
+  c.num_hidden_layers = 6;  // the plan only: deep enough that offloading layer inputs pays for its two buffers
   const auto specs = param_specs(c);
   int64_t params = 0, largest = 0;
   for (const auto& s : specs) params += s.shape.numel(), largest = std::max(largest, s.shape.numel());
@@ -112,12 +119,13 @@ TEST(PlannerOffload, HostHoldsWhatLeavesTheDevice) {
   // The device loses the two fp32 moments; the host gets master + moments (fp32) + staging slots.
   EXPECT_EQ(host_opt.host.peak_bytes, static_cast<size_t>(4 * (3 * params + kHostStagingSlots * largest)));
   EXPECT_EQ(dev.device.peak_bytes - host_opt.device.peak_bytes, static_cast<size_t>(8 * params));
-  // Offloading layer inputs moves L·T·d (minus the one uploaded buffer live during a layer's backward).
+  // Offloading layer inputs moves L·T·d to the host. The device keeps two [T, d] buffers during a layer's
+  // backward (its own input, uploaded, and the next layer's, prefetched): it saves (L − 2)·T·d.
   t.offload_layers = -1;
   const RunPlan all = plan_run(c, B, S, p, t);
-  const size_t ckpt = static_cast<size_t>(c.num_hidden_layers * B * S * c.hidden_size * 4);
-  EXPECT_EQ(all.host.peak_bytes, host_opt.host.peak_bytes + ckpt);
-  EXPECT_LT(all.device.peak_bytes, host_opt.device.peak_bytes);
+  const size_t layer_input = static_cast<size_t>(B * S * c.hidden_size * 4);
+  EXPECT_EQ(all.host.peak_bytes, host_opt.host.peak_bytes + c.num_hidden_layers * layer_input);
+  EXPECT_EQ(host_opt.device.peak_bytes - all.device.peak_bytes, (c.num_hidden_layers - 2) * layer_input);
   // min_offload_layers: the fewest that fit.
   const size_t budget = (all.device.arena_bytes + host_opt.device.arena_bytes) / 2;
   const int64_t k = min_offload_layers(c, B, S, p, t, budget, 0);

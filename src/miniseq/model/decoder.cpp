@@ -1,12 +1,14 @@
-// Decoder forward and backward with per-layer activation checkpointing and mini-sequence (MsT) MLP and LM head.
+// Decoder forward and backward with per-layer activation checkpointing and mini-sequence (MsT) MLP and LM
+// head.
 //
 // Forward (checkpointing):  x = embed(ids); for l: ckpt[l] = x; layer l (transient working set) updates x;
 //                           head: final norm, then per chunk logits -> loss and dlogits -> dx, dW_lm (MsT).
-// Backward:                 for l = L-1..0: recompute layer l from ckpt[l] up to what backward needs, then the
-//                           MLP backward chunk by chunk (recomputing gate/up/act per chunk), attention backward,
-//                           norm backwards; dx flows to layer l-1. Finally the embedding gradient.
-// Without checkpointing every layer keeps its Saved tensors (resident); without MsT the MLP keeps gate/up/act whole
-// and the LM head runs as one chunk.
+// Backward:                 for l = L-1..0: recompute layer l from ckpt[l] up to what backward needs, then
+// the
+//                           MLP backward chunk by chunk (recomputing gate/up/act per chunk), attention
+//                           backward, norm backwards; dx flows to layer l-1. Finally the embedding gradient.
+// Without checkpointing every layer keeps its Saved tensors (resident); without MsT the MLP keeps gate/up/act
+// whole and the LM head runs as one chunk.
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/decoder_detail.h"
 
@@ -98,8 +100,8 @@ void Decoder::zero_grads() {
   if (grads_) grads_->for_each([&](const ParamSpec&, const Tensor& g) { be_.fill_zero(g); });
 }
 
-void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s, int64_t r0,
-                                int64_t C) {
+void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s,
+                                int64_t r0, int64_t C) {
   const LayerParams& w = w_layers_[static_cast<size_t>(l)];
   const Tensor n2c = n2.rows(r0, C);  // [C, d]
   std::optional<Buffer> gate, up, act;
@@ -187,7 +189,8 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
   const MemCategory tr = MemCategory::TransientActivations;
 
-  // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the gradient of the post-attention norm output ----
+  // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the gradient of the post-attention norm output
+  // ----
   {
     Buffer dn2 = plan_.alloc("dn2", {st.T, st.d}, act_, tr);
     for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
@@ -195,7 +198,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
       const int64_t C = std::min(st.mlp_rows, st.T - r0);
       const Tensor n2c = s.n2->rows(r0, C), dyc = dx.rows(r0, C);
       std::optional<Buffer> gate, up, act;
-      Tensor gt, ut, at;  // [C, I]
+      Tensor gt, ut, at;              // [C, I]
       if (st.policy.mini_sequence) {  // recompute this chunk's intermediates from its input
         gate = plan_.alloc("mlp.gate", {C, st.I}, act_, tr);
         up = plan_.alloc("mlp.up", {C, st.I}, act_, tr);
@@ -267,7 +270,8 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
     be_.linear_forward(nf->rows(r0, C), w_head, nullptr, logits);
     loss += be_.cross_entropy_forward_backward(logits, st.targets.data() + r0, st.loss_scale);
     // dW_head += dlogitsᵀ · nf_c (once per chunk, exactly once overall); dnf_c = dlogits · W_head.
-    be_.linear_backward(logits, nf->rows(r0, C), w_head, dnf->rows(r0, C), &g_head, nullptr, /*dx_accum=*/false);
+    be_.linear_backward(logits, nf->rows(r0, C), w_head, dnf->rows(r0, C), &g_head, nullptr,
+                        /*dx_accum=*/false);
   }
   be_.rmsnorm_backward(dnf, x, w_norm, rstd, dx, g_norm, /*dx_accum=*/false);
   return loss;
@@ -290,20 +294,33 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   // ---- forward ----
   Buffer x = plan_.alloc("residual", {st.T, st.d}, act_, MemCategory::ResidentActivations);  // [T, d]
   be_.embedding_forward(st.ids, weights_.get("model.embed_tokens.weight"), x);
-  std::vector<Buffer> ckpt;          // [L] × [T, d]: each layer's input
+  std::vector<Buffer> ckpt;  // [L] × [T, d]: each layer's input
   std::vector<Saved> saved(policy.checkpointing ? 0 : static_cast<size_t>(L));
+  // Offloaded inputs leave through a device stage [T, d]: copied there (device speed), then downloaded on the
+  // copy stream while the layer computes; the next layer reuses the stage once that download is done.
+  std::optional<Buffer> stage;
+  uint64_t staged = 0;  // ticket of the download reading the stage
   for (int l = 0; l < L; ++l) {
     MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " forward");
     const bool off = policy.checkpointing && l < offload_layers_;  // this layer's input goes to host memory
-    ckpt.push_back((off ? *host_ : plan_).alloc("layer_input." + std::to_string(l), {st.T, st.d}, act_,
-                                                MemCategory::ResidentActivations));
+    ckpt.push_back(
+        (off ? *host_ : plan_)
+            .alloc("layer_input." + std::to_string(l), {st.T, st.d}, act_, MemCategory::ResidentActivations));
     if (off) {
-      be_.download(ckpt.back(), x);
+      if (!stage) stage = plan_.alloc("offload_stage", {st.T, st.d}, act_, MemCategory::TransientActivations);
+      be_.wait_copy(staged);
+      be_.copy(*stage, x);
+      staged = be_.download_async(ckpt.back(), *stage);
     } else {
       be_.copy(ckpt.back(), x);
     }
+    if (stage && l + 1 >= offload_layers_) {  // the last offloaded input: free the stage once it has left
+      be_.wait_copy(staged);
+      stage.reset();
+    }
     Saved transient;
-    layer_forward(st, l, x, policy.checkpointing ? transient : saved[static_cast<size_t>(l)], /*finish=*/true);
+    layer_forward(st, l, x, policy.checkpointing ? transient : saved[static_cast<size_t>(l)],
+                  /*finish=*/true);
   }
 
   // ---- head: loss and the gradient of the last layer's output ----
@@ -331,9 +348,25 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   }
 
   // ---- backward ----
+  // Offloaded inputs come back one layer ahead: layer l-1's upload runs on the copy stream during layer l's
+  // backward, into a second device buffer [T, d].
+  std::optional<Buffer> fetched;
+  uint64_t fetch_ticket = 0;
+  auto prefetch = [&](int layer) {
+    fetched = plan_.alloc("layer_input_upload", {st.T, st.d}, act_, MemCategory::TransientActivations);
+    fetch_ticket = be_.upload_async(*fetched, ckpt[static_cast<size_t>(layer)]);
+  };
   for (int l = L - 1; l >= 0; --l) {
     MemoryPlan::Phase phase(plan_, "layer " + std::to_string(l) + " backward");
     const Tensor& x_in = ckpt[static_cast<size_t>(l)];
+    std::optional<Buffer> x_dev;  // an offloaded input, back on the device for the whole layer backward
+    if (policy.checkpointing && l < offload_layers_) {
+      if (!fetched) prefetch(l);  // the last layer, when every layer is offloaded
+      be_.wait_copy(fetch_ticket);
+      x_dev = std::move(fetched);
+      fetched.reset();
+    }
+    if (policy.checkpointing && l >= 1 && l - 1 < offload_layers_) prefetch(l - 1);
     std::optional<ParamSet> layer_grads;
     if (per_group) {
       std::vector<ParamSpec> specs;
@@ -344,11 +377,6 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
     const LayerParams g = per_group ? layer_params(*layer_grads, l) : g_layers_[static_cast<size_t>(l)];
     if (policy.checkpointing) {
       Saved s;
-      std::optional<Buffer> x_dev;  // an offloaded input, back on the device for the whole layer backward
-      if (l < offload_layers_) {
-        x_dev = plan_.alloc("layer_input_upload", {st.T, st.d}, act_, MemCategory::TransientActivations);
-        be_.upload(*x_dev, x_in);
-      }
       const Tensor& x_layer = x_dev ? x_dev->tensor() : x_in;
       {
         MemoryPlan::Phase re(plan_, "recompute");

@@ -1,10 +1,11 @@
-// The op interface: every op family the model needs, declared once. The CPU backend (backend/cpu, fp32, OpenMP +
-// OpenBLAS) is the tested specification; the CUDA backend (backend/cuda) implements the same signatures.
+// The op interface: every op family the model needs, declared once. The CPU backend (backend/cpu, fp32,
+// OpenMP + OpenBLAS) is the tested specification; the CUDA backend (backend/cuda) implements the same
+// signatures.
 //
 // Conventions (all backends):
 //  - PyTorch dimension order, row-major contiguous tensors; linear layers are y = x·Wᵀ with W [out, in].
-//  - Gradients: parameter grads ACCUMULATE (+=); activation grads are WRITTEN (=) unless the argument is named
-//    `*_accum`; the residual-stream grad accumulates.
+//  - Gradients: parameter grads ACCUMULATE (+=); activation grads are WRITTEN (=) unless the argument
+//    is named `*_accum`; the residual-stream grad accumulates.
 //  - Attention tensors stay in the projection layout: q [B, S, H, D], k and v [B, S, Hkv, D] (no transposes).
 //  - Sizes are taken from the tensors; every op checks its shapes with debug asserts.
 //
@@ -28,8 +29,8 @@ struct AttentionParams {
   int64_t q_offset = 0;
 };
 
-// Loss-only cross-entropy of a chunk (evaluation): Σ loss and the count of rows whose argmax (first maximum, as
-// torch.argmax) equals the label, over rows with a label != -100.
+// Loss-only cross-entropy of a chunk (evaluation): Σ loss and the count of rows whose argmax (first maximum,
+// as torch.argmax) equals the label, over rows with a label != -100.
 struct CrossEntropyStats {
   double loss_sum = 0.0;
   int64_t counted = 0;
@@ -42,14 +43,15 @@ struct RopeParams {
 };
 
 // Hyperparameters in double, as torch holds them (Python floats): torch derives 1 − β, 1 − lr·wd and the bias
-// corrections in double and rounds only the results to fp32. From a float β2 = 0.999f, 1 − β2 would be off by 1e-5.
+// corrections in double and rounds only the results to fp32. From a float β2 = 0.999f, 1 − β2 would be off by
+// 1e-5.
 struct AdamWParams {
   double lr = 0.0;
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;
-  int64_t step = 1;        // 1-based, for bias correction
+  int64_t step = 1;         // 1-based, for bias correction
   float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
 };
 
@@ -70,10 +72,24 @@ class Backend {
   // weights, reading gradients and checkpoints back. The CPU backend copies in place.
   virtual void upload(const Tensor& dst, const Tensor& host_src) { copy(dst, host_src); }
   virtual void download(const Tensor& host_dst, const Tensor& src) { copy(host_dst, src); }
-  // Page-locks host memory that upload/download will use often (offloaded state), for fast asynchronous copies;
-  // nothing on the CPU backend. unpin before the memory is released.
+  // Page-locks host memory that upload/download will use often (offloaded state), for fast asynchronous
+  // copies; nothing on the CPU backend. unpin before the memory is released.
   virtual void pin_host_memory(void* /*p*/, size_t /*bytes*/) {}
   virtual void unpin_host_memory(void* /*p*/) {}
+  // Asynchronous whole-tensor copies for offloaded activations (same dtype on both sides; host memory
+  // pinned). Each copy starts after all work issued so far (so it sees src complete and dst no longer in use)
+  // and runs beside the work issued after it, on a copy stream; wait_copy(ticket) orders all work issued
+  // afterwards after the copy, without blocking the host. Whoever frees or reuses either side must wait_copy
+  // first. The CPU backend copies at once and returns ticket 0.
+  virtual uint64_t download_async(const Tensor& host_dst, const Tensor& src) {
+    download(host_dst, src);
+    return 0;
+  }
+  virtual uint64_t upload_async(const Tensor& dst, const Tensor& host_src) {
+    upload(dst, host_src);
+    return 0;
+  }
+  virtual void wait_copy(uint64_t /*ticket*/) {}
   // Bytes in use on the backend's device, for measured peaks (0 where the process RSS is the measure).
   virtual size_t device_bytes_in_use() const { return 0; }
 
@@ -83,25 +99,27 @@ class Backend {
   virtual void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) = 0;
 
   // ---- RMSNorm (fp32 math as Hugging Face): y = x * rsqrt(mean(x²) + eps) * w; x, y [T, d], rstd [T] ----
-  virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) = 0;
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
+                               const Tensor& rstd) = 0;
   // dx [T, d] written (or accumulated when dx_accum), dw [d] accumulated.
   virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                                 const Tensor& dx, const Tensor& dw, bool dx_accum) = 0;
 
   // ---- linear: y [T, out] = x [T, in] · W [out, in]ᵀ (+ b [out]) ----
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
-  // dx [T, in] = dy·W (+= when dx_accum; skipped when dx is a default Tensor() with no data), dW += dyᵀ·x (when
-  // dw non-null), db += Σ_T dy (when db non-null)
+  // dx [T, in] = dy·W (+= when dx_accum; skipped when dx is a default Tensor() with no data), dW += dyᵀ·x
+  // (when dw non-null), db += Σ_T dy (when db non-null)
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
                                const Tensor* dw, const Tensor* db, bool dx_accum) = 0;
 
-  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for every batch row) ----
+  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for every batch row)
+  // ----
   virtual void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) = 0;
   // the inverse rotation applied to the gradient, in place
   virtual void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) = 0;
 
-  // ---- attention (flash-style, never stores S×S): q [B,S,H,D], k, v [B,S,Hkv,D] -> out [B,S,H,D], lse [B,H,S] ----
-  // (forward with p.q_offset: q, out [B,Sq,H,D], k, v [B,Sk,Hkv,D], lse [B,H,Sq])
+  // ---- attention (flash-style, never stores S×S): q [B,S,H,D], k, v [B,S,Hkv,D] -> out [B,S,H,D], lse
+  // [B,H,S] ---- (forward with p.q_offset: q, out [B,Sq,H,D], k, v [B,Sk,Hkv,D], lse [B,H,Sq])
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                  const Tensor& lse, const AttentionParams& p) = 0;
   // dq written, dk and dv written (each kv head sums over its query group).
@@ -116,8 +134,8 @@ class Backend {
                                const Tensor& dup) = 0;
 
   // ---- cross-entropy on a chunk of logits [C, V], labels [C] (-100 = ignore) ----
-  // Returns Σ loss over valid rows (fp64 accumulation); overwrites logits with dlogits = (softmax - onehot) * scale
-  // for valid rows and 0 for ignored ones. scale is 1 / (valid labels in the whole batch).
+  // Returns Σ loss over valid rows (fp64 accumulation); overwrites logits with dlogits = (softmax - onehot) *
+  // scale for valid rows and 0 for ignored ones. scale is 1 / (valid labels in the whole batch).
   virtual double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) = 0;
   // Loss and argmax accuracy only; logits [C, V] are left unchanged.
   virtual CrossEntropyStats cross_entropy_forward(const Tensor& logits, const int32_t* labels) = 0;
@@ -126,12 +144,12 @@ class Backend {
   virtual void add_inplace(const Tensor& y, const Tensor& x) = 0;  // y += x
   virtual void scale_inplace(const Tensor& y, float s) = 0;        // y *= s
   virtual void fill_zero(const Tensor& y) = 0;
-  virtual void copy(const Tensor& dst, const Tensor& src) = 0;     // converts dtypes
-  virtual double sum_squares(const Tensor& x) = 0;                 // for global grad norms
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;  // converts dtypes
+  virtual double sum_squares(const Tensor& x) = 0;              // for global grad norms
 
-  // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 or bf16 (both the same) ----
-  // Without `master` the fp32 param is updated in place. With `master` (fp32, the weights' exact values when the
-  // param is stored in bf16) the update runs on master and param receives it rounded to its dtype.
+  // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 or bf16 (both the same)
+  // ---- Without `master` the fp32 param is updated in place. With `master` (fp32, the weights' exact values
+  // when the param is stored in bf16) the update runs on master and param receives it rounded to its dtype.
   virtual void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                           const AdamWParams& p, const Tensor* master = nullptr) = 0;
 };

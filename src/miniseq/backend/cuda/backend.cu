@@ -18,9 +18,17 @@ CudaBackend::CudaBackend() {
   MS_CUBLAS_CHECK(cublasLtCreate(&lt_));
   MS_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   lt_workspace_bytes_ = kLtWorkspaceBytes;
+  MS_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  MS_CUDA_CHECK(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming));
+  for (auto& e : copied_) MS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 }
 
 CudaBackend::~CudaBackend() {
+  if (copy_stream_) cudaStreamSynchronize(copy_stream_);
+  for (auto& e : copied_)
+    if (e) cudaEventDestroy(e);
+  if (issued_) cudaEventDestroy(issued_);
+  if (copy_stream_) cudaStreamDestroy(copy_stream_);
   for (auto& b : slots_) cudaFree(b.p);
   cudaFree(lt_workspace_);
   if (lt_) cublasLtDestroy(lt_);

@@ -1,7 +1,9 @@
 // The CUDA backend class: bf16 parameters and activations, fp32 gradients, fp32 accumulation everywhere.
 // One op family per file, forward and backward side by side: embedding.cu, rmsnorm.cu, linear.cu (cuBLASLt),
 // rope.cu, attention.cu (+ attention_backward.cu), swiglu.cu, cross_entropy.cu, adamw.cu, elementwise.cu.
-// Conventions: ops/backend.h. Everything runs on the legacy default stream, in issue order.
+// Conventions: ops/backend.h. Everything runs on the legacy default stream, in issue order, except the
+// asynchronous copies of offloaded activations (download_async/upload_async), which run on a copy stream
+// ordered by events.
 //
 // Determinism: no reduction uses atomics. Reductions over rows (RMSNorm dw, bias grads, sums of squares)
 // write per-block partials in a grid fixed by the shape and sum them in a fixed order; the embedding gradient
@@ -44,6 +46,9 @@ class CudaBackend final : public Backend {
   size_t device_bytes_in_use() const override;
   void pin_host_memory(void* p, size_t bytes) override;
   void unpin_host_memory(void* p) override;
+  uint64_t download_async(const Tensor& host_dst, const Tensor& src) override;  // transfer.cu
+  uint64_t upload_async(const Tensor& dst, const Tensor& host_src) override;
+  void wait_copy(uint64_t ticket) override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
@@ -99,6 +104,8 @@ class CudaBackend final : public Backend {
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* A, DType ta, int64_t lda,
             const void* B, DType tb, int64_t ldb, void* C, DType tc, int64_t ldc, float beta,
             const void* bias = nullptr);
+  // cudaMemcpyAsync on the copy stream after the work issued so far; returns the copy's ticket.
+  uint64_t copy_async(void* dst, const void* src, size_t bytes, bool to_device);
   // Σ over rows of a [rows, cols] matrix product dy·(x·rstd) or of dy alone, into out[cols] (+=).
   void column_sums_finish(const float* partials, int64_t nblocks, int64_t cols, const Tensor& out);
 
@@ -110,6 +117,13 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   size_t lt_workspace_bytes_ = 0;
+  // Asynchronous copies (offloaded activations): a non-blocking stream beside the legacy default stream, an
+  // event marking "work issued so far" and a ring of completion events indexed by ticket.
+  static constexpr uint64_t kCopyEvents = 8;
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t issued_ = nullptr;
+  std::array<cudaEvent_t, kCopyEvents> copied_{};
+  uint64_t copies_ = 0;  // tickets handed out (ticket 0 means "no copy")
   // RoPE table cache key
   std::vector<int32_t> rope_positions_;
   int64_t rope_D_ = 0;

@@ -49,9 +49,15 @@ void load_params_to_device(const SafetensorsModel& files, const ModelConfig& con
   });
 }
 
-void CudaBackend::upload(const Tensor& dst, const Tensor& host_src) { cuda::upload(dst, host_src); }
-void CudaBackend::download(const Tensor& host_dst, const Tensor& src) { cuda::download(host_dst, src); }
-size_t CudaBackend::device_bytes_in_use() const { return device_used_bytes(); }
+void CudaBackend::upload(const Tensor& dst, const Tensor& host_src) {
+  cuda::upload(dst, host_src);
+}
+void CudaBackend::download(const Tensor& host_dst, const Tensor& src) {
+  cuda::download(host_dst, src);
+}
+size_t CudaBackend::device_bytes_in_use() const {
+  return device_used_bytes();
+}
 
 // Page-locked host memory lets cudaMemcpy skip the driver's bounce buffer (offloaded optimizer state and
 // checkpoints move at PCIe speed).
@@ -60,6 +66,41 @@ void CudaBackend::pin_host_memory(void* p, size_t bytes) {
 }
 void CudaBackend::unpin_host_memory(void* p) {
   if (p) MS_CUDA_CHECK(cudaHostUnregister(p));
+}
+
+// The copy waits for everything issued so far on the compute (legacy default) stream, then runs on the copy
+// stream; its completion event lets later compute wait for it on the GPU (wait_copy) instead of on the host.
+uint64_t CudaBackend::copy_async(void* dst, const void* src, size_t bytes, bool to_device) {
+  MS_CUDA_CHECK(cudaEventRecord(issued_, 0));
+  MS_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, issued_, 0));
+  if (bytes)
+    MS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes,
+                                  to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, copy_stream_));
+  const uint64_t ticket = ++copies_;
+  MS_CUDA_CHECK(cudaEventRecord(copied_[ticket % kCopyEvents], copy_stream_));
+  return ticket;
+}
+
+uint64_t CudaBackend::download_async(const Tensor& host_dst, const Tensor& src) {
+  MS_CHECK(src.numel() == host_dst.numel() && src.dtype == host_dst.dtype, "internal: async download of ",
+           src.shape.str(), " ", dtype_name(src.dtype), " into ", host_dst.shape.str(), " ",
+           dtype_name(host_dst.dtype));
+  return copy_async(host_dst.data, src.data, src.bytes(), /*to_device=*/false);
+}
+
+uint64_t CudaBackend::upload_async(const Tensor& dst, const Tensor& host_src) {
+  MS_CHECK(dst.numel() == host_src.numel() && dst.dtype == host_src.dtype, "internal: async upload of ",
+           host_src.shape.str(), " ", dtype_name(host_src.dtype), " into ", dst.shape.str(), " ",
+           dtype_name(dst.dtype));
+  return copy_async(dst.data, host_src.data, dst.bytes(), /*to_device=*/true);
+}
+
+// Waiting on a ticket whose event slot was re-recorded by a later copy waits for that later copy: still
+// correct (the copy stream is in order), only stricter. At most three copies are ever outstanding.
+void CudaBackend::wait_copy(uint64_t ticket) {
+  if (ticket == 0) return;
+  MS_DASSERT(ticket <= copies_ && copies_ - ticket < kCopyEvents);
+  MS_CUDA_CHECK(cudaStreamWaitEvent(0, copied_[ticket % kCopyEvents], 0));
 }
 
 size_t device_used_bytes() {
