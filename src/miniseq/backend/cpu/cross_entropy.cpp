@@ -7,18 +7,13 @@
 
 #include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/backend/cpu/simd_math.h"
+#include "miniseq/ops/labels.h"
 
 namespace miniseq {
 
 namespace {
-constexpr int32_t kIgnoreIndex = -100;
+constexpr int32_t kIgnoreIndex = kIgnoreLabel;
 
-void check_labels(const int32_t* labels, int64_t C, int64_t V) {
-  for (int64_t r = 0; r < C; ++r)
-    MS_CHECK(labels[r] == kIgnoreIndex || (labels[r] >= 0 && labels[r] < V), "label ", labels[r], " at row ",
-             r, " is outside the vocabulary [0, ", V,
-             ") and is not the ignore index -100: check the data's labels");
-}
 }  // namespace
 
 double CpuBackend::cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) {

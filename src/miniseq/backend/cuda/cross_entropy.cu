@@ -9,6 +9,7 @@
 
 #include "miniseq/backend/cuda/common.cuh"
 #include "miniseq/backend/cuda/cuda_ops.h"
+#include "miniseq/ops/labels.h"
 
 namespace miniseq::cuda {
 
@@ -64,11 +65,12 @@ __device__ __forceinline__ int block_min_int(int v, int* smem /* >= 32 */) {
   return r;
 }
 
-// One block per row: loss (fp64 from fp32 max and Σ) and the first index of the maximum (INT_MAX for an ignored
-// row). Each thread visits its columns in increasing order, so its first maximum is its smallest such index.
+// One block per row: loss (fp64 from fp32 max and Σ) and the first index of the maximum (INT_MAX for an
+// ignored row). Each thread visits its columns in increasing order, so its first maximum is its smallest such
+// index.
 template <typename T>
-__global__ void cross_entropy_stats_kernel(const T* logits, const int32_t* labels, int64_t V, double* row_loss,
-                                           int* row_arg) {
+__global__ void cross_entropy_stats_kernel(const T* logits, const int32_t* labels, int64_t V,
+                                           double* row_loss, int* row_arg) {
   __shared__ float red_m[32], red_s[32];
   __shared__ int red_i[32];
   const int64_t r = blockIdx.x;
@@ -95,16 +97,10 @@ __global__ void cross_entropy_stats_kernel(const T* logits, const int32_t* label
   const float z = block_sum(s, red_s);
   const int first = block_min_int(m == gm ? arg : INT_MAX, red_i);
   if (threadIdx.x == 0) {
-    row_loss[r] = static_cast<double>(gm) + log(static_cast<double>(z)) - static_cast<double>(to_f32(x[label]));
+    row_loss[r] =
+        static_cast<double>(gm) + log(static_cast<double>(z)) - static_cast<double>(to_f32(x[label]));
     row_arg[r] = first;
   }
-}
-
-void check_labels(const int32_t* labels, int64_t C, int64_t V) {
-  for (int64_t r = 0; r < C; ++r)
-    MS_CHECK(labels[r] == -100 || (labels[r] >= 0 && labels[r] < V), "label ", labels[r], " at row ", r,
-             " is outside the vocabulary [0, ", V,
-             ") and is not the ignore index -100: check the data's labels");
 }
 
 }  // namespace
