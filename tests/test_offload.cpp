@@ -1,13 +1,14 @@
-// Host offload (memory policies beyond MsT): the optimizer state and fp32 master weights on the host with a CPU
-// AdamW beside the backward, and checkpointed layer inputs on the host. On the CPU backend the same bits move, so
-// every policy must give exactly the default policy's losses, norms and weights, also across a resume; and the
-// planner must see the policies (device memory falls, host memory holds what moved) and reach the targets
-// for Mistral-7B.
+// Host offload (memory policies beyond MsT): the optimizer state and fp32 master weights on the host with a
+// CPU AdamW beside the backward, and checkpointed layer inputs on the host. On the CPU backend the same bits
+// move, so every policy must give exactly the default policy's losses, norms and weights, also across a
+// resume; and the planner must see the policies (device memory falls, host memory holds what moved) and reach
+// the targets for Mistral-7B.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "miniseq/io/safetensors.h"
+#include "miniseq/model/decoder.h"
 #include "miniseq/model/param_spec.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/trainer.h"
@@ -26,14 +27,148 @@ using test::read_weights;
 using test::tiny_setup;
 
 TrainArgs base_args(const std::string& out) {
-  TrainArgs a = test::parse_train_args({"--max_steps", "4", "--learning_rate", "2e-3", "--warmup_steps", "1", "--logging_steps", "1",
-                       "--model_max_length", "20", "--per_device_train_batch_size", "2", "--save_strategy", "no",
-                       "--weight_decay", "0.01", "--max_grad_norm", "1.0"});
+  TrainArgs a = test::parse_train_args({"--max_steps", "4", "--learning_rate", "2e-3", "--warmup_steps", "1",
+                                        "--logging_steps", "1", "--model_max_length", "20",
+                                        "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                                        "--weight_decay", "0.01", "--max_grad_norm", "1.0"});
   a.output_dir = out;
   return a;
 }
 
+// The CPU backend with the asynchronous copies at their latest: each runs only when its ticket is waited for
+// (the copy stream is in order, so waiting for a ticket runs every earlier copy too). A schedule that reads
+// an upload's destination before waiting, overwrites a download's source before waiting, or never waits,
+// computes something else than the immediate copies of the plain CPU backend.
+class DeferredCopies final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+  uint64_t download_async(const Tensor& host_dst, const Tensor& src) override { return defer(host_dst, src); }
+  uint64_t upload_async(const Tensor& dst, const Tensor& host_src) override { return defer(dst, host_src); }
+  void wait_copy(uint64_t ticket) override {
+    while (!pending_.empty() && pending_.front().first <= ticket) {
+      cpu_->copy(pending_.front().second.first, pending_.front().second.second);
+      pending_.erase(pending_.begin());
+    }
+  }
+  size_t pending() const { return pending_.size(); }
+  uint64_t issued() const { return issued_; }
+
+  void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override {
+    cpu_->embedding_forward(ids, table, out);
+  }
+  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override {
+    cpu_->embedding_backward(ids, dout, dtable);
+  }
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
+                       const Tensor& rstd) override {
+    cpu_->rmsnorm_forward(x, w, eps, y, rstd);
+  }
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        const Tensor& dx, const Tensor& dw, bool dx_accum) override {
+    cpu_->rmsnorm_backward(dy, x, w, rstd, dx, dw, dx_accum);
+  }
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
+    cpu_->linear_forward(x, w, bias, y);
+  }
+  void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor* dw,
+                       const Tensor* db, bool dx_accum) override {
+    cpu_->linear_backward(dy, x, w, dx, dw, db, dx_accum);
+  }
+  void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) override {
+    cpu_->rope_forward(x, positions, p);
+  }
+  void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) override {
+    cpu_->rope_backward(dx, positions, p);
+  }
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                         const Tensor& lse, const AttentionParams& p) override {
+    cpu_->attention_forward(q, k, v, out, lse, p);
+  }
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv, const AttentionParams& p) override {
+    cpu_->attention_backward(dout, q, k, v, out, lse, dq, dk, dv, p);
+  }
+  void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& act) override {
+    cpu_->swiglu_forward(gate, up, act);
+  }
+  void swiglu_backward(const Tensor& dact, const Tensor& gate, const Tensor& up, const Tensor& dgate,
+                       const Tensor& dup) override {
+    cpu_->swiglu_backward(dact, gate, up, dgate, dup);
+  }
+  double cross_entropy_forward_backward(const Tensor& logits, const int32_t* labels, float scale) override {
+    return cpu_->cross_entropy_forward_backward(logits, labels, scale);
+  }
+  CrossEntropyStats cross_entropy_forward(const Tensor& logits, const int32_t* labels) override {
+    return cpu_->cross_entropy_forward(logits, labels);
+  }
+  void add_inplace(const Tensor& y, const Tensor& x) override { cpu_->add_inplace(y, x); }
+  void scale_inplace(const Tensor& y, float s) override { cpu_->scale_inplace(y, s); }
+  void fill_zero(const Tensor& y) override { cpu_->fill_zero(y); }
+  void copy(const Tensor& dst, const Tensor& src) override { cpu_->copy(dst, src); }
+  double sum_squares(const Tensor& x) override { return cpu_->sum_squares(x); }
+  void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                  const AdamWParams& p, const Tensor* master) override {
+    cpu_->adamw_step(param, grad, m, v, p, master);
+  }
+
+ private:
+  uint64_t defer(const Tensor& dst, const Tensor& src) {
+    pending_.push_back({++issued_, {dst, src}});
+    return issued_;
+  }
+  std::unique_ptr<Backend> cpu_ = make_cpu_backend();
+  std::vector<std::pair<uint64_t, std::pair<Tensor, Tensor>>> pending_;  // ticket -> (dst, src)
+  uint64_t issued_ = 0;
+};
+
+struct StepResult {
+  double loss = 0;
+  std::map<std::string, std::vector<float>> grads;
+};
+
+// One forward + backward of the golden llama_basic batch with the inputs of `offload` layers on the host.
+StepResult offloaded_step(Backend& be, int64_t offload, const StepPolicy& policy) {
+  const ModelConfig config = load_model_config(kModel.string());
+  const TokenBatch batch =
+      read_token_batch_jsonl((kModel.parent_path() / "batch.jsonl").string(), config.vocab_size);
+  PlanTarget t = PlanTarget::cpu();
+  t.optimizer = false;
+  t.offload_layers = offload;
+  const RunPlan run = plan_run(config, batch.batch, batch.seq, policy, t);
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, run.device.arena_bytes);
+  MemoryPlan host = MemoryPlan::real(Device::CPU, std::max<size_t>(run.host.arena_bytes, 1));
+  Decoder model(config, be, plan);
+  model.set_checkpoint_offload(&host, offload);
+  load_params(SafetensorsModel(kModel.string()), config, model.weights());
+  model.zero_grads();
+  StepResult r;
+  r.loss = model.forward_backward(batch, policy, batch.count_targets());
+  model.grads().for_each(
+      [&](const ParamSpec& s, const Tensor& g) { r.grads[s.name].assign(g.f32(), g.f32() + g.numel()); });
+  return r;
+}
+
 }  // namespace
+
+// The decoder's copy schedule (stage in forward, prefetch one layer ahead in backward) waits for every copy
+// before touching either side: with the copies deferred to their wait, the step is still the plain step, bit
+// for bit.
+TEST(DecoderOffload, CopiesDeferredToTheirWaitGiveTheSameBits) {
+  StepPolicy policy;
+  policy.checkpointing = true;
+  auto cpu = make_cpu_backend();
+  const StepResult base = offloaded_step(*cpu, 0, policy);
+  for (const int64_t layers : {int64_t{1}, int64_t{-1}}) {
+    SCOPED_TRACE(layers);
+    DeferredCopies be;
+    const StepResult r = offloaded_step(be, layers, policy);
+    EXPECT_GT(be.issued(), 0u);
+    EXPECT_EQ(be.pending(), 0u) << "a copy was never waited for";
+    EXPECT_EQ(r.loss, base.loss);
+    EXPECT_EQ(r.grads, base.grads);
+  }
+}
 
 TEST(TrainOffload, HostPoliciesGiveTheDefaultPolicysBits) {
   test::TempDir tmp;
@@ -45,9 +180,9 @@ TEST(TrainOffload, HostPoliciesGiveTheDefaultPolicysBits) {
     int64_t offload_layers;
     int64_t accumulation;
   };
-  for (const Variant v : {Variant{"host_optimizer", true, false, 0, 1}, Variant{"host_optimizer_fused", true, true, 0, 1},
-                          Variant{"host_checkpoints", false, false, -1, 1},
-                          Variant{"host_everything", true, true, 1, 1}}) {
+  for (const Variant v :
+       {Variant{"host_optimizer", true, false, 0, 1}, Variant{"host_optimizer_fused", true, true, 0, 1},
+        Variant{"host_checkpoints", false, false, -1, 1}, Variant{"host_everything", true, true, 1, 1}}) {
     SCOPED_TRACE(v.name);
     TrainArgs a = base_args(tmp.file(v.name));
     a.offload_optimizer = v.offload_optimizer;
@@ -55,8 +190,9 @@ TEST(TrainOffload, HostPoliciesGiveTheDefaultPolicysBits) {
     a.offload_checkpoints = v.offload_layers;
     const TrainResult r = run_training(tiny_setup(a, data));
     EXPECT_GT(r.planned_host.peak_bytes, 0u);
-    // The device holds less. Offloading both layers of this 2-layer model saves nothing: a layer's backward keeps
-    // its uploaded input and the prefetched next one (PlannerOffload.HostHoldsWhatLeavesTheDevice has the sum).
+    // The device holds less. Offloading both layers of this 2-layer model saves nothing: a layer's backward
+    // keeps its uploaded input and the prefetched next one (PlannerOffload.HostHoldsWhatLeavesTheDevice has
+    // the sum).
     if (v.offload_optimizer) {
       EXPECT_LT(r.planned.peak_bytes, base.planned.peak_bytes);
     } else {
@@ -104,7 +240,8 @@ TEST(TrainOffload, ResumeWithTheOptimizerOnTheHostIsBitExact) {
 
 TEST(PlannerOffload, HostHoldsWhatLeavesTheDevice) {
   ModelConfig c = load_model_config(kModel.string());
-  c.num_hidden_layers = 6;  // the plan only: deep enough that offloading layer inputs pays for its two buffers
+  c.num_hidden_layers =
+      6;  // the plan only: deep enough that offloading layer inputs pays for its two buffers
   const auto specs = param_specs(c);
   int64_t params = 0, largest = 0;
   for (const auto& s : specs) params += s.shape.numel(), largest = std::max(largest, s.shape.numel());
@@ -164,9 +301,11 @@ TEST(PlannerOffload, AutoClimbsThePolicyLadder) {
 }
 
 // The targets, from the planner on the real Mistral-7B config with the CUDA backend's dtypes: full
-// fine-tuning at >= 256K tokens on an 80 GiB device and >= 512K on a 141 GiB device, with 128 GiB of host memory.
+// fine-tuning at >= 256K tokens on an 80 GiB device and >= 512K on a 141 GiB device, with 128 GiB of host
+// memory.
 TEST(PlannerOffload, Mistral7BReachesTheTargetLengths) {
-  const ModelConfig c = load_model_config((fs::path(MINISEQ_SOURCE_DIR) / "bench/configs/mistral-7b.json").string());
+  const ModelConfig c =
+      load_model_config((fs::path(MINISEQ_SOURCE_DIR) / "bench/configs/mistral-7b.json").string());
   StepPolicy p;
   PlanTarget t = PlanTarget::cuda();
   t.optimizer_in_backward = t.offload_optimizer = true;
