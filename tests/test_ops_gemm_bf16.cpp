@@ -20,6 +20,7 @@
 
 #include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/backend/cpu/gemm.h"
+#include "miniseq/core/dtype.h"
 #include "support/op_check.h"
 
 using namespace miniseq;
@@ -125,6 +126,18 @@ TEST(GemmBf16, RoundToNearestEven) {
   EXPECT_EQ(cpu::round_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 1.0f + 0x1p-7f);
   EXPECT_EQ(cpu::round_to_bf16(-3.0f), -3.0f);
   EXPECT_TRUE(std::isnan(cpu::round_to_bf16(NAN)));
+  // The same bits as the library's f32_to_bf16 (core/dtype.h) over a sweep of bit patterns, NaNs and infs
+  // included.
+  for (uint64_t b = 0; b < (1ull << 32); b += 0x10001ull * 7 + 3) {
+    const float x = bits_to_f32(static_cast<uint32_t>(b));
+    ASSERT_EQ(f32_to_bits(cpu::round_to_bf16(x)), static_cast<uint32_t>(f32_to_bf16(x)) << 16)
+        << std::hex << b;
+  }
+  for (uint32_t b :
+       {0x7f800000u, 0xff800000u, 0x7f7fffffu, 0x7fc00001u, 0x7f800001u, 0x00000001u, 0x3f808000u})
+    ASSERT_EQ(f32_to_bits(cpu::round_to_bf16(bits_to_f32(b))),
+              static_cast<uint32_t>(f32_to_bf16(bits_to_f32(b))) << 16)
+        << std::hex << b;
 }
 
 TEST(GemmBf16, FallbackEqualsSgemmOnRoundedInputs) {

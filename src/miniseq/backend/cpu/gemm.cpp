@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,7 @@ namespace miniseq::cpu {
 
 namespace {
 
-constexpr int64_t kTileM = 2048, kTileN = 2048, kTileK = 512;
+constexpr int64_t kTileM = 2048, kTileN = 2048, kTileK = 1024;
 
 // The size of ceil(n / cap) equal parts of n (so that no tile is a thin remainder).
 int64_t balanced_tile(int64_t n, int64_t cap) {
@@ -33,8 +34,16 @@ int64_t balanced_tile(int64_t n, int64_t cap) {
   return (n + parts - 1) / parts;
 }
 
+// The bits of f32_to_bf16(x) (nearest even; NaN stays a quiet NaN), written without a branch so that the
+// rounding loops vectorize.
+inline uint32_t bf16_bits(float x) {
+  const uint32_t b = f32_to_bits(x);
+  const uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+  const uint32_t nan = (b >> 16) | 0x0040u;
+  return (b & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
 inline float to_bf16_value(float x) {
-  return bf16_to_f32(f32_to_bf16(x));
+  return bits_to_f32(bf16_bits(x) << 16);
 }
 
 // dst [rows, cols] (packed) = src [rows, cols] (leading dimension ld) rounded to bf16, as fp32 or as bf16
@@ -54,7 +63,7 @@ void round_block(const float* src, int64_t ld, int64_t rows, int64_t cols, uint1
     const float* s = src + r * ld;
     uint16_t* d = dst + r * cols;
 #pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) d[c] = f32_to_bf16(s[c]);
+    for (int64_t c = 0; c < cols; ++c) d[c] = static_cast<uint16_t>(bf16_bits(s[c]));
   }
 }
 
@@ -72,25 +81,29 @@ template <typename T, typename Tile>
 void tiled_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const Tile& tile) {
   const int64_t tm = balanced_tile(M, kTileM), tn = balanced_tile(N, kTileN), tk = balanced_tile(K, kTileK);
-  std::vector<T> a(static_cast<size_t>(tm * tk)), b(static_cast<size_t>(tk * tn));
+  // Uninitialized scratch (every element used is written first).
+  const std::unique_ptr<T[]> a_buf(new T[static_cast<size_t>(tm * tk)]),
+      b_buf(new T[static_cast<size_t>(tk * tn)]);
+  T* const a = a_buf.get();
+  T* const b = b_buf.get();
   for (int64_t k0 = 0; k0 < K; k0 += tk) {
     const int64_t kc = std::min(tk, K - k0);
     const float beta_k = k0 == 0 ? beta : 1.0f;  // later K panels accumulate onto the first
     for (int64_t m0 = 0; m0 < M; m0 += tm) {
       const int64_t mc = std::min(tm, M - m0);
       if (ta)
-        round_block(A + k0 * lda + m0, lda, kc, mc, a.data());
+        round_block(A + k0 * lda + m0, lda, kc, mc, a);
       else
-        round_block(A + m0 * lda + k0, lda, mc, kc, a.data());
+        round_block(A + m0 * lda + k0, lda, mc, kc, a);
       for (int64_t n0 = 0; n0 < N; n0 += tn) {
         const int64_t nc = std::min(tn, N - n0);
         if (m0 == 0 || tn < N) {  // one column tile: its block is still in b from the first row tile
           if (tb)
-            round_block(B + n0 * ldb + k0, ldb, nc, kc, b.data());
+            round_block(B + n0 * ldb + k0, ldb, nc, kc, b);
           else
-            round_block(B + k0 * ldb + n0, ldb, kc, nc, b.data());
+            round_block(B + k0 * ldb + n0, ldb, kc, nc, b);
         }
-        tile(ta, tb, mc, nc, kc, alpha, a.data(), b.data(), beta_k, C + m0 * ldc + n0, ldc);
+        tile(ta, tb, mc, nc, kc, alpha, a, b, beta_k, C + m0 * ldc + n0, ldc);
       }
     }
   }
