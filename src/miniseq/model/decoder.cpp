@@ -67,14 +67,14 @@ ParamSet Decoder::group_grads(const std::vector<ParamSpec>& specs) {
   return g;
 }
 
-void Decoder::hand_over(GradSink* sink, const ParamSet& grads) {
+uint64_t Decoder::hand_over(GradSink* sink, const ParamSet& grads) {
   std::vector<const ParamSpec*> specs;
   std::vector<Tensor> tensors;
   grads.for_each([&](const ParamSpec& s, const Tensor& t) {
     specs.push_back(&s);
     tensors.push_back(t);
   });
-  if (sink) sink->consume(specs, tensors);
+  return sink ? sink->consume(specs, tensors) : 0;
 }
 
 Decoder::LayerParams Decoder::layer_params(const ParamSet& set, int l) const {
@@ -335,6 +335,19 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   if (per_group && config_.tie_word_embeddings) embed_grads.emplace(group_grads(embed_specs));
   if (per_group) head_grads.emplace(group_grads(head_specs));
   const bool tied = config_.tie_word_embeddings;
+  // Handing a group over: it is freed at once, or (asynchronous reads) once the next one has been handed
+  // over.
+  std::optional<ParamSet> retiring;
+  uint64_t retiring_reads = 0;
+  auto retire = [&](std::optional<ParamSet>& group) {
+    const uint64_t reads = hand_over(sink, *group);
+    if (retiring) {
+      be_.wait_copy(retiring_reads);
+      retiring.reset();
+    }
+    if (async_grad_reads_) retiring = std::move(group), retiring_reads = reads;
+    group.reset();
+  };
   const ParamSet& head_set = per_group ? *head_grads : *grads_;
   const Tensor g_norm = head_set.get("model.norm.weight");
   const Tensor g_head = tied ? (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight")
@@ -342,10 +355,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, act_, MemCategory::ResidentActivations);
   const double loss = head_forward_backward(st, x, dx, g_norm, g_head);
   x.release();
-  if (per_group) {
-    hand_over(sink, *head_grads);
-    head_grads.reset();
-  }
+  if (per_group) retire(head_grads);
 
   // ---- backward ----
   // Offloaded inputs come back one layer ahead: layer l-1's upload runs on the copy stream during layer l's
@@ -390,11 +400,15 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
       saved.pop_back();
     }
     ckpt.pop_back();
-    if (per_group) hand_over(sink, *layer_grads);
+    if (per_group) retire(layer_grads);
   }
   if (per_group && !embed_grads) embed_grads.emplace(group_grads(embed_specs));
   be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"));
-  if (per_group) hand_over(sink, *embed_grads);
+  if (per_group) retire(embed_grads);
+  if (retiring) {
+    be_.wait_copy(retiring_reads);
+    retiring.reset();
+  }
   return loss;
 }
 

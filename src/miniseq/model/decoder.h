@@ -47,11 +47,13 @@ class KvCache {
   int64_t pos_ = 0, total_ = 0;
 };
 
-// Receives gradients as soon as a group is complete (GradStorage::PerGroup). specs[i] names grads[i].
+// Receives gradients as soon as a group is complete (GradStorage::PerGroup). specs[i] names grads[i]. Returns
+// the ticket of an asynchronous copy that still reads the gradients (Backend::download_async), 0 when none
+// does.
 class GradSink {
  public:
   virtual ~GradSink() = default;
-  virtual void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) = 0;
+  virtual uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) = 0;
 };
 
 class Decoder {
@@ -66,6 +68,10 @@ class Decoder {
   // host memory on a GPU machine) instead of the device: downloaded in forward, uploaded again for the layer's
   // backward. layers < 0 means all. Results are unchanged (the same bits move).
   void set_checkpoint_offload(MemoryPlan* host, int64_t layers);
+  // Per-group storage whose sink reads the gradients asynchronously (the host optimizer downloads them on the
+  // copy stream): a handed-over group stays allocated until the next group has been handed over, then waits
+  // for its copies and is freed, so the device never waits for a download. Costs one group (planned).
+  void set_async_grad_reads(bool on) { async_grad_reads_ = on; }
   const ParamSet& weights() const { return weights_; }
   const ParamSet& grads() const;  // persistent storage only
   void zero_grads();
@@ -112,7 +118,7 @@ class Decoder {
                                const Tensor& g_head);
   // A group's gradients for per-group storage: zeroed buffers for `specs`.
   ParamSet group_grads(const std::vector<ParamSpec>& specs);
-  void hand_over(GradSink* sink, const ParamSet& grads);
+  uint64_t hand_over(GradSink* sink, const ParamSet& grads);  // the sink's copy ticket
 
   ModelConfig config_;
   Backend& be_;
@@ -124,6 +130,7 @@ class Decoder {
   std::vector<LayerParams> w_layers_, g_layers_;
   MemoryPlan* host_ = nullptr;  // checkpoint offload (set_checkpoint_offload)
   int64_t offload_layers_ = 0;
+  bool async_grad_reads_ = false;
 };
 
 }  // namespace miniseq

@@ -1,6 +1,7 @@
 #include "miniseq/model/planner.h"
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -19,6 +20,15 @@ PlanTarget plan_target_for(const Backend& backend, bool optimizer) {
   return t;
 }
 
+int64_t host_staging_floats(const std::vector<ParamSpec>& specs) {
+  std::map<int, int64_t> groups;  // the decoder's gradient groups: a layer, or -1 head, -2 embedding
+  for (const auto& s : specs)
+    groups[s.layer >= 0 ? s.layer : s.role == ParamRole::Embedding ? -2 : -1] += s.shape.numel();
+  int64_t largest = 0;
+  for (const auto& [g, n] : groups) largest = std::max(largest, n);
+  return 2 * largest;
+}
+
 RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
                  const PlanTarget& target) {
   MemoryPlan plan = MemoryPlan::dry(target.device);
@@ -27,6 +37,7 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
   Decoder model(config, be, plan,
                 target.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
   model.set_checkpoint_offload(&host, target.offload_layers);
+  model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward);
   const auto specs = param_specs(config);
   std::optional<ParamSet> m, v, master;
   std::optional<Buffer> staging;
@@ -34,9 +45,7 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
     master.emplace(host, specs, DType::F32, MemCategory::Weights, "master:");
     m.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
-    int64_t largest = 0;
-    for (const auto& s : specs) largest = std::max(largest, s.shape.numel());
-    staging = host.alloc("grad_staging", {kHostStagingSlots, largest}, DType::F32, MemCategory::Workspace);
+    staging = host.alloc("grad_staging", {host_staging_floats(specs)}, DType::F32, MemCategory::Workspace);
   } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");

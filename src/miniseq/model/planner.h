@@ -9,14 +9,16 @@
 #include <vector>
 
 #include "miniseq/core/memory_plan.h"
+#include "miniseq/model/param_spec.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/ops/backend.h"
 
 namespace miniseq {
 
-// Host-side gradient staging of the host optimizer: this many buffers of the largest parameter, so the device can
-// hand over the next gradient while the CPU updates with the previous one (train/host_optimizer.cpp).
-constexpr int64_t kHostStagingSlots = 2;
+// Host-side staging of the host optimizer (train/host_optimizer.cpp), in fp32 elements: a ring with room for
+// two of the largest gradient groups (a layer; the LM head with the final norm; the embedding), so the device
+// hands a whole group over without waiting while the CPU still updates the previous one.
+int64_t host_staging_floats(const std::vector<ParamSpec>& specs);
 
 // Storage of a run: where and in which dtypes the plan is made.
 struct PlanTarget {

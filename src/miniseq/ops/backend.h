@@ -90,6 +90,9 @@ class Backend {
     return 0;
   }
   virtual void wait_copy(uint64_t /*ticket*/) {}
+  // Blocks the calling host thread until the copy is done (a host reader of a download). Thread-safe, as are
+  // download_async and upload_async: the host optimizer's worker thread issues copies too.
+  virtual void sync_copy(uint64_t /*ticket*/) {}
   // Bytes in use on the backend's device, for measured peaks (0 where the process RSS is the measure).
   virtual size_t device_bytes_in_use() const { return 0; }
 

@@ -1,5 +1,6 @@
 #include "miniseq/train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace miniseq {
@@ -68,8 +69,9 @@ void AdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, co
   for (size_t i = 0; i < weights.size(); ++i) update(be, weights.specs()[i], weights[i], grads[i], h);
 }
 
-void GradNormSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+uint64_t GradNormSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
   for (size_t i = 0; i < specs.size(); ++i) sum_sq_[specs[i]->name] = be_.sum_squares(grads[i]);
+  return 0;
 }
 
 double GradNormSink::norm(const ParamSet& weights) const {
@@ -81,9 +83,11 @@ double GradNormSink::norm(const ParamSet& weights) const {
   return std::sqrt(sq);
 }
 
-void UpdateSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+uint64_t UpdateSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
   GradNormSink::consume(specs, grads);
-  for (size_t i = 0; i < specs.size(); ++i) update_(*specs[i], grads[i]);
+  uint64_t reads = 0;  // tickets grow: the last copy issued is the last to finish
+  for (size_t i = 0; i < specs.size(); ++i) reads = std::max(reads, update_(*specs[i], grads[i]));
+  return reads;
 }
 
 }  // namespace miniseq

@@ -58,7 +58,7 @@ class AdamW {
 class GradNormSink : public GradSink {
  public:
   explicit GradNormSink(Backend& be) : be_(be) {}
-  void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+  uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
   double norm(const ParamSet& weights) const;
 
  protected:
@@ -66,13 +66,15 @@ class GradNormSink : public GradSink {
   std::map<std::string, double> sum_sq_;
 };
 
-// Optimizer in backward: each gradient group is handed to `update(spec, grad)` as soon as it is complete, after its
-// norm is recorded for the log (the device AdamW or the host optimizer updates the parameter).
+// Optimizer in backward: each gradient group is handed to `update(spec, grad)` as soon as it is complete,
+// after its norm is recorded for the log (the device AdamW or the host optimizer updates the parameter).
+// `update` returns the ticket of a copy still reading the gradient (the host optimizer's download), 0 when
+// none.
 class UpdateSink : public GradNormSink {
  public:
-  using Update = std::function<void(const ParamSpec& spec, const Tensor& grad)>;
+  using Update = std::function<uint64_t(const ParamSpec& spec, const Tensor& grad)>;
   UpdateSink(Backend& be, Update update) : GradNormSink(be), update_(std::move(update)) {}
-  void consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+  uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
 
  private:
   Update update_;

@@ -144,7 +144,9 @@ TrainResult run_training(const TrainSetup& setup) {
   }
 
   // ---- allocate exactly the plan, load or create the weights ----
-  auto be = make_backend(device);
+  std::unique_ptr<Backend> owned_backend = setup.backend ? nullptr : make_backend(device);
+  Backend* const be = setup.backend ? setup.backend : owned_backend.get();
+  MS_CHECK(be->device() == device, "internal: the given backend is not on the run's device");
   // --bf16 True on the CPU: the linear layers' GEMMs take bf16 inputs with fp32 accumulation (the CUDA backend
   // always computes so). --bf16 True also saves the weights in bf16, on either device.
   const bool cpu_bf16 = a.bf16 && device == Device::CPU;
@@ -158,7 +160,9 @@ TrainResult run_training(const TrainSetup& setup) {
   Decoder model(config, *be, plan,
                 a.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
   model.set_checkpoint_offload(host_plan.get(), a.offload_checkpoints);
-  // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as plan_run).
+  model.set_async_grad_reads(a.offload_optimizer && a.optimizer_in_backward);  // as plan_run
+  // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as
+  // plan_run).
   std::optional<AdamW> dev_opt;
   std::optional<HostOptimizer> host_opt;
   if (a.offload_optimizer) {
@@ -185,18 +189,18 @@ TrainResult run_training(const TrainSetup& setup) {
     const ParamSet* master = host_opt                ? &host_opt->master()
                              : dev_opt->has_master() ? &dev_opt->master()
                                                      : nullptr;
-    progress = load_checkpoint(resume, model.weights(), exp_avg, exp_avg_sq, be.get(), master).progress;
+    progress = load_checkpoint(resume, model.weights(), exp_avg, exp_avg_sq, be, master).progress;
     if (host_opt) host_opt->upload_to(model.weights());
     else dev_opt->weights_from_master(*be, model.weights());
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
   } else if (setup.init_weights) {
-    setup.init_weights(model.weights(), be.get());
+    setup.init_weights(model.weights(), be);
     if (host_opt) host_opt->init_from(model.weights());
     else dev_opt->reset(*be, model.weights());
   } else {
     SafetensorsModel files(setup.model_dir);
-    load_params_grown(files, setup.file_config, config, model.weights(), be.get());
+    load_params_grown(files, setup.file_config, config, model.weights(), be);
     if (host_opt) host_opt->init_from(model.weights());
     else dev_opt->reset(*be, model.weights());
   }
@@ -216,7 +220,7 @@ TrainResult run_training(const TrainSetup& setup) {
   save.progress = &progress;
   save.tokenizer_dir = setup.tokenizer_dir;
   save.tokenizer_overrides = setup.tokenizer_overrides;
-  save.backend = be.get();
+  save.backend = be;
   auto save_checkpoint_now = [&]() {
     save.dir = (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).string();
     save_checkpoint(save);
@@ -297,8 +301,9 @@ TrainResult run_training(const TrainSetup& setup) {
       // With the optimizer on the host, the host updates layer l while the device runs the backward of layers < l.
       UpdateSink update(*be, [&](const ParamSpec& s, const Tensor& g) {
         const Tensor& w = model.weights().get(s.name);
-        if (host_opt) host_opt->update(s, w, g, h);
-        else dev_opt->update(*be, s, w, g, h);
+        if (host_opt) return host_opt->update(s, w, g, h);
+        dev_opt->update(*be, s, w, g, h);
+        return uint64_t{0};
       });
       if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
       if (host_opt) host_opt->wait();

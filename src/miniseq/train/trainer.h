@@ -28,6 +28,7 @@ struct TrainSetup {
   std::string tokenizer_dir;
   nlohmann::json tokenizer_overrides = nlohmann::json::object();
   bool quiet = false;       // no progress output (tests)
+  Backend* backend = nullptr;  // the backend to run on (tests); by default one made for --device
 };
 
 struct TrainResult {

@@ -21,6 +21,7 @@
 
 #include <array>
 #include <map>
+#include <mutex>
 #include <vector>
 
 #include "miniseq/ops/backend.h"
@@ -49,6 +50,7 @@ class CudaBackend final : public Backend {
   uint64_t download_async(const Tensor& host_dst, const Tensor& src) override;  // transfer.cu
   uint64_t upload_async(const Tensor& dst, const Tensor& host_src) override;
   void wait_copy(uint64_t ticket) override;
+  void sync_copy(uint64_t ticket) override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
@@ -119,7 +121,9 @@ class CudaBackend final : public Backend {
   size_t lt_workspace_bytes_ = 0;
   // Asynchronous copies (offloaded activations): a non-blocking stream beside the legacy default stream, an
   // event marking "work issued so far" and a ring of completion events indexed by ticket.
-  static constexpr uint64_t kCopyEvents = 8;
+  static constexpr uint64_t kCopyEvents = 16;
+  // The main thread (offloaded activations) and the host optimizer's worker both issue copies.
+  std::mutex copy_mu_;
   cudaStream_t copy_stream_ = nullptr;
   cudaEvent_t issued_ = nullptr;
   std::array<cudaEvent_t, kCopyEvents> copied_{};

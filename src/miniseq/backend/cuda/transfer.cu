@@ -71,6 +71,7 @@ void CudaBackend::unpin_host_memory(void* p) {
 // The copy waits for everything issued so far on the compute (legacy default) stream, then runs on the copy
 // stream; its completion event lets later compute wait for it on the GPU (wait_copy) instead of on the host.
 uint64_t CudaBackend::copy_async(void* dst, const void* src, size_t bytes, bool to_device) {
+  std::lock_guard<std::mutex> lock(copy_mu_);
   MS_CUDA_CHECK(cudaEventRecord(issued_, 0));
   MS_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, issued_, 0));
   if (bytes)
@@ -96,11 +97,23 @@ uint64_t CudaBackend::upload_async(const Tensor& dst, const Tensor& host_src) {
 }
 
 // Waiting on a ticket whose event slot was re-recorded by a later copy waits for that later copy: still
-// correct (the copy stream is in order), only stricter. At most three copies are ever outstanding.
+// correct (the copy stream is in order), only stricter; a ring of 16 makes it rare.
 void CudaBackend::wait_copy(uint64_t ticket) {
   if (ticket == 0) return;
-  MS_DASSERT(ticket <= copies_ && copies_ - ticket < kCopyEvents);
+  std::lock_guard<std::mutex> lock(copy_mu_);
+  MS_DASSERT(ticket <= copies_);
   MS_CUDA_CHECK(cudaStreamWaitEvent(0, copied_[ticket % kCopyEvents], 0));
+}
+
+void CudaBackend::sync_copy(uint64_t ticket) {
+  if (ticket == 0) return;
+  cudaEvent_t done = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(copy_mu_);
+    MS_DASSERT(ticket <= copies_);
+    done = copied_[ticket % kCopyEvents];
+  }
+  MS_CUDA_CHECK(cudaEventSynchronize(done));  // outside the lock: the other thread goes on issuing copies
 }
 
 size_t device_used_bytes() {
