@@ -2,8 +2,9 @@
 // kTileM × kTileN, K in panels of at most kTileK; for each (K panel, row tile) the op(A) block is rounded
 // once, for each column tile the op(B) block, into packed scratch, and the tile product (fp32 accumulation
 // into C, beta only on the first K panel) runs through sgemm (fallback) or oneDNN's bf16 matmul. Scratch per
-// call: (kTileM + kTileN) · kTileK elements (8 MiB as fp32, 4 MiB as bf16). Rounding costs (mc + nc)·kc
-// conversions per 2·mc·nc·kc FLOP of the tile: ~0.1% of the work at full tiles.
+// call: (kTileM + kTileN) · kTileK elements at most (16 MiB as fp32, 8 MiB as bf16), sized to the balanced
+// tiles actually used. Rounding costs (mc + nc)·kc conversions per 2·mc·nc·kc FLOP of the tile: ~0.1% of the
+// work at full tiles.
 #include "miniseq/backend/cpu/gemm.h"
 
 #include <algorithm>
