@@ -451,3 +451,36 @@ TEST(CudaOps, Attention) {
     EXPECT_EQ(host(*gdv2), host(*gdv));
   }
 }
+
+// The copy stream: an upload, a kernel on the compute stream after wait_copy, a download read on the host
+// after sync_copy, and a second upload issued while the kernel may still run, from pinned host memory, bf16
+// both sides.
+TEST(CudaTransfer, AsyncCopiesOrderedByTickets) {
+  Env env;
+  Backend& be = *env.gpu;
+  constexpr int64_t n = 1 << 20;
+  const Shape s{n};
+  std::vector<uint16_t> a(n), b(n), out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = f32_to_bf16(static_cast<float>(i % 61));
+    b[i] = f32_to_bf16(static_cast<float>(i % 7));
+  }
+  be.pin_host_memory(a.data(), a.size() * 2);
+  be.pin_host_memory(b.data(), b.size() * 2);
+  be.pin_host_memory(out.data(), out.size() * 2);
+  DeviceTensor x(s, DType::BF16), y(s, DType::BF16);
+  const Tensor ha(a.data(), s, DType::BF16, Device::CPU), hb(b.data(), s, DType::BF16, Device::CPU),
+      ho(out.data(), s, DType::BF16, Device::CPU);
+  be.wait_copy(be.upload_async(x, ha));
+  be.scale_inplace(x, 2.0f);  // x = 2a on the compute stream, after the upload (values stay bf16-exact)
+  const uint64_t up = be.upload_async(y, hb);  // waits for the work issued so far, then runs beside it
+  be.wait_copy(up);
+  be.add_inplace(x, y);  // x = 2a + b
+  const uint64_t down = be.download_async(ho, x);
+  be.sync_copy(down);
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(bf16_to_f32(out[i]), 2.0f * static_cast<float>(i % 61) + static_cast<float>(i % 7)) << i;
+  be.unpin_host_memory(out.data());
+  be.unpin_host_memory(b.data());
+  be.unpin_host_memory(a.data());
+}
