@@ -34,6 +34,7 @@
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -41,7 +42,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kGolden = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden";
+const fs::path kGolden = test::golden_dir();
 constexpr double kUBf16 = 0x1p-8;
 
 struct Result {
@@ -77,15 +78,6 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-std::vector<std::string> golden_cases() {
-  std::vector<std::string> cases;
-  if (!fs::exists(kGolden)) return cases;
-  for (const auto& e : fs::directory_iterator(kGolden))
-    if (fs::exists(e.path() / "model" / "config.json")) cases.push_back(e.path().filename().string());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
-
 class Bf16Step : public ::testing::TestWithParam<std::string> {};
 
 }  // namespace
@@ -118,7 +110,7 @@ TEST_P(Bf16Step, WithinBf16BoundOfFp32) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Goldens, Bf16Step, ::testing::ValuesIn(golden_cases()),
+INSTANTIATE_TEST_SUITE_P(Goldens, Bf16Step, ::testing::ValuesIn(test::golden_cases("model/config.json")),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Bf16Step);
 

@@ -22,6 +22,7 @@
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -29,7 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kGolden = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden";
+const fs::path kGolden = test::golden_dir();
 
 double rel_l2(const float* a, const float* ref, int64_t n) {
   double num = 0, den = 0;
@@ -92,15 +93,6 @@ std::map<std::string, double> fp32_noise(const std::string& name) {
   return noise;
 }
 
-std::vector<std::string> golden_cases() {
-  std::vector<std::string> cases;
-  if (!fs::exists(kGolden)) return cases;
-  for (const auto& e : fs::directory_iterator(kGolden))
-    if (fs::exists(e.path() / "grads.safetensors")) cases.push_back(e.path().filename().string());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
-
 class GradGolden : public ::testing::TestWithParam<std::string> {};
 
 }  // namespace
@@ -145,7 +137,7 @@ TEST_P(GradGolden, AllPoliciesMatchHuggingFace) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Goldens, GradGolden, ::testing::ValuesIn(golden_cases()),
+INSTANTIATE_TEST_SUITE_P(Goldens, GradGolden, ::testing::ValuesIn(test::golden_cases("grads.safetensors")),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GradGolden);
 

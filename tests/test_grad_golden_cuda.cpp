@@ -22,6 +22,7 @@
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/ops/dry_backend.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -30,7 +31,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr double kUb = 0x1p-8;
-const fs::path kGolden = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden";
+const fs::path kGolden = test::golden_dir();
 
 double rel_l2(const float* a, const float* ref, int64_t n) {
   double num = 0, den = 0;
@@ -108,15 +109,6 @@ void compare_to_golden(const std::string& name, const std::string& label, const 
               label.c_str(), worst_name.c_str(), worst, 100 * worst_ratio);
 }
 
-std::vector<std::string> golden_cases() {
-  std::vector<std::string> cases;
-  if (!fs::exists(kGolden)) return cases;
-  for (const auto& e : fs::directory_iterator(kGolden))
-    if (fs::exists(e.path() / "grads.safetensors")) cases.push_back(e.path().filename().string());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
-
 class GradGoldenCuda : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() { cuda::register_cuda_backend(); }
@@ -145,5 +137,5 @@ TEST_P(GradGoldenCuda, MatchesHuggingFaceInBf16) {
         << tname << " differs between identical runs";
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, GradGoldenCuda, ::testing::ValuesIn(golden_cases()),
+INSTANTIATE_TEST_SUITE_P(Cases, GradGoldenCuda, ::testing::ValuesIn(test::golden_cases("grads.safetensors")),
                          [](const auto& info) { return info.param; });

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cblas.h>
@@ -47,24 +48,22 @@ inline float to_bf16_value(float x) {
   return bits_to_f32(bf16_bits(x) << 16);
 }
 
-// dst [rows, cols] (packed) = src [rows, cols] (leading dimension ld) rounded to bf16, as fp32 or as bf16
-// bits.
-void round_block(const float* src, int64_t ld, int64_t rows, int64_t cols, float* dst) {
+// dst [rows, cols] (packed) = src [rows, cols] (leading dimension ld) rounded to bf16, as fp32 (T = float) or
+// as bf16 bits (T = uint16_t).
+template <typename T>
+void round_block(const float* src, int64_t ld, int64_t rows, int64_t cols, T* dst) {
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     const float* s = src + r * ld;
-    float* d = dst + r * cols;
+    T* d = dst + r * cols;
 #pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16_value(s[c]);
-  }
-}
-void round_block(const float* src, int64_t ld, int64_t rows, int64_t cols, uint16_t* dst) {
-#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* s = src + r * ld;
-    uint16_t* d = dst + r * cols;
-#pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) d[c] = static_cast<uint16_t>(bf16_bits(s[c]));
+    for (int64_t c = 0; c < cols; ++c) {
+      if constexpr (std::is_same_v<T, float>) {
+        d[c] = to_bf16_value(s[c]);
+      } else {
+        d[c] = static_cast<uint16_t>(bf16_bits(s[c]));
+      }
+    }
   }
 }
 
