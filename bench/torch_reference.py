@@ -4,12 +4,13 @@
 The 125M-parameter Llama of bench/bench_step_cpu (hidden 768, 12 layers, 12 heads, 4 kv heads, intermediate 2048,
 vocab 32000, fp32, batch 1) trained with Hugging Face transformers + torch from PyPI: one training step = forward +
 backward + AdamW. Variants: plain; gradient checkpointing; gradient checkpointing + a chunked loss (the LM head and
-cross-entropy over chunks, each recomputed in backward); each with glibc malloc, tcmalloc and jemalloc preloaded
+cross-entropy over chunks, each recomputed in backward); plain under torch.autocast("cpu", bfloat16) (fp32 weights,
+bf16 matmuls: PyTorch's counterpart of miniseq's --bf16 True, fast only on CPUs with AVX512-BF16 or AMX); each with glibc malloc, tcmalloc and jemalloc preloaded
 (when the Debian packages libgoogle-perftools4 / libjemalloc2 are installed). Each (variant, allocator, S) runs in
 its own process, so that its peak RSS is its own. Same thread count as miniseq (all cores).
 
     tools/.venv/bin/python bench/torch_reference.py [--seq 1024 4096 8192] [--steps 3] [--json out.json]
-        [--variants plain ckpt ckpt+chunked_loss] [--allocators glibc tcmalloc jemalloc]
+        [--variants plain ckpt ckpt+chunked_loss plain+autocast_bf16] [--allocators glibc tcmalloc jemalloc]
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ ALLOCATORS = {
     "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
     "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
 }
-VARIANTS = ["plain", "ckpt", "ckpt+chunked_loss"]
+VARIANTS = ["plain", "ckpt", "ckpt+chunked_loss", "plain+autocast_bf16"]
 
 
 def worker(variant, seq, steps):
@@ -37,7 +38,7 @@ def worker(variant, seq, steps):
                       num_key_value_heads=4, vocab_size=32000, max_position_embeddings=max(seq, 2048),
                       rms_norm_eps=1e-5, attn_implementation="sdpa")
     model = LlamaForCausalLM(cfg).float().train()
-    if variant != "plain":
+    if variant.startswith("ckpt"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     ids = torch.randint(0, 32000, (1, seq))
@@ -57,11 +58,12 @@ def worker(variant, seq, steps):
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        if variant == "ckpt+chunked_loss":
-            hidden = model.model(input_ids=ids).last_hidden_state
-            loss = chunked_loss(hidden, ids)
-        else:
-            loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("autocast_bf16")):
+            if variant == "ckpt+chunked_loss":
+                hidden = model.model(input_ids=ids).last_hidden_state
+                loss = chunked_loss(hidden, ids)
+            else:
+                loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
