@@ -1,12 +1,11 @@
 // Decoder forward and backward with per-layer activation checkpointing and mini-sequence (MsT) MLP and LM
 // head.
 //
-// Forward (checkpointing):  x = embed(ids); for l: ckpt[l] = x; layer l (transient working set) updates x;
-//                           head: final norm, then per chunk logits -> loss and dlogits -> dx, dW_lm (MsT).
-// Backward:                 for l = L-1..0: recompute layer l from ckpt[l] up to what backward needs, then
-// the
-//                           MLP backward chunk by chunk (recomputing gate/up/act per chunk), attention
-//                           backward, norm backwards; dx flows to layer l-1. Finally the embedding gradient.
+// Forward (checkpointing): x = embed(ids); for l: ckpt[l] = x; layer l (transient working set) updates x;
+//                          head: final norm, then per chunk logits -> loss and dlogits -> dx, dW_lm (MsT).
+// Backward:                for l = L-1..0: recompute layer l from ckpt[l] up to what backward needs, then the
+//                          MLP backward chunk by chunk (recomputing gate/up/act per chunk), attention
+//                          backward, norm backwards; dx flows to layer l-1. Finally the embedding gradient.
 // Without checkpointing every layer keeps its Saved tensors (resident); without MsT the MLP keeps gate/up/act
 // whole and the LM head runs as one chunk.
 #include "miniseq/model/decoder.h"
@@ -189,8 +188,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
   const MemCategory tr = MemCategory::TransientActivations;
 
-  // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the gradient of the post-attention norm output
-  // ----
+  // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the post-attention norm output's gradient ----
   {
     Buffer dn2 = plan_.alloc("dn2", {st.T, st.d}, act_, tr);
     for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
@@ -335,16 +333,17 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   if (per_group && config_.tie_word_embeddings) embed_grads.emplace(group_grads(embed_specs));
   if (per_group) head_grads.emplace(group_grads(head_specs));
   const bool tied = config_.tie_word_embeddings;
-  // Handing a group over: it is freed at once, or (asynchronous reads) once the next one has been handed
-  // over.
+  // A handed-over group is freed at once, or (asynchronous reads) when the next one is handed over.
   std::optional<ParamSet> retiring;
   uint64_t retiring_reads = 0;
+  auto free_retiring = [&] {
+    if (!retiring) return;
+    be_.wait_copy(retiring_reads);
+    retiring.reset();
+  };
   auto retire = [&](std::optional<ParamSet>& group) {
     const uint64_t reads = hand_over(sink, *group);
-    if (retiring) {
-      be_.wait_copy(retiring_reads);
-      retiring.reset();
-    }
+    free_retiring();
     if (async_grad_reads_) retiring = std::move(group), retiring_reads = reads;
     group.reset();
   };
@@ -405,10 +404,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   if (per_group && !embed_grads) embed_grads.emplace(group_grads(embed_specs));
   be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"));
   if (per_group) retire(embed_grads);
-  if (retiring) {
-    be_.wait_copy(retiring_reads);
-    retiring.reset();
-  }
+  free_retiring();
   return loss;
 }
 

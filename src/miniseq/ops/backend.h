@@ -115,8 +115,7 @@ class Backend {
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
                                const Tensor* dw, const Tensor* db, bool dx_accum) = 0;
 
-  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for every batch row)
-  // ----
+  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for all rows) ----
   virtual void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) = 0;
   // the inverse rotation applied to the gradient, in place
   virtual void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) = 0;
