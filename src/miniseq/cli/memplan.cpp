@@ -77,6 +77,11 @@ int cmd_memplan(const Args& args) {
               {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
               {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
               {"moments_dtype", FlagKind::String, "float32", "AdamW moments: float32 or bfloat16"},
+              {"master_weights", FlagKind::Bool, "True",
+               "fp32 master weights beside bf16 weights (False: stochastic rounding, no master)"},
+              {"grad_dtype", FlagKind::String, "float32", "gradients: float32 or bfloat16"},
+              {"gradient_accumulation_steps", FlagKind::Int, "1",
+               "micro-batches per step (> 1 rules out the optimizer in backward, also for --auto)"},
               {"optimizer_in_backward", FlagKind::Bool, "False", "update parameters inside backward (no grad buffer)"},
               {"offload_optimizer", FlagKind::Bool, "False", "AdamW moments + fp32 master weights in host memory"},
               {"offload_checkpoints", FlagKind::Int, "0", "checkpointed inputs of the first N layers on the host (-1 = all)"},
@@ -95,7 +100,18 @@ int cmd_memplan(const Args& args) {
   PlanTarget target = device == "cuda" ? PlanTarget::cuda() : PlanTarget::cpu();
   MS_CHECK(dtype_from_torch_name(f.str("moments_dtype"), &target.moments) && target.moments != DType::F16,
            "memplan: --moments_dtype must be float32 or bfloat16");
+  DType grads = DType::F32;
+  MS_CHECK(dtype_from_torch_name(f.str("grad_dtype"), &grads) && grads != DType::F16,
+           "memplan: --grad_dtype must be float32 or bfloat16");
+  target = with_precision(target, f.boolean("master_weights"), grads);
+  const int64_t GA = f.i64("gradient_accumulation_steps");
+  MS_CHECK(GA >= 1, "memplan: --gradient_accumulation_steps must be >= 1");
   target.optimizer_in_backward = f.boolean("optimizer_in_backward");
+  MS_CHECK(!target.optimizer_in_backward || GA == 1,
+           "memplan: --optimizer_in_backward True needs --gradient_accumulation_steps 1");
+  MS_CHECK(!f.boolean("offload_optimizer") || (target.master_weights && grads == DType::F32),
+           "memplan: --offload_optimizer True keeps fp32 master weights and fp32 gradients (--master_weights True "
+           "--grad_dtype float32)");
   target.offload_optimizer = f.boolean("offload_optimizer");
   target.offload_layers = f.i64("offload_checkpoints");
   MS_CHECK(target.offload_layers >= -1, "memplan: --offload_checkpoints must be a layer count or -1 (all)");
@@ -118,9 +134,12 @@ int cmd_memplan(const Args& args) {
   bool auto_ok = true;
   std::string auto_name;
   // --auto: the cheapest memory policy (policy_ladder) that fits, then its chunk sizes.
-  if (autoc && S > 0) auto_ok = auto_policy(c, B, S, budget, host_budget, &target, &req, &auto_name);
+  if (autoc && S > 0) auto_ok = auto_policy(c, B, S, budget, host_budget, &target, &req, &auto_name, GA);
 
   nlohmann::json out = {{"moments_dtype", std::string(dtype_name(target.moments))},
+                        {"master_weights", keeps_master(target)},
+                        {"grad_dtype", std::string(dtype_name(target.grad_precision))},
+                        {"gradient_accumulation_steps", GA},
                         {"optimizer_in_backward", target.optimizer_in_backward},
                         {"offload_optimizer", target.offload_optimizer},
                         {"offload_checkpoints", target.offload_layers},
@@ -130,11 +149,15 @@ int cmd_memplan(const Args& args) {
                         {"batch", B}};
   const bool text = !f.boolean("json");
   if (text)
-    std::printf("memplan: %s, %.3fB parameters, batch %lld, device %s (%s weights, %s grads%s, %s activations, %s "
-                "AdamW moments)\n",
+    std::printf("memplan: %s, %.3fB parameters, batch %lld, device %s (%s weights%s, %s grads%s%s, %s activations, "
+                "%s AdamW moments)\n",
                 std::string(arch_name(c.arch)).c_str(), static_cast<double>(param_count(param_specs(c))) / 1e9,
                 (long long)B, device.c_str(), std::string(dtype_name(target.params)).c_str(),
-                std::string(dtype_name(target.grads)).c_str(),
+                keeps_master(target)      ? " + fp32 master"
+                : !target.master_weights ? " without master (stochastic rounding)"
+                                          : "",
+                std::string(dtype_name(target.grad_precision)).c_str(),
+                target.grads != target.grad_precision ? " (emulated in F32)" : "",
                 target.optimizer_in_backward ? " per group (optimizer in backward)" : "",
                 std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str());
   if (S > 0) {
@@ -204,7 +227,7 @@ int cmd_memplan(const Args& args) {
                   host_budget ? gib(host_budget).c_str() : "unlimited");
     StepPolicy mst = req;
     mst.mini_sequence = mst.checkpointing = true;
-    for (const auto& [label, t] : policy_ladder(target)) {
+    for (const auto& [label, t] : policy_ladder(target, GA)) {
       const int64_t m = find_max_length(c, B, mst, t, budget, int64_t{1} << 24, host_budget);
       ladder[label] = m;
       if (text) std::printf("  %-48s %lld tokens\n", label.c_str(), (long long)m);

@@ -20,6 +20,15 @@ PlanTarget plan_target_for(const Backend& backend, bool optimizer) {
   return t;
 }
 
+PlanTarget with_precision(PlanTarget t, bool master_weights, DType grads) {
+  t.master_weights = master_weights;
+  t.grad_precision = grads;
+  t.grads = t.device == Device::CUDA ? grads : DType::F32;
+  return t;
+}
+
+bool keeps_master(const PlanTarget& t) { return t.params != DType::F32 && t.master_weights; }
+
 int64_t host_staging_floats(const std::vector<ParamSpec>& specs) {
   std::map<int, int64_t> groups;  // the decoder's gradient groups: a layer, or -1 head, -2 embedding
   for (const auto& s : specs)
@@ -49,7 +58,7 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
   } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
-    if (target.params != DType::F32) master.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "master:");
+    if (keeps_master(target)) master.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "master:");
   }
   TokenBatch b;
   b.batch = batch, b.seq = seq;
@@ -101,17 +110,34 @@ int64_t find_max_length(const ModelConfig& config, int64_t batch, const StepPoli
   return lo;
 }
 
-std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base) {
+std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base, int64_t accumulation) {
   std::vector<std::pair<std::string, PlanTarget>> out;
-  PlanTarget t = base;
+  const bool in_backward = accumulation <= 1;
+  PlanTarget t = with_precision(base, /*master_weights=*/true, DType::F32);
   t.moments = DType::F32, t.optimizer_in_backward = t.offload_optimizer = false, t.offload_layers = 0;
   out.emplace_back("fp32 moments", t);
   t.moments = DType::BF16;
   out.emplace_back("bf16 moments", t);
   t.optimizer_in_backward = true;
-  out.emplace_back("bf16 moments + optimizer in backward", t);
-  t.moments = DType::F32, t.offload_optimizer = true;
-  out.emplace_back("optimizer on host (fp32 moments) + in backward", t);
+  if (in_backward) out.emplace_back("bf16 moments + optimizer in backward", t);
+  t.optimizer_in_backward = false;
+  // Inexact, on the device alone: only where there is a master to drop / gradients stored in bf16 (CUDA).
+  if (keeps_master(t)) {
+    PlanTarget s = with_precision(t, /*master_weights=*/false, DType::F32);
+    out.emplace_back("no master (stochastic rounding) + bf16 moments", s);
+    if (with_precision(s, false, DType::BF16).grads == DType::BF16) {
+      s = with_precision(s, false, DType::BF16);
+      out.emplace_back("no master + bf16 grads and moments", s);
+    }
+    s.optimizer_in_backward = true;
+    if (in_backward)
+      out.emplace_back(s.grads == DType::BF16 ? "no master + bf16 grads and moments + in backward"
+                                              : "no master + bf16 moments + in backward",
+                       s);
+  }
+  t.moments = DType::F32, t.offload_optimizer = true, t.optimizer_in_backward = in_backward;
+  out.emplace_back(in_backward ? "optimizer on host (fp32 moments) + in backward" : "optimizer on host (fp32 moments)",
+                   t);
   t.offload_layers = -1;
   out.emplace_back("optimizer and checkpoints on host", t);
   t.moments = DType::BF16;
@@ -120,8 +146,8 @@ std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& 
 }
 
 bool auto_policy(const ModelConfig& config, int64_t batch, int64_t seq, size_t budget, size_t host_budget,
-                 PlanTarget* target, StepPolicy* policy, std::string* name) {
-  for (auto [label, t] : policy_ladder(*target)) {
+                 PlanTarget* target, StepPolicy* policy, std::string* name, int64_t accumulation) {
+  for (auto [label, t] : policy_ladder(*target, accumulation)) {
     if (t.offload_layers < 0) {
       const int64_t k = min_offload_layers(config, batch, seq, *policy, t, budget, host_budget);
       if (k < 0) continue;

@@ -31,6 +31,11 @@ struct PlanTarget {
   // checkpointed inputs of the first `offload_layers` layers in host memory (-1: all of them).
   bool offload_optimizer = false;
   int64_t offload_layers = 0;
+  // Precision policy (issue 14): fp32 master weights beside weights stored below fp32 (false: the bf16 weights are
+  // updated with stochastic rounding, no master); the gradients' precision (`grads` is their storage: BF16 on CUDA,
+  // F32 on the CPU, which emulates bf16 gradients in fp32 buffers). Set both with with_precision.
+  bool master_weights = true;
+  DType grad_precision = DType::F32;
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
   // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.
@@ -45,6 +50,12 @@ struct PlanTarget {
 
 // The storage of `backend` (device and dtypes), with or without AdamW state.
 PlanTarget plan_target_for(const Backend& backend, bool optimizer);
+
+// `t` with the precision policy --master_weights / --grad_dtype: master_weights, grad_precision, and the gradients'
+// storage (bf16 on CUDA; fp32 on the CPU, which emulates bf16 precision).
+PlanTarget with_precision(PlanTarget t, bool master_weights, DType grads);
+// Whether the target keeps fp32 master weights (weights stored below fp32 and master_weights).
+bool keeps_master(const PlanTarget& t);
 
 // Peak of one optimizer step (weights, grads, optimizer state, one micro-batch [B, S] forward + backward) on the
 // device, and in host memory for what the target offloads there.
@@ -72,16 +83,21 @@ int64_t find_max_length(const ModelConfig& config, int64_t batch, const StepPoli
 int64_t min_offload_layers(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
                            const PlanTarget& target, size_t budget, size_t host_budget);
 
-// Memory policies from the cheapest in time to the one that saves the most memory: fp32 moments on the device;
-// bf16 moments; + optimizer in backward (no gradient buffer); + optimizer state and master weights on the host;
-// + checkpointed layer inputs on the host (as few layers as fit); the same with bf16 moments on the host. `base`
-// gives the device and dtypes.
-std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base);
+// Memory policies, exact ones first, each from the cheapest in time to the one that saves the most memory: fp32
+// moments on the device; bf16 moments; + optimizer in backward (no gradient buffer); then, where they save memory
+// (weights stored in bf16 with a master: CUDA), the inexact device-only policies of issue 14: no master (bf16
+// weights with stochastic rounding) + bf16 moments; + bf16 gradients (the LongLoRA recipe's 8 bytes per
+// parameter); + optimizer in backward; and last the host offload ones, which are exact but slow: optimizer state
+// and master weights on the host; + checkpointed layer inputs on the host (as few layers as fit); the same with
+// bf16 moments on the host. With gradient accumulation (accumulation > 1) the optimizer cannot run inside the
+// backward: those rungs are left out, and the host optimizer runs after the backward. `base` gives the device and
+// dtypes.
+std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base, int64_t accumulation = 1);
 
 // The first rung of policy_ladder (then chunk sizes by auto_chunks) that fits both budgets at [batch, seq]; false
 // when none does. Offloading layers picks the fewest that fit.
 bool auto_policy(const ModelConfig& config, int64_t batch, int64_t seq, size_t budget, size_t host_budget,
-                 PlanTarget* target, StepPolicy* policy, std::string* name = nullptr);
+                 PlanTarget* target, StepPolicy* policy, std::string* name = nullptr, int64_t accumulation = 1);
 
 // Chunk sizes for `policy` (MsT on) that fit `budget` with the fewest chunks (largest GEMMs): the MLP chunk rows
 // and LM-head chunk count are searched from "no split" down to small chunks. Returns false if nothing fits.

@@ -12,6 +12,18 @@ std::array<BackendFactory, 2>& factories() {
 }
 }  // namespace
 
+void Backend::set_precision(DType weights, DType grads) {
+  MS_CHECK(weights == param_dtype() && grads == grad_dtype(), "the ", device_name(device()),
+           " backend keeps ", dtype_name(param_dtype()), " weights and ", dtype_name(grad_dtype()),
+           " gradients; it cannot train with ", dtype_name(weights), " weights and ", dtype_name(grads),
+           " gradients");
+}
+
+void Backend::round_to_precision(const Tensor& t, DType precision) {
+  MS_CHECK(precision == DType::F32 || t.dtype == precision, "internal: the ", device_name(device()),
+           " backend cannot round ", dtype_name(t.dtype), " values to ", dtype_name(precision));
+}
+
 void register_backend_factory(Device device, BackendFactory factory) {
   factories()[static_cast<size_t>(device)] = factory;
 }

@@ -53,6 +53,10 @@ struct AdamWParams {
   double weight_decay = 0.0;
   int64_t step = 1;         // 1-based, for bias correction
   float grad_scale = 1.0f;  // multiplies the gradient first (global-norm clipping)
+  // Weights kept in bf16 without a master copy (--master_weights False) receive the update by stochastic
+  // rounding, element i with the bits sr::bits16(rounding_stream, i) (core/stochastic_rounding.h); the optimizer
+  // derives the stream from (seed, step, parameter name).
+  uint64_t rounding_stream = 0;
 };
 
 class Backend {
@@ -65,6 +69,15 @@ class Backend {
   virtual DType param_dtype() const { return DType::F32; }
   virtual DType grad_dtype() const { return DType::F32; }
   virtual DType activation_dtype() const { return DType::F32; }
+  // The memory policy's precision of the trained state: the values of the weights (BF16 with --master_weights
+  // False: no fp32 master, adamw_step rounds the update stochastically) and of the parameter gradients (BF16 with
+  // --grad_dtype bfloat16: every accumulation into a gradient is rounded to bf16, nearest even). CUDA stores them
+  // so (param_dtype(), grad_dtype() follow); the CPU emulates bf16 in its fp32 buffers, which then hold bf16 values
+  // only (the same results as bf16 storage, at fp32's bytes). Defaults: the storage dtypes. set_precision fails for
+  // a combination the backend cannot run (CUDA: weights F32).
+  virtual DType weight_precision() const { return param_dtype(); }
+  virtual DType grad_precision() const { return grad_dtype(); }
+  virtual void set_precision(DType weights, DType grads);
   // Lets libraries allocate and touch their fixed per-thread workspaces (BLAS packing buffers) once, so that
   // they are part of the process baseline before memory is measured. No effect on results.
   virtual void warm_up() {}
@@ -148,10 +161,14 @@ class Backend {
   virtual void fill_zero(const Tensor& y) = 0;
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;  // converts dtypes
   virtual double sum_squares(const Tensor& x) = 0;              // for global grad norms
+  // Rounds t's values to `precision` in place (nearest even): weights loaded into the CPU's fp32 buffers that
+  // emulate bf16 (set_precision). Nothing to do where t is stored in `precision` already.
+  virtual void round_to_precision(const Tensor& t, DType precision);
 
   // ---- optimizer: AdamW with decoupled weight decay and bias correction; m, v fp32 or bf16 (both the same)
-  // ---- Without `master` the fp32 param is updated in place. With `master` (fp32, the weights' exact values
-  // when the param is stored in bf16) the update runs on master and param receives it rounded to its dtype.
+  // ---- Without `master` the param is updated in place: fp32 exactly, bf16 values (stored, or emulated on the
+  // CPU: weight_precision() BF16) with stochastic rounding. With `master` (fp32, the weights' exact values when the
+  // param is stored in bf16) the update runs on master and param receives it rounded to nearest in its dtype.
   virtual void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                           const AdamWParams& p, const Tensor* master = nullptr) = 0;
 };

@@ -107,8 +107,11 @@ void save_checkpoint(const SaveRequest& r) {
       for (const auto& [spec, t] : m.tensors) state.push_back({"exp_avg." + spec->name, t, t.dtype});
       for (const auto& [spec, t] : v.tensors) state.push_back({"exp_avg_sq." + spec->name, t, t.dtype});
       // The saved model is rounded: keep the exact weights (in their own dtype, or the host optimizer's fp32
-      // master copy) for a bit-exact resume.
-      const ParamSet* exact = r.master ? r.master : r.weights_dtype != (*r.weights)[0].dtype ? r.weights : nullptr;
+      // master copy) for a bit-exact resume. Weights of bf16 precision saved in bf16 are exact (the CPU's fp32
+      // buffers that emulate bf16, --master_weights False).
+      const bool saved_exactly = r.weights_dtype == (*r.weights)[0].dtype ||
+                                 (r.backend && r.backend->weight_precision() == r.weights_dtype);
+      const ParamSet* exact = r.master ? r.master : saved_exactly ? nullptr : r.weights;
       std::optional<HostSet> w;
       if (exact) {
         w.emplace(*exact, r.backend);

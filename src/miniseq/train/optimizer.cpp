@@ -3,24 +3,36 @@
 #include <algorithm>
 #include <cmath>
 
+#include "miniseq/core/stochastic_rounding.h"
+
 namespace miniseq {
 
 // Allocation order (m, v, master) = the planner's (model/planner.cpp plan_run).
-AdamW::AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params)
+AdamW::AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params,
+             bool master_weights, uint64_t seed)
     : m_(plan, specs, moments, MemCategory::Optimizer, "exp_avg:"),
-      v_(plan, specs, moments, MemCategory::Optimizer, "exp_avg_sq:") {
-  if (params != DType::F32) master_.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "master:");
+      v_(plan, specs, moments, MemCategory::Optimizer, "exp_avg_sq:"),
+      seed_(seed) {
+  if (params != DType::F32 && master_weights)
+    master_.emplace(plan, specs, DType::F32, MemCategory::Optimizer, "master:");
+}
+
+void AdamW::round_weights(Backend& be, const ParamSet& weights) const {
+  if (!master_ && be.weight_precision() != DType::F32)
+    weights.for_each([&](const ParamSpec&, const Tensor& w) { be.round_to_precision(w, be.weight_precision()); });
 }
 
 void AdamW::reset(Backend& be, const ParamSet& weights) {
   zero(be);
   if (master_)
     for (size_t i = 0; i < weights.size(); ++i) be.copy((*master_)[i], weights[i]);
+  round_weights(be, weights);
 }
 
 void AdamW::weights_from_master(Backend& be, const ParamSet& weights) {
   if (master_)
     for (size_t i = 0; i < weights.size(); ++i) be.copy(weights[i], (*master_)[i]);
+  round_weights(be, weights);
 }
 
 void AdamW::zero(Backend& be) {
@@ -62,6 +74,7 @@ void AdamW::update(Backend& be, const ParamSpec& spec, const Tensor& weight, con
   p.weight_decay = decays(spec) ? h.weight_decay : 0.0;
   p.step = h.step;
   p.grad_scale = static_cast<float>(h.clip);
+  p.rounding_stream = sr::stream(seed_, static_cast<uint64_t>(h.step), sr::name_key(spec.name));
   be.adamw_step(weight, grad, m_.get(spec.name), v_.get(spec.name), p, master_ ? &master_->get(spec.name) : nullptr);
 }
 

@@ -22,18 +22,22 @@ struct AdamWHyper {
 class AdamW {
  public:
   // `params`: the weights' dtype. Other than F32 (the CUDA backend's bf16), the optimizer keeps fp32 master weights
-  // in the plan (category optimizer) and updates those; the weights get the result rounded.
+  // in the plan (category optimizer) and updates those; the weights get the result rounded. With `master_weights`
+  // false (--master_weights False) there is no master: the backend's bf16 weights (weight_precision()) are updated
+  // in place with stochastic rounding, its bits drawn from (seed, step, parameter name) (core/stochastic_rounding.h),
+  // so a run is reproducible and a resume needs nothing beyond the step.
   AdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments = DType::F32,
-        DType params = DType::F32);
+        DType params = DType::F32, bool master_weights = true, uint64_t seed = 0);
 
   const ParamSet& exp_avg() const { return m_; }
   const ParamSet& exp_avg_sq() const { return v_; }
   bool has_master() const { return master_.has_value(); }
   const ParamSet& master() const { return *master_; }
   void zero(Backend& be);  // moments only
-  // A fresh run: moments zero and the master weights (if any) from the weights.
+  // A fresh run: moments zero and the master weights (if any) from the weights; without a master, weights of bf16
+  // precision are rounded to it (nearest even) where the backend emulates it (the CPU's fp32 buffers).
   void reset(Backend& be, const ParamSet& weights);
-  // The weights from the master weights (after a checkpoint was loaded into them).
+  // The weights from the master weights (after a checkpoint was loaded into them), or rounded as in reset.
   void weights_from_master(Backend& be, const ParamSet& weights);
 
   // Global L2 norm of all gradients (computed in double).
@@ -49,8 +53,12 @@ class AdamW {
   static bool decays(const ParamSpec& s);
 
  private:
+  // Without a master: the loaded weights rounded to the backend's weight precision.
+  void round_weights(Backend& be, const ParamSet& weights) const;
+
   ParamSet m_, v_;
   std::optional<ParamSet> master_;
+  uint64_t seed_;
 };
 
 // Optimizer in backward, pass 1: the squared norm of every gradient as its group completes. norm() sums them in

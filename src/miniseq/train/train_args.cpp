@@ -47,7 +47,7 @@ cli::Flags train_flags() {
           {"save_steps", FlagKind::Int, "500", "checkpoint every N steps (save_strategy steps)"},
           {"save_total_limit", FlagKind::Int, "0", "keep at most N checkpoints (0 = all)"},
           {"evaluation_strategy", FlagKind::String, "no", "accepted; only \"no\" is supported"},
-          {"seed", FlagKind::Int, "42", "seed of the data order"},
+          {"seed", FlagKind::Int, "42", "seed of the data order (and of stochastic rounding: --master_weights False)"},
           {"resume_from_checkpoint", FlagKind::String, "", "checkpoint directory, or True for the latest"},
           // miniseq's memory policy.
           {"mini_sequence", FlagKind::Bool, "True", "Mini-Sequence Transformer: chunked MLP and LM head + loss"},
@@ -59,6 +59,13 @@ cli::Flags train_flags() {
            "update each parameter inside the backward pass: no full gradient buffer (needs accumulation 1; with "
            "max_grad_norm > 0 the step runs twice, first for the norm)"},
           {"moments_dtype", FlagKind::String, "float32", "AdamW moments: float32 or bfloat16"},
+          {"master_weights", FlagKind::Bool, "True",
+           "keep fp32 master weights beside bf16 weights (CUDA: 4 bytes per parameter). False: no master, the bf16 "
+           "weights are updated in place with stochastic rounding (unbiased, seeded by --seed, reproducible), so "
+           "updates below half a bf16 ulp are not lost; inexact (docs/memory.md). The CPU emulates bf16 weights"},
+          {"grad_dtype", FlagKind::String, "float32",
+           "gradient storage and accumulation: float32, or bfloat16 (2 bytes per parameter, every accumulation "
+           "rounded to bf16, as the LongLoRA recipe in bf16; inexact). The CPU emulates bf16 gradients"},
           {"offload_optimizer", FlagKind::Bool, "False",
            "AdamW moments and fp32 master weights in host memory, updated by the CPU beside the device's backward"},
           {"offload_checkpoints", FlagKind::Int, "0",
@@ -113,7 +120,13 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.optimizer_in_backward = f.boolean("optimizer_in_backward");
   MS_CHECK(dtype_from_torch_name(f.str("moments_dtype"), &a.moments_dtype) && a.moments_dtype != DType::F16,
            "--moments_dtype must be float32 or bfloat16, got '", f.str("moments_dtype"), "'");
+  a.master_weights = f.boolean("master_weights");
+  MS_CHECK(dtype_from_torch_name(f.str("grad_dtype"), &a.grad_dtype) && a.grad_dtype != DType::F16,
+           "--grad_dtype must be float32 or bfloat16, got '", f.str("grad_dtype"), "'");
   a.offload_optimizer = f.boolean("offload_optimizer");
+  MS_CHECK(!a.offload_optimizer || (a.master_weights && a.grad_dtype == DType::F32),
+           "--offload_optimizer True keeps fp32 master weights and takes fp32 gradients on the host; use it with "
+           "--master_weights True --grad_dtype float32 (or keep the optimizer on the device)");
   a.offload_checkpoints = f.i64("offload_checkpoints");
   a.max_host_memory_gib = f.f64("max_host_memory_gib");
   MS_CHECK(a.offload_checkpoints >= -1, "--offload_checkpoints must be a layer count or -1 (all), got ",

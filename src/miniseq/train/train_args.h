@@ -37,6 +37,8 @@ struct TrainArgs {
   double max_memory_gib = 0;  // 0 = the machine's available RAM
   bool optimizer_in_backward = false;  // update each parameter as soon as its gradient is complete
   DType moments_dtype = DType::F32;    // AdamW moments in fp32 or bf16
+  bool master_weights = true;          // false: bf16 weights updated with stochastic rounding, no fp32 master
+  DType grad_dtype = DType::F32;       // gradient accumulation in fp32 or bf16
   bool offload_optimizer = false;      // moments + fp32 master weights in host memory, CPU AdamW
   int64_t offload_checkpoints = 0;     // checkpointed inputs of the first N layers in host memory (-1 = all)
   double max_host_memory_gib = 0;      // host budget for offloaded state (0 = available RAM)

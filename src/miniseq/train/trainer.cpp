@@ -84,7 +84,7 @@ PlanTarget plan_target(const TrainArgs& a) {
   t.optimizer_in_backward = a.optimizer_in_backward;
   t.offload_optimizer = a.offload_optimizer;
   t.offload_layers = a.offload_checkpoints;
-  return t;
+  return with_precision(t, a.master_weights, a.grad_dtype);
 }
 
 MemReport plan_training(const ModelConfig& config, const TrainArgs& args, const StepPolicy& policy) {
@@ -151,6 +151,9 @@ TrainResult run_training(const TrainSetup& setup) {
   // always computes so). --bf16 True also saves the weights in bf16, on either device.
   const bool cpu_bf16 = a.bf16 && device == Device::CPU;
   if (cpu_bf16) set_cpu_math(*be, cpu::Math::BF16);
+  // Precision policy: bf16 weights without master (CUDA stores bf16 weights anyway; the CPU emulates them) and
+  // the gradients' precision, before the decoder allocates them.
+  be->set_precision(a.master_weights ? be->param_dtype() : DType::BF16, a.grad_dtype);
   MemoryPlan plan = MemoryPlan::real(device, result.planned.arena_bytes);
   // Host memory for offloaded state (a second arena, planned with the first; pinned for fast copies on a GPU).
   std::unique_ptr<MemoryPlan> host_plan;
@@ -168,7 +171,8 @@ TrainResult run_training(const TrainSetup& setup) {
   if (a.offload_optimizer) {
     host_opt.emplace(*host_plan, param_specs(config), a.moments_dtype, *be);
   } else {
-    dev_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype());
+    dev_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), a.master_weights,
+                    static_cast<uint64_t>(a.seed));
   }
   const ParamSet& exp_avg = host_opt ? host_opt->exp_avg() : dev_opt->exp_avg();
   const ParamSet& exp_avg_sq = host_opt ? host_opt->exp_avg_sq() : dev_opt->exp_avg_sq();
@@ -212,7 +216,7 @@ TrainResult run_training(const TrainSetup& setup) {
   SaveRequest save;
   save.config = &config;
   save.weights = &model.weights();
-  save.weights_dtype = a.bf16 ? DType::BF16 : DType::F32;
+  save.weights_dtype = a.bf16 || be->weight_precision() == DType::BF16 ? DType::BF16 : DType::F32;
   save.exp_avg = &exp_avg;
   save.exp_avg_sq = &exp_avg_sq;
   if (host_opt) save.master = &host_opt->master();
@@ -248,6 +252,12 @@ TrainResult run_training(const TrainSetup& setup) {
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
     if (cpu_bf16) std::printf("bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
+    if (!a.master_weights || a.grad_dtype != DType::F32)
+      std::printf("precision: %s weights%s, %s gradients%s\n",
+                  std::string(dtype_name(be->weight_precision())).c_str(),
+                  a.master_weights ? "" : " without master (stochastic rounding)",
+                  std::string(dtype_name(be->grad_precision())).c_str(),
+                  device == Device::CPU ? " (emulated in fp32 buffers on the CPU)" : "");
     if (host_plan)
       std::printf("host memory (offload: %s%s): planned %s\n", a.offload_optimizer ? "optimizer state, master weights" : "",
                   a.offload_checkpoints != 0 ? (a.offload_optimizer ? ", layer inputs" : "layer inputs") : "",

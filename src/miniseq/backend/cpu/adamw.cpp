@@ -8,10 +8,14 @@
 // rounded to fp32 as torch does when it hands them to its fp32 kernels.
 // Moments may be stored in bf16 (memory policy): they are widened to fp32, updated, used for this step's update in
 // fp32, and stored rounded to nearest even. With a master copy the update runs on it and the param gets the result
-// in its own dtype (rounded to nearest even for bf16).
+// in its own dtype (rounded to nearest even for bf16). Without a master copy, weights of bf16 precision
+// (--master_weights False; fp32 buffers holding bf16 values, precision.cpp) store the fp32 result rounded
+// stochastically with the counter-based bits of p.rounding_stream (core/stochastic_rounding.h, the same bits as
+// on CUDA), so E[stored] = the fp32 result and updates below half an ulp are not lost.
 #include <cmath>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
+#include "miniseq/core/stochastic_rounding.h"
 
 namespace miniseq {
 
@@ -23,6 +27,13 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
            " parameter needs its fp32 master copy");
   MS_DASSERT(!master || (master->dtype == DType::F32 && master->numel() == n));
   const Tensor& w_exact = master ? *master : param;  // what the update runs on
+  const bool stochastic = !master && weight_precision_ == DType::BF16;
+  const uint64_t stream = p.rounding_stream;
+  // The stored weight: exact, or (bf16 precision without master) rounded stochastically.
+  auto store = [stochastic, stream](float w, int64_t i) {
+    return stochastic ? bf16_to_f32(sr::f32_to_bf16_stochastic(w, sr::bits16(stream, static_cast<uint64_t>(i))))
+                      : w;
+  };
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
   const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
   const float step_size = static_cast<float>(p.lr / bc1);
@@ -46,7 +57,7 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
       const float vi = bf16_to_f32(pv[i]) * b2 + w2 * (g * g);
       pm[i] = f32_to_bf16(mi);
       pv[i] = f32_to_bf16(vi);
-      pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+      pp[i] = store(w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps)), i);
     }
   } else {
     float* pm = m.f32();
@@ -59,7 +70,7 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
       const float vi = pv[i] * b2 + w2 * (g * g);
       pm[i] = mi;
       pv[i] = vi;
-      pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+      pp[i] = store(w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps)), i);
     }
   }
   if (master) copy(param, *master);  // rounded to the param's dtype

@@ -3,7 +3,8 @@
 // elementwise.cpp), forward and backward side by side. Conventions: ops/backend.h.
 // Math mode (gemm.h): fp32 (default), or bf16 (`--bf16 True`): the linear layers' three products (y, dx, dW)
 // take bf16-rounded inputs with fp32 accumulation, as on the GPU; all else (attention, norms, softmax, loss,
-// AdamW, weights, gradients) stays fp32.
+// AdamW, weights, gradients) stays fp32. Memory policy (set_precision): bf16 weights / gradients are fp32 buffers
+// rounded to bf16 at every store.
 #pragma once
 
 #include "miniseq/backend/cpu/gemm.h"
@@ -19,6 +20,11 @@ class CpuBackend final : public Backend {
 
   Device device() const override { return Device::CPU; }
   void warm_up() override;  // warm_up.cpp
+  // bf16 weights or gradients (memory policy) are emulated in fp32 buffers holding bf16 values (precision.cpp).
+  DType weight_precision() const override { return weight_precision_; }
+  DType grad_precision() const override { return grad_precision_; }
+  void set_precision(DType weights, DType grads) override;
+  void round_to_precision(const Tensor& t, DType precision) override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
   void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
@@ -58,7 +64,12 @@ class CpuBackend final : public Backend {
                   const AdamWParams& p, const Tensor* master) override;
 
  private:
+  // The emulated bf16 store after an accumulation into a parameter gradient (linear dW/db, RMSNorm dw, embedding
+  // dtable): rounds g to bf16 (nearest even) when grad_precision_ is BF16, as the CUDA kernels' bf16 stores do.
+  void store_grad(const Tensor& g) const;
+
   cpu::Math math_;
+  DType weight_precision_ = DType::F32, grad_precision_ = DType::F32;
 };
 
 // Sets the math mode of a CPU backend (fails for any other backend).

@@ -49,6 +49,7 @@ void CpuBackend::embedding_backward(const int32_t* ids, const Tensor& dout, cons
       for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
     }
   }
+  store_grad(dtable);
 }
 
 }  // namespace miniseq

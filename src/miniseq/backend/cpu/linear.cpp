@@ -56,6 +56,7 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
   if (dw) {
     MS_DASSERT(dw->numel() == out * in);
     cpu::gemm(math_, true, false, out, in, T, 1.0f, dy.f32(), out, x.f32(), in, 1.0f, dw->f32(), in);
+    store_grad(*dw);
   }
   // db [out] += Σ_t dy[t]: threads split the columns in blocks (rows stream through contiguously, the order
   // over t is fixed, so the result does not depend on the thread count).
@@ -76,6 +77,7 @@ void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor
       }
       for (int64_t c = 0; c < nc; ++c) pdb[c0 + c] += static_cast<float>(acc[c]);
     }
+    store_grad(*db);
   }
 }
 

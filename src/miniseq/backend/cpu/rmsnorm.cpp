@@ -74,6 +74,7 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
     for (int64_t c = 0; c < d; ++c) dw_total[static_cast<size_t>(c)] += dwl[c];
   }
   for (int64_t c = 0; c < d; ++c) pdw[c] += dw_total[static_cast<size_t>(c)];
+  store_grad(dw);
 }
 
 }  // namespace miniseq

@@ -37,9 +37,12 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::CUDA; }
   DType param_dtype() const override { return DType::BF16; }
-  // fp32 gradients: parameter grads accumulate over MsT chunks and micro-batches; bf16 (8 significant bits)
-  // would drop contributions below 2^-9 of the running sum. See docs/cuda.md.
-  DType grad_dtype() const override { return DType::F32; }
+  // fp32 gradients by default: parameter grads accumulate over MsT chunks and micro-batches; bf16 (8 significant
+  // bits) drops contributions below 2^-9 of the running sum. See docs/cuda.md. bf16 with --grad_dtype bfloat16
+  // (set_precision; every kernel that accumulates into a gradient dispatches on its dtype).
+  DType grad_dtype() const override { return grads_; }
+  // Weights are bf16 (with or without the optimizer's fp32 master); gradients F32 or BF16.
+  void set_precision(DType weights, DType grads) override;
   DType activation_dtype() const override { return DType::BF16; }
   void warm_up() override;
   void upload(const Tensor& dst, const Tensor& host_src) override;
@@ -119,6 +122,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   size_t lt_workspace_bytes_ = 0;
+  DType grads_ = DType::F32;  // gradient storage (set_precision)
   // Asynchronous copies (offloaded activations): a non-blocking stream beside the legacy default stream, an
   // event marking "work issued so far" and a ring of completion events indexed by ticket.
   static constexpr uint64_t kCopyEvents = 16;
