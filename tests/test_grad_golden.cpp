@@ -15,13 +15,16 @@
 // The loss is a sum of per-target terms in double and agrees within 1e-6 relative.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "miniseq/train/model_setup.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 
@@ -46,17 +49,16 @@ struct Result {
   std::map<std::string, std::vector<float>> grads;
 };
 
-Result run_case(const std::string& name, const StepPolicy& policy) {
-  const fs::path dir = kGolden / name;
-  const ModelConfig config = load_model_config((dir / "model").string());
-  const TokenBatch batch = read_token_batch_jsonl((dir / "batch.jsonl").string(), config.vocab_size);
+// One step of `config` on `batch`; load_weights fills the parameters.
+Result run_step(const ModelConfig& config, const TokenBatch& batch, const StepPolicy& policy,
+                const std::function<void(const ParamSet&)>& load_weights) {
   const int64_t n = batch.count_targets();
 
   auto be = make_cpu_backend();
   const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, plan_target_for(*be, false));
   MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
   Decoder model(config, *be, plan);
-  load_params(SafetensorsModel((dir / "model").string()), config, model.weights());
+  load_weights(model.weights());
   model.zero_grads();
   Result r;
   r.loss = model.forward_backward(batch, policy, n) / static_cast<double>(n);
@@ -67,6 +69,28 @@ Result run_case(const std::string& name, const StepPolicy& policy) {
     r.grads[s.name].assign(g.f32(), g.f32() + g.numel());
   });
   return r;
+}
+
+Result run_case(const std::string& name, const StepPolicy& policy) {
+  const fs::path dir = kGolden / name;
+  const ModelConfig config = load_model_config((dir / "model").string());
+  const TokenBatch batch = read_token_batch_jsonl((dir / "batch.jsonl").string(), config.vocab_size);
+  return run_step(config, batch, policy, [&](const ParamSet& w) {
+    load_params(SafetensorsModel((dir / "model").string()), config, w);
+  });
+}
+
+// The four MsT × checkpointing combinations.
+std::vector<std::pair<std::string, StepPolicy>> mst_ckpt_policies() {
+  std::vector<std::pair<std::string, StepPolicy>> policies;
+  for (bool mst : {true, false})
+    for (bool ckpt : {true, false}) {
+      StepPolicy p;
+      p.mini_sequence = mst;
+      p.checkpointing = ckpt;
+      policies.push_back({std::string("mst=") + (mst ? "on" : "off") + " ckpt=" + (ckpt ? "on" : "off"), p});
+    }
+  return policies;
 }
 
 void compare_to_golden(const std::string& name, const Result& r, const std::string& file, double tol) {
@@ -99,14 +123,7 @@ class GradGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GradGolden, AllPoliciesMatchHuggingFace) {
   const std::string name = GetParam();
-  std::vector<std::pair<std::string, StepPolicy>> policies;
-  for (bool mst : {true, false})
-    for (bool ckpt : {true, false}) {
-      StepPolicy p;
-      p.mini_sequence = mst;
-      p.checkpointing = ckpt;
-      policies.push_back({std::string("mst=") + (mst ? "on" : "off") + " ckpt=" + (ckpt ? "on" : "off"), p});
-    }
+  std::vector<std::pair<std::string, StepPolicy>> policies = mst_ckpt_policies();
   // Small chunks that never divide S: remainder chunks in the MLP and in the LM head.
   StepPolicy small;
   small.mlp_chunk_tokens = 7;
@@ -161,6 +178,36 @@ TEST(GradGoldenCases, FullyIgnoredChunkExists) {
   }
   EXPECT_TRUE(fully_ignored);
   EXPECT_EQ(batch.count_targets(), 61);
+}
+
+// The trainer's vocabulary growth against transformers on the grown model (llama_pad/grown, make_goldens.py):
+// the tokenizer lacks a pad token, so "[PAD]" is added as id 131 and the model grows to 132 rows (new rows =
+// mean of the old, LongLoRA); pad_token_id becomes 131 as the Trainer aligns it, but the embedding keeps
+// config.json's padding_idx 3 (resize_token_embeddings keeps the nn.Embedding). The batch holds both ids: 3
+// adds nothing to its row, 131 adds as any token. Same tolerances as the golden cases.
+TEST(GradGoldenCases, GrownVocabularyKeepsTheConfigPaddingIdx) {
+  const fs::path dir = kGolden / "llama_pad";
+  if (!fs::exists(dir / "grown")) GTEST_SKIP() << "no golden " << dir / "grown";
+  const ModelConfig file_config = load_model_config((dir / "model").string());
+  ASSERT_EQ(file_config.pad_token_id, 3);
+  ModelConfig config = file_config;
+  grow_for_tokenizer(config, /*tokenizer_vocab_size=*/132, /*tokenizer_pad_id=*/131);
+  EXPECT_EQ(config.vocab_size, 132);
+  EXPECT_EQ(config.pad_token_id, 131);
+  EXPECT_EQ(config.embedding_padding_idx, 3);
+  EXPECT_EQ(config.to_json()["pad_token_id"], 131);  // saved configs carry the tokenizer's pad
+  EXPECT_FALSE(config.to_json().contains("embedding_padding_idx"));
+  const TokenBatch batch = read_token_batch_jsonl((dir / "grown/batch.jsonl").string(), config.vocab_size);
+  ASSERT_NE(std::find(batch.input_ids.begin(), batch.input_ids.end(), 131), batch.input_ids.end());
+  ASSERT_NE(std::find(batch.input_ids.begin(), batch.input_ids.end(), 3), batch.input_ids.end());
+  for (const auto& [label, p] : mst_ckpt_policies()) {
+    SCOPED_TRACE(label);
+    const Result r = run_step(config, batch, p, [&](const ParamSet& w) {
+      load_params_grown(SafetensorsModel((dir / "model").string()), file_config, config, w);
+    });
+    compare_to_golden("llama_pad/grown", r, "grads.safetensors", 1e-5);
+    compare_to_golden("llama_pad/grown", r, "grads_f64.safetensors", 1e-5);
+  }
 }
 
 // The command-line contract used by outside checks: miniseq grad writes the gradients and prints "loss <value>".

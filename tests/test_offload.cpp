@@ -61,8 +61,9 @@ class DeferredCopies final : public Backend {
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override {
     cpu_->embedding_forward(ids, table, out);
   }
-  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override {
-    cpu_->embedding_backward(ids, dout, dtable);
+  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable,
+                          int64_t padding_idx) override {
+    cpu_->embedding_backward(ids, dout, dtable, padding_idx);
   }
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                        const Tensor& rstd) override {

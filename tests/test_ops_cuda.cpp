@@ -218,21 +218,32 @@ TEST(CudaOps, RopeSwigluEmbeddingElementwise) {
     EXPECT_TRUE(close("swiglu dgate", host(*gg), dg, 1.1 * kUb * max_abs(dg)));
     EXPECT_TRUE(close("swiglu dup", host(*gu), du, 1.1 * kUb * max_abs(du)));
   }
-  // Embedding, with repeated ids (the grouped backward sums them) and a V that is not a multiple of anything.
-  {
+  // Embedding, with repeated ids (the grouped backward sums them) and a V that is not a multiple of anything;
+  // backward without and with a padding_idx (id 7: its positions add nothing, its row keeps the prior 0.125),
+  // and with every position the padding id (nothing launched).
+  for (const int64_t padding_idx : {int64_t{-1}, int64_t{7}, int64_t{40}}) {
+    SCOPED_TRACE("padding_idx " + std::to_string(padding_idx));
     const int64_t V = 131, d = 300, T = 517;
     auto table = bf16_round(random_floats(static_cast<size_t>(V * d), 1)),
          dout = bf16_round(random_floats(static_cast<size_t>(T * d), 2));
-    auto ids = random_ints(static_cast<size_t>(T), 3, 0, 40);  // many repeats
+    auto ids = padding_idx == 40 ? std::vector<int32_t>(static_cast<size_t>(T), 40)
+                                 : random_ints(static_cast<size_t>(T), 3, 0, 40);  // many repeats
     std::vector<float> out(static_cast<size_t>(T * d)), dtab(static_cast<size_t>(V * d), 0.125f);
     e.cpu->embedding_forward(ids.data(), tensor_of(table, Shape{V, d}), tensor_of(out, Shape{T, d}));
-    e.cpu->embedding_backward(ids.data(), tensor_of(dout, Shape{T, d}), tensor_of(dtab, Shape{V, d}));
+    e.cpu->embedding_backward(ids.data(), tensor_of(dout, Shape{T, d}), tensor_of(dtab, Shape{V, d}),
+                              padding_idx);
     auto gt = dev(table, Shape{V, d}), go = dev(out, Shape{T, d}), gdo = dev(dout, Shape{T, d});
     auto gdt = dev(std::vector<float>(dtab.size(), 0.125f), Shape{V, d}, DType::F32);
     e.gpu->embedding_forward(ids.data(), *gt, *go);
-    e.gpu->embedding_backward(ids.data(), *gdo, *gdt);
+    e.gpu->embedding_backward(ids.data(), *gdo, *gdt, padding_idx);
     EXPECT_TRUE(close("embedding forward", host(*go), out, 0.0));
-    EXPECT_TRUE(close("embedding backward", host(*gdt), dtab, fp32_tol(T, double(T))));
+    const std::vector<float> got = host(*gdt);
+    EXPECT_TRUE(close("embedding backward", got, dtab, fp32_tol(T, double(T))));
+    if (padding_idx >= 0) {
+      for (int64_t c = 0; c < d; ++c) {
+        ASSERT_EQ(got[static_cast<size_t>(padding_idx * d + c)], 0.125f);
+      }
+    }
   }
   // add / scale / copy / fill / sum_squares
   {

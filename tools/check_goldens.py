@@ -4,7 +4,8 @@ torch (no transformers), run on the committed files only, must reproduce loss_f6
 
 It doubles as an executable spec of what the C++ engine computes: config parsing in both formats (classic
 rope_theta/rope_scaling and transformers-5 rope_parameters), tied embeddings, GQA, RoPE (rotate-half pairing, HF's
-fp32 tables), q/k/v/o biases, the sliding window, and the shifted mean cross-entropy over labels != -100.
+fp32 tables), q/k/v/o biases, the sliding window, the embedding's padding_idx (= pad_token_id: lookups of the pad id
+add no gradient), and the shifted mean cross-entropy over labels != -100.
 
     tools/.venv/bin/python tools/check_goldens.py
 """
@@ -39,6 +40,7 @@ def read_config(model_dir):
         factor=factor,
         window=cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None,
         tied=cfg.get("tie_word_embeddings", False),
+        padding_idx=cfg.get("pad_token_id"),
     )
 
 
@@ -78,7 +80,8 @@ def forward_loss(c, w, ids, labels):
     allowed = j <= i
     if c["window"] is not None:
         allowed &= i - j < c["window"]
-    x = w["model.embed_tokens.weight"][ids]  # [B, S, d]
+    # [B, S, d]; with padding_idx the pad id's lookups carry no gradient to the table (nn.Embedding's rule)
+    x = torch.nn.functional.embedding(ids, w["model.embed_tokens.weight"], padding_idx=c["padding_idx"])
 
     def lin(name, t):
         y = t @ w[name + ".weight"].T

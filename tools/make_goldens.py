@@ -160,6 +160,38 @@ CASES = [
         batch=1,
         description="Llama with attention_bias true: biases on q, k, v and o projections.",
     ),
+    # pad_token_id in config.json: HF builds nn.Embedding(V, d, padding_idx=pad_token_id), so lookups of the pad id
+    # add nothing to that row's gradient. Row 0 has pad ids inside the text (labels kept), row 1 is right-padded
+    # with ignored labels, as the trainer pads. Fixed seeds: independent of where the cases sit in this list.
+    dict(
+        name="llama_pad",
+        arch="LlamaForCausalLM",
+        config=dict(BASE, pad_token_id=3),
+        seq_len=39,
+        batch=2,
+        pad=[[0, 5, 6, 21, 33], list(range(30, 39))],
+        ignore=[[], [(30, 0)]],
+        grown=[[10, 11, 25], list(range(30, 39))],
+        seed=2001,
+        description="Llama with pad_token_id 3 in config.json (nn.Embedding padding_idx 3): row 0 holds the pad id at "
+        "positions 0, 5, 6, 21, 33 with their labels kept, row 1 is right-padded from position 30 with labels -100. "
+        "The pad row of model.embed_tokens.weight gets no gradient. grown/: the same model after the trainer's "
+        "vocabulary growth with a new [PAD] (id 131, rows = mean of the old), which HF's embedding does not treat as "
+        "its padding_idx (still 3): grown/batch.jsonl has id 131 at row 0 positions 10, 11, 25 (labels kept) and as "
+        "row 1's padding.",
+    ),
+    dict(
+        name="llama_pad_tied",
+        arch="LlamaForCausalLM",
+        config=dict(BASE, pad_token_id=3, tie_word_embeddings=True),
+        seq_len=39,
+        batch=2,
+        pad=[[0, 5, 6, 21, 33], list(range(30, 39))],
+        ignore=[[], [(30, 0)]],
+        seed=2002,
+        description="llama_pad with tie_word_embeddings: the pad row of model.embed_tokens.weight holds the LM-head "
+        "gradient only (its lookups add nothing).",
+    ),
 ]
 
 CONFIG_CLASSES = {"LlamaForCausalLM": LlamaConfig, "MistralForCausalLM": MistralConfig, "Qwen2ForCausalLM": Qwen2Config}
@@ -184,6 +216,8 @@ def init_weights(model, gen):
 def make_batch(case, vocab, gen):
     b, s = case["batch"], case["seq_len"]
     ids = torch.randint(0, vocab, (b, s), generator=gen)
+    for row, positions in enumerate(case.get("pad", [])):
+        ids[row, positions] = case["config"]["pad_token_id"]
     labels = ids.clone()
     for row, spans in enumerate(case.get("ignore", [])):
         keep = torch.tensor(ignore_spans(s, spans))
@@ -240,10 +274,14 @@ def pure_float64():
             cls.forward = fwd
 
 
-def f64_loss_and_grads(model_dir, ids, labels):
+def f64_loss_and_grads(model_dir, ids, labels, prepare=None):
     """Float64 reference. The loss is HF's formula (shift, cross-entropy mean over labels != -100) evaluated on the f64
-    logits, because HF's loss function upcasts logits with .float() (a downcast here)."""
-    model = load(model_dir).double()
+    logits, because HF's loss function upcasts logits with .float() (a downcast here). prepare(model), when given, runs
+    on the fp32 model before the cast."""
+    model = load(model_dir)
+    if prepare:
+        prepare(model)
+    model = model.double()
     model.zero_grad(set_to_none=True)
     with pure_float64() as calls:
         logits = model(input_ids=ids).logits
@@ -334,9 +372,23 @@ def write_case(case, seed):
         shutil.move(case_dir / "config_classic.tmp", model_dir / "config.json")
         assert loss_saved == loss32, (loss_saved, loss32)
 
+    pad_effect = None
+    if "pad" in case:
+        pad = config.pad_token_id
+        model = load(model_dir)
+        assert model.model.embed_tokens.padding_idx == pad, model.model.embed_tokens.padding_idx
+        if not config.tie_word_embeddings:
+            assert g32["model.embed_tokens.weight"][pad].abs().max() == 0 and g64["model.embed_tokens.weight"][pad].abs().max() == 0
+        # What the rule changes: the same run with padding_idx None (the pad lookups' gradient added).
+        model.model.embed_tokens.padding_idx = None
+        _, g_nopad = hf_loss_and_grads(model, ids, labels)
+        pad_effect = rel_err(g_nopad["model.embed_tokens.weight"], g32["model.embed_tokens.weight"])
+
     meta = {"loss": repr(loss32), "loss_f64": repr(loss64)}
     save_file(g32, case_dir / "grads.safetensors", metadata=meta)
     save_file(g64, case_dir / "grads_f64.safetensors", metadata=meta)
+    if case.get("grown"):
+        pad_effect_grown = write_grown(case, case_dir, ids, labels)
 
     # What transformers counts, tied weights once: `miniseq inspect` must report the same total.
     num_parameters = AutoModelForCausalLM.from_pretrained(case_dir / "model").num_parameters()
@@ -358,13 +410,72 @@ def write_case(case, seed):
 
     errs = {n: rel_err(g32[n], g64[n]) for n in g32}
     worst = max(errs, key=errs.get)
-    return {
+    extra = {} if pad_effect is None else {"embed_rel_diff_without_padding_idx": pad_effect}
+    if case.get("grown"):
+        extra["grown"] = pad_effect_grown
+    return extra | {
         "loss": loss32,
         "loss_f64": loss64,
         "loss_rel_err": abs(loss32 - loss64) / abs(loss64),
         "max_grad_rel_err": errs[worst],
         "worst_tensor": worst,
         "median_grad_rel_err": sorted(errs.values())[len(errs) // 2],
+        "grad_rel_err": errs,
+    }
+
+
+def grow_vocabulary(model, n_new):
+    """LongLoRA's smart_tokenizer_and_embedding_resize after tokenizer.add_special_tokens({"pad_token": "[PAD]"}):
+    resize_token_embeddings(len(tokenizer)), then the new embedding and LM-head rows = the mean of the old ones."""
+    model.resize_token_embeddings(model.config.vocab_size + n_new)
+    with torch.no_grad():
+        inp = model.get_input_embeddings().weight.data
+        out = model.get_output_embeddings().weight.data
+        inp[-n_new:] = inp[:-n_new].mean(dim=0, keepdim=True)
+        out[-n_new:] = out[:-n_new].mean(dim=0, keepdim=True)
+
+
+def write_grown(case, case_dir, ids, labels):
+    """The trainer's vocabulary growth: the tokenizer has no pad token, so "[PAD]" is added as id V and the model grows
+    to V + 1 rows (grow_vocabulary); the Trainer then sets config.pad_token_id = V (align_special_tokens). The
+    embedding module keeps its padding_idx (the config.json pad_token_id): resize_token_embeddings copies the new
+    weights into the old nn.Embedding. Batch: the case's, with the new id V in the text of row 0 (labels kept) and as
+    the right padding of row 1. Writes case_dir/grown/{batch.jsonl, grads.safetensors, grads_f64.safetensors}."""
+    pad_old = case["config"]["pad_token_id"]
+    v = case["config"]["vocab_size"]
+    ids, labels = ids.clone(), labels.clone()
+    for row, positions in enumerate(case["grown"]):
+        ids[row, positions] = v
+        labels[row, positions] = torch.where(labels[row, positions] == -100, -100, v)
+    out = case_dir / "grown"
+    out.mkdir()
+    with open(out / "batch.jsonl", "w") as f:
+        for row in range(ids.shape[0]):
+            f.write(json.dumps({"input_ids": ids[row].tolist(), "labels": labels[row].tolist()}) + "\n")
+
+    def prepare(model):
+        grow_vocabulary(model, 1)
+        model.config.pad_token_id = v  # what the Trainer's align_special_tokens does; the module is not rebuilt
+        assert model.model.embed_tokens.padding_idx == pad_old, model.model.embed_tokens.padding_idx
+
+    model = load(case_dir / "model")
+    prepare(model)
+    loss32, g32 = hf_loss_and_grads(model, ids, labels)
+    loss64, g64 = f64_loss_and_grads(case_dir / "model", ids, labels, prepare)
+    assert g32["model.embed_tokens.weight"].shape[0] == v + 1
+    assert g32["model.embed_tokens.weight"][pad_old].abs().max() == 0  # untied: the kept padding_idx
+    assert g32["model.embed_tokens.weight"][v].abs().max() > 0  # the new [PAD] is an ordinary row
+    meta = {"loss": repr(loss32), "loss_f64": repr(loss64)}
+    save_file(g32, out / "grads.safetensors", metadata=meta)
+    save_file(g64, out / "grads_f64.safetensors", metadata=meta)
+    errs = {n: rel_err(g32[n], g64[n]) for n in g32}
+    worst = max(errs, key=errs.get)
+    return {
+        "loss": loss32,
+        "loss_f64": loss64,
+        "loss_rel_err": abs(loss32 - loss64) / abs(loss64),
+        "max_grad_rel_err": errs[worst],
+        "worst_tensor": worst,
         "grad_rel_err": errs,
     }
 
@@ -476,7 +587,7 @@ def main():
     for k, case in enumerate(CASES):
         if args.only and case["name"] not in args.only:
             continue
-        res = write_case(case, args.seed + k)
+        res = write_case(case, case.get("seed", args.seed + k))
         res["model_bytes"] = verify_readback(case, OUT / case["name"])
         summary["cases"][case["name"]] = res
         print(

@@ -82,8 +82,7 @@ int cmd_train(const Args& raw_args) {
                     added.c_str(), (long long)setup.config.vocab_size,
                     (long long)std::max<int64_t>(setup.config.vocab_size, prep.vocab_size));
       }
-      setup.config.vocab_size = std::max<int64_t>(setup.config.vocab_size, prep.vocab_size);
-      setup.config.pad_token_id = prep.pad_id;
+      grow_for_tokenizer(setup.config, prep.vocab_size, prep.pad_id);
       setup.tokenizer_overrides = prep.file_overrides;
       spec.eos_id = prep.eos_id;
       spec.pad_id = prep.pad_id;

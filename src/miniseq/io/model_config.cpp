@@ -170,6 +170,7 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
                          {"pad_token_id", c.pad_token_id}})
     MS_CHECK(!id || (*id >= 0 && *id < c.vocab_size), where, ": \"", key, "\" ", *id, " is outside the vocabulary [0, ",
              c.vocab_size, ")");
+  c.embedding_padding_idx = c.pad_token_id;
 
   // Sliding window per layer.
   c.sliding_window.assign(static_cast<size_t>(c.num_hidden_layers), 0);

@@ -37,6 +37,11 @@ struct ModelConfig {
   bool qkv_bias = false;  // bias on q, k, v projections (Qwen2 always; Llama with attention_bias)
   bool o_bias = false;    // bias on o_proj (Llama with attention_bias)
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
+  // nn.Embedding's padding_idx: lookups of this id add nothing to the embedding gradient. Hugging Face
+  // builds the embedding with config.json's pad_token_id and keeps it when the vocabulary grows
+  // (resize_token_embeddings), even after the Trainer sets pad_token_id to a new [PAD] token. So it is set
+  // once, when config.json is parsed (train/model_setup.h: grow_for_tokenizer), and never written back.
+  std::optional<int64_t> embedding_padding_idx;
   DType torch_dtype = DType::F32;  // the dtype the checkpoint was saved in (informational)
   std::string hidden_act = "silu";
 

@@ -402,7 +402,8 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
     if (per_group) retire(layer_grads);
   }
   if (per_group && !embed_grads) embed_grads.emplace(group_grads(embed_specs));
-  be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"));
+  be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"),
+                         config_.embedding_padding_idx.value_or(-1));
   if (per_group) retire(embed_grads);
   free_retiring();
   return loss;

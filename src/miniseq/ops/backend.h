@@ -111,8 +111,10 @@ class Backend {
 
   // ---- embedding: ids [T] (int32), table [V, d] -> out [T, d] ----
   virtual void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) = 0;
-  // dtable [V, d] += scatter of dout [T, d]
-  virtual void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) = 0;
+  // dtable [V, d] += scatter of dout [T, d], except the positions whose id is padding_idx: they add nothing,
+  // as in torch's nn.Embedding(padding_idx=…), which Hugging Face builds with config.pad_token_id. -1 = none.
+  virtual void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable,
+                                  int64_t padding_idx) = 0;
 
   // ---- RMSNorm (fp32 math as Hugging Face): y = x * rsqrt(mean(x²) + eps) * w; x, y [T, d], rstd [T] ----
   virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,

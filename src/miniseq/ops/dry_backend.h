@@ -17,7 +17,7 @@ class DryBackend final : public Backend {
   DType grad_dtype() const override { return grads_; }
   DType activation_dtype() const override { return acts_; }
   void embedding_forward(const int32_t*, const Tensor&, const Tensor&) override {}
-  void embedding_backward(const int32_t*, const Tensor&, const Tensor&) override {}
+  void embedding_backward(const int32_t*, const Tensor&, const Tensor&, int64_t) override {}
   void rmsnorm_forward(const Tensor&, const Tensor&, float, const Tensor&, const Tensor&) override {}
   void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                         bool) override {}

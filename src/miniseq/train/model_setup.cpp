@@ -1,5 +1,6 @@
 #include "miniseq/train/model_setup.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -9,6 +10,11 @@ double rope_factor_for(const ModelConfig& c, int64_t model_max_length) {
   const double orig = static_cast<double>(c.max_position_embeddings) * c.rope_linear_factor;
   if (static_cast<double>(model_max_length) <= orig) return c.rope_linear_factor;
   return c.rope_linear_factor * std::ceil(static_cast<double>(model_max_length) / orig);
+}
+
+void grow_for_tokenizer(ModelConfig& c, int64_t tokenizer_vocab_size, int64_t tokenizer_pad_id) {
+  c.vocab_size = std::max(c.vocab_size, tokenizer_vocab_size);
+  c.pad_token_id = tokenizer_pad_id;
 }
 
 void load_params_grown(const SafetensorsModel& files, const ModelConfig& file_config, const ModelConfig& config,

@@ -27,7 +27,8 @@ class CpuBackend final : public Backend {
   void round_to_precision(const Tensor& t, DType precision) override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
-  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
+  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable,
+                          int64_t padding_idx) override;
 
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                        const Tensor& rstd) override;

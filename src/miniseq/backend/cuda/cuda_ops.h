@@ -56,7 +56,8 @@ class CudaBackend final : public Backend {
   void sync_copy(uint64_t ticket) override;
 
   void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) override;
-  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) override;
+  void embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable,
+                          int64_t padding_idx) override;
 
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                        const Tensor& rstd) override;

@@ -1,8 +1,8 @@
 // Token embedding: a row gather forward; backward a deterministic scatter-add. The host groups the positions
-// by token id (a stable counting of the ids, which it holds anyway), then one thread per (distinct id,
-// column) sums its group in position order and adds the sum to the table row: no atomics, no two threads on
-// one element. ids [T] (host int32), table [V, d] bf16, out/dout [T, d] bf16, dtable [V, d] fp32
-// (accumulated).
+// by token id (a stable counting of the ids, which it holds anyway), leaving out those of padding_idx, then
+// one thread per (distinct id, column) sums its group in position order and adds the sum to the table row:
+// no atomics, no two threads on one element. ids [T] (host int32), table [V, d] bf16, out/dout [T, d] bf16,
+// dtable [V, d] fp32 (accumulated).
 #include <algorithm>
 #include <vector>
 
@@ -18,6 +18,11 @@ void check_ids(const int32_t* ids, int64_t T, int64_t V) {
     MS_CHECK(ids[t] >= 0 && ids[t] < V, "token id ", ids[t], " at position ", t,
              " is outside the vocabulary [0, ", V,
              "): the data was tokenized for another model or the embedding was not resized");
+}
+
+void check_padding_idx(int64_t padding_idx, int64_t V) {
+  MS_CHECK(padding_idx >= -1 && padding_idx < V, "embedding padding_idx ", padding_idx,
+           " is outside the vocabulary [0, ", V, ") (-1 = none)");
 }
 
 template <typename TT, typename TO>
@@ -62,26 +67,33 @@ void CudaBackend::embedding_forward(const int32_t* ids, const Tensor& table, con
   MS_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable) {
+void CudaBackend::embedding_backward(const int32_t* ids, const Tensor& dout, const Tensor& dtable,
+                                     int64_t padding_idx) {
   const int64_t V = dtable.size(0), d = dtable.size(1), T = dout.size(0);
   MS_DASSERT(dout.size(1) == d);
   if (T == 0) return;
   check_ids(ids, T, V);
-  // Counting sort of the positions by id: csr = [uniq (U) | offsets (U + 1) | order (T)].
-  std::vector<int32_t> order(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) order[static_cast<size_t>(t)] = static_cast<int32_t>(t);
+  check_padding_idx(padding_idx, V);
+  // Counting sort of the positions by id, padding_idx left out:
+  // csr = [uniq (U) | offsets (U + 1) | order (N)].
+  std::vector<int32_t> order;
+  order.reserve(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t)
+    if (ids[t] != padding_idx) order.push_back(static_cast<int32_t>(t));
+  if (order.empty()) return;
+  const int64_t N = static_cast<int64_t>(order.size());
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
   std::vector<int32_t> csr;
-  csr.reserve(static_cast<size_t>(3 * T + 1));
+  csr.reserve(static_cast<size_t>(3 * N + 1));
   std::vector<int32_t> offsets;
-  for (int64_t k = 0; k < T; ++k) {
+  for (int64_t k = 0; k < N; ++k) {
     if (k == 0 || ids[order[static_cast<size_t>(k)]] != ids[order[static_cast<size_t>(k - 1)]]) {
       csr.push_back(ids[order[static_cast<size_t>(k)]]);
       offsets.push_back(static_cast<int32_t>(k));
     }
   }
   const int64_t U = static_cast<int64_t>(csr.size());
-  offsets.push_back(static_cast<int32_t>(T));
+  offsets.push_back(static_cast<int32_t>(N));
   csr.insert(csr.end(), offsets.begin(), offsets.end());
   csr.insert(csr.end(), order.begin(), order.end());
   const int32_t* dcsr = upload_ints(kCsr, csr.data(), static_cast<int64_t>(csr.size()));
