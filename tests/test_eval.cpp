@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -15,6 +16,7 @@
 #include "miniseq/eval/passkey.h"
 #include "miniseq/eval/perplexity.h"
 #include "miniseq/eval/token_stream.h"
+#include "miniseq/io/tokenizer/tokenizer.h"
 #include "miniseq/train/demo_preset.h"
 #include "support/tmpdir.h"
 
@@ -257,6 +259,102 @@ TEST(Passkey, PromptsFollowLongLoRA) {
   EXPECT_EQ(p.text.size() - (task + 1) - info.size() - 3 - 37, 3072u);
   EXPECT_EQ(passkey_prompt(3072, 7).text, p.text);
   EXPECT_NE(passkey_prompt(3072, 8).text, p.text);
+}
+
+// The expected answer with the real vocabularies ($MINISEQ_TEST_DATA or ../shared/data/tokenizers; skipped
+// without them). A model that states the key continues the prompt's text with " " + key, so the tokens it
+// emits are those that the tokenizer gives prompt + " " + key beyond the prompt's own: passkey_answer must be
+// exactly those, and the prompt's ids followed by them must be the ids of the whole text. Byte-level
+// vocabularies (Llama-3, Qwen3) emit the space as a token of its own before the digits, so the digits-only
+// answer LongLoRA compares with would fail a model that answers correctly; with SentencePiece's "▁" (Mistral)
+// the two agree.
+class PasskeyAnswerTokens : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PasskeyAnswerTokens, AreWhatAModelStatingTheKeyEmits) {
+  fs::path root = fs::path(MINISEQ_SOURCE_DIR) / "../shared/data/tokenizers";
+  if (const char* env = std::getenv("MINISEQ_TEST_DATA")) root = fs::path(env) / "tokenizers";
+  if (!fs::exists(root / GetParam() / "tokenizer.json"))
+    GTEST_SKIP() << "no tokenizer at " << root / GetParam();
+  const auto tok = tok::Tokenizer::load((root / GetParam()).string());
+  const bool byte_level = GetParam() != "mistral";
+  const PasskeyEncodeFn encode = [&](const std::string& s) {
+    return tok.encode(s, /*add_special_tokens=*/false);
+  };
+  const PasskeyDecodeFn decode = [&](const std::vector<int32_t>& ids) { return tok.decode(ids); };
+  const std::vector<int32_t> space = encode(" ");
+  ASSERT_EQ(space.size(), 1u);
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    const PasskeyPrompt p = passkey_prompt(1024 + 97 * static_cast<int64_t>(seed), seed);
+    SCOPED_TRACE("key " + p.answer);
+    const PasskeyAnswer a = passkey_answer(p.text, p.answer, encode);
+    EXPECT_TRUE(a.by_tokens);
+    EXPECT_EQ(a.key, p.answer);
+    // The prompt as fed to the model (BOS where the tokenizer adds it), then the answer: the whole text's ids.
+    std::vector<int32_t> prompt_then_answer = tok.encode(p.text);
+    prompt_then_answer.insert(prompt_then_answer.end(), a.tokens.begin(), a.tokens.end());
+    EXPECT_EQ(prompt_then_answer, tok.encode(p.text + " " + p.answer));
+    std::string text = decode(a.tokens);
+    text.erase(0, text.find_first_not_of(' '));
+    EXPECT_EQ(text, p.answer);
+    EXPECT_TRUE(passkey_passed(a, a.tokens, decode));
+    const std::vector<int32_t> digits = encode(p.answer);  // LongLoRA's expected answer, BOS dropped
+    if (byte_level) {
+      std::vector<int32_t> with_space = space;
+      with_space.insert(with_space.end(), digits.begin(), digits.end());
+      EXPECT_EQ(a.tokens, with_space);  // the space token, then the digits
+      EXPECT_FALSE(passkey_passed(a, digits, decode));
+      // A correct answer cut to the digits' count (what the old rule compared) fails too.
+      EXPECT_FALSE(passkey_passed(a, std::vector<int32_t>(a.tokens.begin(), a.tokens.begin() + digits.size()),
+                                  decode));
+    } else {
+      EXPECT_EQ(a.tokens, digits);
+    }
+    std::vector<int32_t> wrong = a.tokens;
+    wrong.back() = encode(p.answer.back() == '7' ? "8" : "7").back();
+    EXPECT_FALSE(passkey_passed(a, wrong, decode));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RealTokenizers, PasskeyAnswerTokens, ::testing::Values("mistral", "llama3", "qwen3"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// A tokenizer whose tokens cross the prompt's end (here "s " is one token): the prompt's ids are then not a
+// prefix of the whole text's, and the trial is scored on the decoded text, whitespace trimmed.
+TEST(Passkey, ScoresTheDecodedTextWhenTokensCrossThePromptEnd) {
+  const PasskeyEncodeFn encode = [](const std::string& s) {
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == 's' && i + 1 < s.size() && s[i + 1] == ' ') {
+        ids.push_back(1000);
+        ++i;
+      } else {
+        ids.push_back(static_cast<unsigned char>(s[i]));
+      }
+    }
+    return ids;
+  };
+  const PasskeyDecodeFn decode = [](const std::vector<int32_t>& ids) {
+    std::string s;
+    for (int32_t id : ids) s += id == 1000 ? std::string("s ") : std::string(1, static_cast<char>(id));
+    return s;
+  };
+  const PasskeyAnswer a = passkey_answer("The pass key is", "75700", encode);
+  EXPECT_FALSE(a.by_tokens);
+  // From the first token that differs: its length is the number of tokens generated.
+  EXPECT_EQ(a.tokens, encode("s 75700"));
+  EXPECT_TRUE(passkey_passed(a, encode(" 75700\n"), decode));
+  EXPECT_TRUE(passkey_passed(a, encode("75700"), decode));
+  EXPECT_FALSE(passkey_passed(a, encode(" 75701"), decode));
+  EXPECT_FALSE(passkey_passed(a, encode(" 75700."), decode));
+  EXPECT_FALSE(passkey_passed(a, encode("   "), decode));
+  // Without the crossing token the same prompt is scored on tokens.
+  const PasskeyAnswer b = passkey_answer("The pass key was", "75700", [&](const std::string& s) {
+    std::vector<int32_t> ids;
+    for (char c : s) ids.push_back(static_cast<unsigned char>(c));
+    return ids;
+  });
+  EXPECT_TRUE(b.by_tokens);
+  EXPECT_EQ(b.tokens.size(), 6u);
 }
 
 // The commands on a checkpoint written by `miniseq train` (the demo preset saves its byte-level tokenizer).

@@ -1,6 +1,7 @@
 #include "miniseq/eval/passkey.h"
 
 #include <cmath>
+#include <cstddef>
 
 #include "miniseq/core/check.h"
 #include "miniseq/core/random.h"
@@ -36,6 +37,30 @@ PasskeyPrompt passkey_prompt(int64_t n_garbage, uint64_t seed) {
   p.text = std::string(kTask) + "\n" + filler(p.depth) + "\n" + info + "\n" + filler(n_garbage - p.depth) + "\n" +
            kQuestion;
   return p;
+}
+
+PasskeyAnswer passkey_answer(const std::string& prompt, const std::string& key,
+                             const PasskeyEncodeFn& encode) {
+  MS_CHECK(!key.empty(), "internal: empty pass key");
+  const std::vector<int32_t> head = encode(prompt), full = encode(prompt + " " + key);
+  size_t common = 0;
+  while (common < head.size() && common < full.size() && head[common] == full[common]) ++common;
+  PasskeyAnswer a;
+  a.key = key;
+  a.by_tokens = common == head.size();
+  a.tokens.assign(full.begin() + static_cast<std::ptrdiff_t>(common), full.end());
+  MS_CHECK(!a.tokens.empty(), "internal: the pass key \"", key, "\" adds no tokens to the prompt");
+  return a;
+}
+
+bool passkey_passed(const PasskeyAnswer& answer, const std::vector<int32_t>& generated,
+                    const PasskeyDecodeFn& decode) {
+  if (answer.by_tokens) return generated == answer.tokens;
+  const std::string text = decode(generated);
+  const char* space = " \t\n\r\f\v";
+  const size_t a = text.find_first_not_of(space);
+  if (a == std::string::npos) return false;
+  return text.substr(a, text.find_last_not_of(space) - a + 1) == answer.key;
 }
 
 std::vector<int64_t> passkey_filler_lengths(int64_t max_tokens, int64_t interval, double chars_per_token) {
