@@ -205,7 +205,10 @@ TEST(Generate, KvCacheEqualsNoCacheAndTransformers) {
     opt.use_cache = false;
     const auto without = run_generate(g["model"], ids_of(g["prompt_ids"]), opt);
     EXPECT_EQ(with_cache, ids_of(g["new_ids"]));
-    EXPECT_EQ(without, with_cache);
+    // transformers' own no-cache run; it differs from the cached one only for dynamic NTK (cached keys keep the
+    // frequencies they were rotated with, docs/rope.md).
+    EXPECT_EQ(without, ids_of(g.value("new_ids_no_cache", g["new_ids"])));
+    if (g.value("new_ids_no_cache", g["new_ids"]) == g["new_ids"]) EXPECT_EQ(without, with_cache);
   }
 }
 

@@ -89,19 +89,20 @@ TEST(ModelConfig, DefaultsAndRopeForms) {
   EXPECT_EQ(mn.max_sliding_window(), 0);
 
   ModelConfig lin = parse_model_config(R"({"model_type":"llama","rope_scaling":{"type":"linear","factor":8.0}})", "a");
-  EXPECT_EQ(lin.rope_linear_factor, 8.0);
+  EXPECT_EQ(lin.rope.type, RopeType::Linear);
+  EXPECT_EQ(lin.rope.factor, 8.0);
   ModelConfig lin2 =
       parse_model_config(R"({"model_type":"llama","rope_scaling":{"rope_type":"linear","factor":4.0}})", "b");
-  EXPECT_EQ(lin2.rope_linear_factor, 4.0);
+  EXPECT_EQ(lin2.rope.factor, 4.0);
   ModelConfig v5 = parse_model_config(
       R"({"model_type":"llama","rope_parameters":{"rope_type":"linear","rope_theta":5e5,"factor":2.0},"dtype":"float32"})",
       "c");
-  EXPECT_EQ(v5.rope_linear_factor, 2.0);
+  EXPECT_EQ(v5.rope.factor, 2.0);
   EXPECT_EQ(v5.rope_theta, 5e5);
   EXPECT_EQ(v5.torch_dtype, DType::F32);
   // to_json writes the classic keys and round-trips.
   ModelConfig back = parse_model_config(v5.to_json().dump(), "d");
-  EXPECT_EQ(back.rope_linear_factor, 2.0);
+  EXPECT_EQ(back.rope.factor, 2.0);
   EXPECT_EQ(back.rope_theta, 5e5);
   EXPECT_EQ(back.to_json()["rope_scaling"]["type"], "linear");
 }
@@ -114,10 +115,22 @@ TEST(ModelConfig, ValidationErrors) {
                       "num_attention_heads 3 does not divide hidden_size 100");
   expect_config_error(R"({"model_type":"llama","num_attention_heads":32,"num_key_value_heads":5})",
                       "num_key_value_heads 5 does not divide num_attention_heads 32");
-  expect_config_error(R"({"model_type":"llama","rope_scaling":{"type":"dynamic","factor":2.0}})",
-                      "rope scaling type \"dynamic\" is not supported");
+  expect_config_error(R"({"model_type":"llama","rope_scaling":{"type":"longrope","factor":2.0}})",
+                      "rope scaling type \"longrope\" is not supported");
   expect_config_error(R"({"model_type":"llama","rope_scaling":{"rope_type":"llama3","factor":8.0}})",
-                      "\"llama3\" is not supported");
+                      "llama3 rope scaling needs rope_scaling.original_max_position_embeddings");
+  expect_config_error(R"({"model_type":"llama","rope_scaling":{"rope_type":"llama3","factor":8.0,)"
+                      R"("original_max_position_embeddings":8192,"low_freq_factor":1.0}})",
+                      "needs a numeric rope_scaling.high_freq_factor");
+  expect_config_error(R"({"model_type":"llama","rope_parameters":{"rope_type":"yarn","rope_theta":1e4}})",
+                      "yarn rope scaling needs a numeric rope_parameters.factor");
+  expect_config_error(R"({"model_type":"llama","rope_scaling":{"type":"dynamic","factor":0.5}})",
+                      "factor 0.5 must be >= 1");
+  expect_config_error(R"({"model_type":"llama","rope_scaling":{"type":"linear","factor":2,"partial_rotary_factor":0.5}})",
+                      "partial_rotary_factor 0.5 is not supported");
+  expect_config_error(R"({"model_type":"qwen3","use_sliding_window":true,"num_hidden_layers":2,)"
+                      R"("layer_types":["full_attention"]})",
+                      "\"layer_types\" must list one entry per layer (2)");
   expect_config_error(R"({"model_type":"llama","hidden_size":"big"})", "\"hidden_size\" must be an integer");
   expect_config_error(R"({"model_type":"llama","num_hidden_layers":0})", "\"num_hidden_layers\" must be positive");
   expect_config_error(R"({"model_type":"llama","vocab_size":10,"eos_token_id":12})", "outside the vocabulary");
@@ -141,4 +154,92 @@ TEST(ModelConfig, LlamaAttentionBiasAndHeadDim) {
       EXPECT_EQ(s.shape, Shape({64, 128}));
     }
   }
+}
+
+namespace {
+ModelConfig bench_config(const std::string& name) {
+  return load_model_config(std::string(MINISEQ_SOURCE_DIR) + "/bench/configs/" + name);
+}
+}  // namespace
+
+// The checkpoints users start from today (bench/configs, the published config.json values): their parameter
+// counts are the published ones, and their rope scaling reads as transformers reads it.
+TEST(ModelConfig, CurrentCheckpoints) {
+  ModelConfig l31 = bench_config("llama-3.1-8b.json");
+  EXPECT_EQ(param_count(param_specs(l31)), 8030261248);  // Llama-3.1-8B
+  EXPECT_EQ(l31.rope.type, RopeType::Llama3);
+  EXPECT_EQ(l31.rope.factor, 8.0);
+  EXPECT_EQ(l31.rope.original_max_position_embeddings, 8192);
+  EXPECT_EQ(l31.rope.low_freq_factor, 1.0);
+  EXPECT_EQ(l31.rope.high_freq_factor, 4.0);
+  EXPECT_EQ(l31.native_context(), 131072);
+
+  ModelConfig l32 = bench_config("llama-3.2-1b.json");
+  EXPECT_EQ(param_count(param_specs(l32)), 1235814400);  // Llama-3.2-1B, tied embeddings counted once
+  EXPECT_TRUE(l32.tie_word_embeddings);
+  EXPECT_EQ(l32.head_dim, 64);
+  EXPECT_EQ(l32.rope.factor, 32.0);
+
+  ModelConfig q25 = bench_config("qwen2.5-7b-yarn.json");
+  EXPECT_EQ(param_count(param_specs(q25)), 7615616512);  // Qwen2.5-7B
+  EXPECT_EQ(q25.rope.type, RopeType::Yarn);
+  EXPECT_EQ(q25.rope.factor, 4.0);
+  EXPECT_EQ(q25.native_context(), 131072);
+  EXPECT_EQ(q25.max_sliding_window(), 0);  // use_sliding_window false
+
+  ModelConfig q3 = bench_config("qwen3-8b.json");
+  EXPECT_EQ(q3.arch, Arch::Qwen3);
+  EXPECT_EQ(param_count(param_specs(q3)), 8190735360);  // Qwen3-8B
+  EXPECT_TRUE(q3.qk_norm);
+  EXPECT_FALSE(q3.qkv_bias);
+  EXPECT_EQ(q3.head_dim, 128);
+  EXPECT_EQ(q3.rope.type, RopeType::Default);
+  const auto specs = param_specs(q3);
+  EXPECT_EQ(specs[6].name, "model.layers.0.self_attn.q_norm.weight");  // after o_proj, in HF's module order
+  EXPECT_EQ(specs[6].shape.numel(), 128);
+  EXPECT_EQ(specs[7].name, "model.layers.0.self_attn.k_norm.weight");
+}
+
+// Qwen3Config's defaults (head_dim 128 whatever hidden / heads), attention_bias on all four projections, and
+// the per-layer sliding window from layer_types.
+TEST(ModelConfig, Qwen3DefaultsBiasAndLayerTypes) {
+  ModelConfig d = parse_model_config(R"({"model_type":"qwen3","hidden_size":1024,"num_attention_heads":16})", "d");
+  EXPECT_EQ(d.head_dim, 128);
+  EXPECT_EQ(d.q_dim(), 2048);
+  EXPECT_EQ(d.vocab_size, 151936);
+  ModelConfig b = parse_model_config(R"({"model_type":"qwen3","attention_bias":true})", "b");
+  EXPECT_TRUE(b.qkv_bias);
+  EXPECT_TRUE(b.o_bias);
+  ModelConfig w = parse_model_config(R"({"model_type":"qwen3","num_hidden_layers":3,"use_sliding_window":true,
+    "sliding_window":64,"layer_types":["sliding_attention","full_attention","sliding_attention"]})",
+                                     "w");
+  EXPECT_EQ(w.sliding_window, (std::vector<int64_t>{64, 0, 64}));
+  EXPECT_EQ(w.to_json()["architectures"][0], "Qwen3ForCausalLM");
+}
+
+// Saved configs keep the rope dict as read (every parameter, either layout); only a changed factor is written.
+TEST(ModelConfig, RopeDictsSurviveASave) {
+  ModelConfig l31 = bench_config("llama-3.1-8b.json");
+  nlohmann::json j = l31.to_json();
+  EXPECT_EQ(j["rope_scaling"], l31.original["rope_scaling"]);
+  l31.rope.factor = 16.0;
+  j = l31.to_json();
+  EXPECT_EQ(j["rope_scaling"]["factor"], 16.0);
+  EXPECT_EQ(j["rope_scaling"]["original_max_position_embeddings"], 8192);
+  EXPECT_EQ(j["rope_scaling"]["rope_type"], "llama3");
+  ModelConfig back = parse_model_config(j.dump(), "back");
+  EXPECT_EQ(back.rope.type, RopeType::Llama3);
+  EXPECT_EQ(back.rope.factor, 16.0);
+
+  ModelConfig yarn = parse_model_config(R"({"model_type":"qwen2","rope_parameters":{"rope_type":"yarn",
+    "rope_theta":1e6,"factor":4.0,"original_max_position_embeddings":32768,"beta_fast":16}})",
+                                        "y");
+  EXPECT_EQ(yarn.rope_theta, 1e6);
+  EXPECT_EQ(*yarn.rope.beta_fast, 16.0);
+  j = yarn.to_json();
+  EXPECT_EQ(j["rope_parameters"], yarn.original["rope_parameters"]);
+  ModelConfig yback = parse_model_config(j.dump(), "yback");
+  EXPECT_EQ(yback.rope.type, RopeType::Yarn);
+  EXPECT_EQ(*yback.rope.beta_fast, 16.0);
+  EXPECT_EQ(yback.rope_theta, 1e6);
 }

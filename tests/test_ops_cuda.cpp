@@ -27,6 +27,7 @@
 #include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/backend/cuda/attention_mask_device.h"
 #include "miniseq/backend/cuda/cuda_backend.h"
+#include "miniseq/model/rope_scaling.h"
 #include "miniseq/ops/attention_mask.h"
 #include "support/op_check.h"
 
@@ -184,9 +185,8 @@ TEST(CudaOps, RopeSwigluEmbeddingElementwise) {
     auto x = bf16_round(random_floats(static_cast<size_t>(B * S * Hx * D), 1));
     std::vector<int32_t> pos(static_cast<size_t>(S));
     for (int64_t s = 0; s < S; ++s) pos[static_cast<size_t>(s)] = int32_t(s + 5);
-    RopeParams p;
-    p.theta = 500000.0f;
-    p.linear_factor = 2.0f;
+    RopeParams p = rope_params_plain(500000.0, D, 2.0);
+    p.attention_scaling = S == 67 ? 1.0693147f : 1.0f;  // yarn's cos/sin scale (factor 2) on one shape
     const Shape xs{B, S, Hx, D};
     auto gx = dev(x, xs);
     std::vector<float> y = x;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "miniseq/model/rope_scaling.h"
 #include "miniseq/ops/backend.h"
 #include "support/op_check.h"
 
@@ -47,9 +48,7 @@ TEST(RopeCpu, MatchesReference) {
     auto x = random_floats(n, 1), dy = random_floats(n, 2);
     const Vec rx = ref::rope_forward(to_double(x), pos, c.B, c.S, c.Hx, c.D, c.theta, c.factor);
     const Vec rdy = ref::rope_backward(to_double(dy), pos, c.B, c.S, c.Hx, c.D, c.theta, c.factor);
-    RopeParams p;
-    p.theta = c.theta;
-    p.linear_factor = c.factor;
+    const RopeParams p = rope_params_plain(c.theta, c.D, c.factor);
     be->rope_forward(tensor_of(x, {c.B, c.S, c.Hx, c.D}), pos.data(), p);
     be->rope_backward(tensor_of(dy, {c.B, c.S, c.Hx, c.D}), pos.data(), p);
     const double max_angle = 3.0 * static_cast<double>(c.S) / c.factor;
@@ -66,8 +65,30 @@ TEST(RopeCpu, BackwardInvertsForward) {
   for (int64_t s = 0; s < S; ++s) pos[s] = static_cast<int32_t>(s);
   auto x = random_floats(S * 3 * D, 3);
   const auto x0 = to_double(x);
-  RopeParams p;
+  const RopeParams p = rope_params_plain(10000.0, D);
   be->rope_forward(tensor_of(x, {1, S, 3, D}), pos.data(), p);
   be->rope_backward(tensor_of(x, {1, S, 3, D}), pos.data(), p);
   EXPECT_TRUE(all_close(x, x0, fp32_tol(1, 2.0)));
+}
+
+// attention_scaling (yarn's mscale) multiplies cos and sin: the result is the plain rotation times the scale, in
+// forward and in backward (the transpose of a·R is a·Rᵀ).
+TEST(RopeCpu, AttentionScalingScalesTheRotation) {
+  auto be = make_cpu_backend();
+  const int64_t S = 23, D = 16, Hx = 2;
+  std::vector<int32_t> pos(S);
+  for (int64_t s = 0; s < S; ++s) pos[s] = static_cast<int32_t>(2 * s);
+  for (const bool backward : {false, true}) {
+    auto plain = random_floats(S * Hx * D, 7), scaled = plain;
+    RopeParams p = rope_params_plain(10000.0, D, 4.0);
+    auto apply = [&](std::vector<float>& v, const RopeParams& rp) {
+      if (backward) be->rope_backward(tensor_of(v, {1, S, Hx, D}), pos.data(), rp);
+      else be->rope_forward(tensor_of(v, {1, S, Hx, D}), pos.data(), rp);
+    };
+    apply(plain, p);
+    p.attention_scaling = 1.1386294f;  // 0.1·ln(4) + 1, yarn's default for factor 4
+    apply(scaled, p);
+    for (size_t i = 0; i < plain.size(); ++i)
+      EXPECT_NEAR(scaled[i], 1.1386294 * plain[i], 4e-7 * (1.0 + std::abs(plain[i]))) << i;
+  }
 }

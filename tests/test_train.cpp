@@ -231,16 +231,17 @@ TEST(TrainCheckpoint, CrashDuringSaveKeepsThePreviousCheckpoint) {
 
 TEST(TrainSetupRules, RopeFactorAndVocabularyGrowth) {
   ModelConfig llama2 = parse_model_config(R"({"model_type":"llama","max_position_embeddings":4096})", "llama2");
-  EXPECT_EQ(rope_factor_for(llama2, 32768), 8.0);
-  EXPECT_EQ(rope_factor_for(llama2, 4096), 1.0);
-  EXPECT_EQ(rope_factor_for(llama2, 4097), 2.0);
+  EXPECT_EQ(rope_for_length(llama2, 32768).factor, 8.0);
+  EXPECT_EQ(rope_for_length(llama2, 32768).type, RopeType::Linear);
+  EXPECT_EQ(rope_for_length(llama2, 4096).type, RopeType::Default);
+  EXPECT_EQ(rope_for_length(llama2, 4097).factor, 2.0);
   ModelConfig llama3 = parse_model_config(R"({"model_type":"llama","max_position_embeddings":8192})", "llama3");
-  EXPECT_EQ(rope_factor_for(llama3, 32768), 4.0);
+  EXPECT_EQ(rope_for_length(llama3, 32768).factor, 4.0);
   ModelConfig mistral = parse_model_config(R"({"model_type":"mistral","max_position_embeddings":32768})", "m");
-  EXPECT_EQ(rope_factor_for(mistral, 32768), 1.0);
+  EXPECT_EQ(rope_for_length(mistral, 32768).type, RopeType::Default);
   ModelConfig scaled = parse_model_config(
       R"({"model_type":"llama","max_position_embeddings":4096,"rope_scaling":{"type":"linear","factor":2.0}})", "s");
-  EXPECT_EQ(rope_factor_for(scaled, 32768), 8.0);  // 2 already × ceil(32768 / 8192)
+  EXPECT_EQ(rope_for_length(scaled, 32768).factor, 8.0);  // 2 already × ceil(32768 / 8192)
 
   // A pad token added: one more row in the embedding and the LM head, equal to the mean of the old rows.
   ModelConfig file_c = load_model_config(kModel.string());

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CASES = ["llama_basic", "mistral_window", "qwen2_bias_tied"]
+CASES = ["llama_basic", "mistral_window", "qwen2_bias_tied", "llama31_rope_llama3", "qwen2_rope_yarn", "qwen3_tied", "qwen3_yarn_bias"]
 
 
 def hf_loss(model_dir, ids, labels):

@@ -38,6 +38,14 @@ EVAL_CASES = [
     ("mistral_window", 48, 16, 2, None),  # sliding window 8 < seq_len
     ("qwen2_bias_tied", 32, 32, 4, None),  # biases, tied embeddings
     ("llama_attn_bias", 50, 25, 1, None),
+    # RoPE types and Qwen3 (docs/rope.md): windows longer than original_max_position_embeddings (llama3: 32, yarn:
+    # 16 and 24) and than max_position_embeddings for dynamic NTK (32; the last window, 11 tokens, is below it, so
+    # transformers resets to the default frequencies there, as miniseq's per-call rule does).
+    ("llama31_rope_llama3", 48, 16, 2, None),
+    ("qwen2_rope_yarn", 56, 28, 2, None),
+    ("llama_rope_dynamic", 48, 48, 1, None),
+    ("qwen3_tied", 40, 20, 3, None),
+    ("qwen3_yarn_bias", 60, 30, 1, None),
 ]
 
 # (model, prompt ids, new tokens): 5 + 40 > 2 * window + prompt for mistral_window, so miniseq's sliding-window cache
@@ -47,6 +55,14 @@ GEN_CASES = [
     ("mistral_window", [5, 6, 7, 8, 9], 40),
     ("qwen2_bias_tied", [100, 3, 77], 24),
     ("llama_rope_linear", [1, 50, 60, 70, 80, 90, 100, 110], 24),
+    # Past original_max_position_embeddings (32, 16, 24) and, for dynamic NTK, past max_position_embeddings (32)
+    # during decoding. transformers' dynamic NTK gives different tokens with and without the KV cache (cached keys
+    # keep the frequencies they were rotated with): both are recorded.
+    ("llama31_rope_llama3", [5, 6, 7, 8, 9], 40),
+    ("qwen2_rope_yarn", [100, 3, 77], 30),
+    ("llama_rope_dynamic", [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24], 30),
+    ("qwen3_tied", [100, 3, 77], 24),
+    ("qwen3_yarn_bias", [1, 2, 3, 4, 5, 6], 30),
 ]
 
 
@@ -127,11 +143,17 @@ def main():
         model = load(name)
         model.generation_config.eos_token_id = None  # generate exactly `new` tokens
         model.generation_config.pad_token_id = 0
-        with torch.no_grad():
-            out = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False, use_cache=True)
-        new_ids = out[0, len(prompt):].tolist()
-        ref["generation"].append(dict(model=name, prompt_ids=prompt, max_new_tokens=new, new_ids=new_ids))
-        print(f"generate {name}: {new_ids}")
+        runs = {}
+        for use_cache in (True, False):
+            model = load(name)  # a fresh model: dynamic NTK keeps state between calls
+            model.generation_config.eos_token_id = None
+            model.generation_config.pad_token_id = 0
+            with torch.no_grad():
+                out = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False, use_cache=use_cache)
+            runs[use_cache] = out[0, len(prompt):].tolist()
+        ref["generation"].append(dict(model=name, prompt_ids=prompt, max_new_tokens=new, new_ids=runs[True],
+                                      new_ids_no_cache=runs[False]))
+        print(f"generate {name}: {runs[True]}" + ("" if runs[True] == runs[False] else f" (no cache: {runs[False]})"))
     (OUT / "reference.json").write_text(json.dumps(ref, indent=2) + "\n")
     print(f"wrote {OUT / 'reference.json'}")
 

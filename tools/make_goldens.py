@@ -29,10 +29,12 @@ from transformers import (
     LlamaConfig,
     MistralConfig,
     Qwen2Config,
+    Qwen3Config,
 )
 from transformers.models.llama import modeling_llama
 from transformers.models.mistral import modeling_mistral
 from transformers.models.qwen2 import modeling_qwen2
+from transformers.models.qwen3 import modeling_qwen3
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "data" / "golden"
@@ -192,10 +194,104 @@ CASES = [
         description="llama_pad with tie_word_embeddings: the pad row of model.embed_tokens.weight holds the LM-head "
         "gradient only (its lookups add nothing).",
     ),
+    # RoPE types of today's checkpoints (docs/rope.md) and Qwen3. original_max_position_embeddings (or, for dynamic
+    # NTK, max_position_embeddings) is below seq_len, so every scaling is in effect. Fixed seeds.
+    dict(
+        name="llama31_rope_llama3",
+        arch="LlamaForCausalLM",
+        config=dict(
+            BASE,
+            rope_parameters=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=32,
+                rope_theta=500000.0,
+            ),
+        ),
+        seq_len=47,
+        batch=1,
+        classic_config="llama31",
+        seed=3001,
+        description="Llama-3.1-style llama3 RoPE (factor 8, frequency factors 1 / 4, original context 32 < S=47, "
+        "rope_theta 500000): high, medium (smoothed) and low (divided) frequency bands all occur at D=16. config.json "
+        "in the hub's classic layout of Llama-3.1-8B (rope_theta + the full rope_scaling dict, torch_dtype).",
+    ),
+    dict(
+        name="qwen2_rope_yarn",
+        arch="Qwen2ForCausalLM",
+        config=dict(
+            BASE,
+            rms_norm_eps=1e-6,
+            rope_parameters=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16, rope_theta=10000.0),
+            use_sliding_window=False,
+        ),
+        seq_len=53,
+        batch=1,
+        seed=3002,
+        description="Qwen2 with YaRN RoPE (factor 4, original context 16 < S=53; cos/sin scaled by the attention "
+        "factor 0.1 ln 4 + 1), transformers-5 layout (rope_parameters), q/k/v biases.",
+    ),
+    dict(
+        name="llama_rope_dynamic",
+        arch="LlamaForCausalLM",
+        config=dict(BASE, max_position_embeddings=32, rope_parameters=dict(rope_type="dynamic", factor=2.0, rope_theta=10000.0)),
+        seq_len=45,
+        batch=1,
+        seed=3003,
+        description="Llama with dynamic NTK RoPE (factor 2): S=45 > max_position_embeddings 32, so transformers "
+        "recomputes inv_freq from seq_len 45 in the forward.",
+    ),
+    dict(
+        name="qwen3_tied",
+        arch="Qwen3ForCausalLM",
+        config=dict(
+            BASE,
+            tie_word_embeddings=True,
+            rms_norm_eps=1e-6,
+            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            use_sliding_window=False,
+        ),
+        seq_len=41,
+        batch=1,
+        seed=3004,
+        description="Qwen3 with tied embeddings: per-head RMSNorm q_norm / k_norm [D] on queries and keys before "
+        "RoPE, no biases.",
+    ),
+    dict(
+        name="qwen3_yarn_bias",
+        arch="Qwen3ForCausalLM",
+        config=dict(
+            BASE,
+            head_dim=24,
+            rms_norm_eps=1e-6,
+            attention_bias=True,
+            rope_parameters=dict(rope_type="yarn", factor=2.0, original_max_position_embeddings=24, rope_theta=1000000.0),
+            use_sliding_window=False,
+        ),
+        seq_len=43,
+        batch=2,
+        ignore=[[(0, 4)], [(-6, 0)]],
+        seed=3005,
+        description="Qwen3 untied, head_dim 24 (H·D = 96 != hidden 64, as Qwen3's explicit head_dim allows), "
+        "attention_bias (biases on q, k, v and o), YaRN RoPE factor 2 over an original context of 24 < S=43, "
+        "batch 2 with ignored labels.",
+    ),
 ]
 
-CONFIG_CLASSES = {"LlamaForCausalLM": LlamaConfig, "MistralForCausalLM": MistralConfig, "Qwen2ForCausalLM": Qwen2Config}
-RMSNORM_CLASSES = (modeling_llama.LlamaRMSNorm, modeling_mistral.MistralRMSNorm, modeling_qwen2.Qwen2RMSNorm)
+CONFIG_CLASSES = {
+    "LlamaForCausalLM": LlamaConfig,
+    "MistralForCausalLM": MistralConfig,
+    "Qwen2ForCausalLM": Qwen2Config,
+    "Qwen3ForCausalLM": Qwen3Config,
+}
+RMSNORM_CLASSES = (
+    modeling_llama.LlamaRMSNorm,
+    modeling_mistral.MistralRMSNorm,
+    modeling_qwen2.Qwen2RMSNorm,
+    modeling_qwen3.Qwen3RMSNorm,
+)
 
 
 def init_weights(model, gen):
@@ -291,7 +387,8 @@ def f64_loss_and_grads(model_dir, ids, labels, prepare=None):
         )
         loss.backward()
     n_layers = model.config.num_hidden_layers
-    assert calls["rmsnorm"] == 2 * n_layers + 1 and calls["softmax"] == n_layers, calls
+    norms_per_layer = 4 if model.config.model_type == "qwen3" else 2  # Qwen3: + q_norm, k_norm
+    assert calls["rmsnorm"] == norms_per_layer * n_layers + 1 and calls["softmax"] == n_layers, calls
     return loss.item(), grads_of(model)
 
 
@@ -304,9 +401,10 @@ def rel_err(a, ref):
 CLASSIC_ABSENT = ("head_dim", "attention_dropout", "pad_token_id", "attention_bias", "mlp_bias")
 
 
-def to_classic_config(config_path, saved_copy, rope_scaling_key):
+def to_classic_config(config_path, saved_copy, style):
     """Rewrites a transformers-5 config.json into the classic hub format (rope_theta / rope_scaling / torch_dtype,
-    no head_dim) of Mistral-7B-v0.1 and Llama-2; keeps the original next to case.json."""
+    no head_dim) of Mistral-7B-v0.1, Llama-2 and Llama-3.1 (style "mistral", "llama2", "llama31"); keeps the original
+    next to case.json."""
     cfg = json.loads(config_path.read_text())
     shutil.copyfile(config_path, saved_copy)
     assert cfg["head_dim"] == cfg["hidden_size"] // cfg["num_attention_heads"]
@@ -315,9 +413,11 @@ def to_classic_config(config_path, saved_copy, rope_scaling_key):
     out = {k: v for k, v in cfg.items() if k not in CLASSIC_ABSENT and k != "dtype"}
     out["torch_dtype"] = cfg["dtype"]
     out["rope_theta"] = rope["rope_theta"]
-    if rope["rope_type"] != "default":
+    if style == "llama31":  # Llama-3.1-8B: the whole dict under rope_scaling, keyed by rope_type
+        out["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    elif rope["rope_type"] != "default":
         out["rope_scaling"] = {"type": rope["rope_type"], "factor": rope["factor"]}
-    elif rope_scaling_key:
+    elif style == "llama2":
         out["rope_scaling"] = None
     config_path.write_text(json.dumps(dict(sorted(out.items())), indent=2) + "\n")
 
@@ -343,7 +443,7 @@ def write_case(case, seed):
     config_note = f"config.json exactly as transformers {transformers.__version__} saved it."
     if case.get("classic_config"):
         before = load(model_dir).config
-        to_classic_config(model_dir / "config.json", case_dir / "config_as_saved.json", case["classic_config"] == "llama2")
+        to_classic_config(model_dir / "config.json", case_dir / "config_as_saved.json", case["classic_config"])
         after = load(model_dir).config
         assert before.rope_parameters["rope_theta"] == after.rope_parameters["rope_theta"]
         assert before.rope_parameters["rope_type"] == after.rope_parameters["rope_type"]

@@ -16,7 +16,7 @@ int cmd_tiny_model(const Args& args) {
   Flags f("tiny-model", "miniseq tiny-model --out DIR [--arch llama|mistral|qwen2] [sizes]",
           {
               {"out", FlagKind::String, "", "directory to write (created)"},
-              {"arch", FlagKind::String, "llama", "llama, mistral or qwen2"},
+              {"arch", FlagKind::String, "llama", "llama, mistral, qwen2 or qwen3"},
               {"hidden_size", FlagKind::Int, "64", "d"},
               {"intermediate_size", FlagKind::Int, "176", "I"},
               {"num_hidden_layers", FlagKind::Int, "2", "L"},
@@ -33,15 +33,17 @@ int cmd_tiny_model(const Args& args) {
   if (!f.parse(args)) return 0;
   MS_CHECK(f.has("out"), "tiny-model: --out DIR is required");
   const std::string out = f.str("out"), arch = f.str("arch");
-  MS_CHECK(arch == "llama" || arch == "mistral" || arch == "qwen2", "tiny-model: --arch must be llama, mistral or "
-           "qwen2, got '", arch, "'");
+  MS_CHECK(arch == "llama" || arch == "mistral" || arch == "qwen2" || arch == "qwen3",
+           "tiny-model: --arch must be llama, mistral, qwen2 or qwen3, got '", arch, "'");
   DType dtype;
   MS_CHECK(dtype_from_torch_name(f.str("dtype"), &dtype), "tiny-model: --dtype must be float32 or bfloat16");
 
   nlohmann::json j = {
       {"model_type", arch},
-      {"architectures", {arch == "llama" ? "LlamaForCausalLM" : arch == "mistral" ? "MistralForCausalLM"
-                                                                                  : "Qwen2ForCausalLM"}},
+      {"architectures", {arch == "llama"     ? "LlamaForCausalLM"
+                         : arch == "mistral" ? "MistralForCausalLM"
+                         : arch == "qwen2"   ? "Qwen2ForCausalLM"
+                                             : "Qwen3ForCausalLM"}},
       {"hidden_size", f.i64("hidden_size")},
       {"intermediate_size", f.i64("intermediate_size")},
       {"num_hidden_layers", f.i64("num_hidden_layers")},
@@ -58,6 +60,8 @@ int cmd_tiny_model(const Args& args) {
       {"eos_token_id", 2},
       {"torch_dtype", f.str("dtype")},
   };
+  if (arch == "qwen3")  // Qwen3Config's head_dim defaults to 128: write the tiny model's out
+    j["head_dim"] = f.i64("hidden_size") / f.i64("num_attention_heads");
   if (arch == "mistral")
     j["sliding_window"] = f.i64("sliding_window") > 0 ? nlohmann::json(f.i64("sliding_window")) : nlohmann::json();
   // Validate through the same parser every model goes through.

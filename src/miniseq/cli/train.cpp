@@ -65,7 +65,7 @@ int cmd_train(const Args& raw_args) {
     setup.model_dir = a.model_name_or_path;
     setup.file_config = load_model_config(a.model_name_or_path);
     setup.config = setup.file_config;
-    setup.config.rope_linear_factor = rope_factor_for(setup.file_config, a.model_max_length);
+    setup.config.rope = rope_for_length(setup.file_config, a.model_max_length);
     DataSpec spec;
     spec.seq = a.model_max_length;
     TokenizeFn tokenize;
@@ -102,10 +102,10 @@ int cmd_train(const Args& raw_args) {
   }
   setup.data = &data;
   std::printf("miniseq train, effective configuration:\n%s", f.effective_config().c_str());
-  if (setup.config.rope_linear_factor != setup.file_config.rope_linear_factor)
-    std::printf("RoPE linear scaling: factor %g for model_max_length %lld (max_position_embeddings %lld)\n",
-                setup.config.rope_linear_factor, (long long)setup.args.model_max_length,
-                (long long)setup.config.max_position_embeddings);
+  if (setup.config.rope.type != setup.file_config.rope.type || setup.config.rope.factor != setup.file_config.rope.factor)
+    std::printf("RoPE %s scaling: factor %g for model_max_length %lld (native context %lld)\n",
+                std::string(rope_type_name(setup.config.rope.type)).c_str(), setup.config.rope.factor,
+                (long long)setup.args.model_max_length, (long long)setup.file_config.native_context());
   std::fflush(stdout);
 
   const TrainResult r = run_training(setup);

@@ -10,7 +10,13 @@ ModelConfig load_inference_config(const std::string& dir, double rope_scaling_fa
   ModelConfig c = load_model_config(dir);
   MS_CHECK(rope_scaling_factor >= 0.0, "--rope_scaling_factor must be >= 0 (0 = as in config.json), got ",
            rope_scaling_factor);
-  if (rope_scaling_factor > 0.0) c.rope_linear_factor = rope_scaling_factor;
+  if (rope_scaling_factor > 0.0) {
+    MS_CHECK(c.rope.type == RopeType::Default || c.rope.type == RopeType::Linear, dir,
+             ": --rope_scaling_factor sets linear scaling, but config.json uses ", rope_type_name(c.rope.type),
+             " scaling; change its factor in config.json instead");
+    c.rope.type = RopeType::Linear;
+    c.rope.factor = rope_scaling_factor;
+  }
   return c;
 }
 

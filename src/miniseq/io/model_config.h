@@ -1,6 +1,7 @@
-// config.json of a Hugging Face Llama / Mistral / Qwen2 model, parsed and validated. Reads both the classic keys
-// of hub checkpoints (rope_theta, rope_scaling, torch_dtype) and the newer transformers layout (rope_parameters,
-// dtype). Missing keys take the defaults of transformers' LlamaConfig / MistralConfig / Qwen2Config.
+// config.json of a Hugging Face Llama / Mistral / Qwen2 / Qwen3 model, parsed and validated. Reads both the classic
+// keys of hub checkpoints (rope_theta, rope_scaling, torch_dtype) and the newer transformers layout
+// (rope_parameters, dtype). Missing keys take the defaults of transformers' LlamaConfig / MistralConfig /
+// Qwen2Config / Qwen3Config.
 #pragma once
 
 #include <cstdint>
@@ -14,8 +15,26 @@
 
 namespace miniseq {
 
-enum class Arch { Llama, Mistral, Qwen2 };
-std::string_view arch_name(Arch a);  // the model_type: "llama", "mistral", "qwen2"
+enum class Arch { Llama, Mistral, Qwen2, Qwen3 };
+std::string_view arch_name(Arch a);  // the model_type: "llama", "mistral", "qwen2", "qwen3"
+
+// RoPE scaling as transformers reads it (modeling_rope_utils.py): the rope_type and its parameters. The inverse
+// frequencies these give are computed in model/rope_scaling.cpp.
+enum class RopeType { Default, Linear, Dynamic, Yarn, Llama3 };
+std::string_view rope_type_name(RopeType t);  // "default", "linear", "dynamic", "yarn", "llama3"
+
+struct RopeScaling {
+  RopeType type = RopeType::Default;
+  double factor = 1.0;  // linear, dynamic, yarn, llama3
+  // llama3 and yarn: the pre-training context (transformers: from the rope dict, else a top-level key of that name,
+  // else max_position_embeddings).
+  int64_t original_max_position_embeddings = 0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
+  // yarn: absent values take transformers' defaults (attention_factor from factor and mscale; beta_fast 32,
+  // beta_slow 1; truncate true).
+  std::optional<double> attention_factor, beta_fast, beta_slow, mscale, mscale_all_dim;
+  bool truncate = true;
+};
 
 struct ModelConfig {
   Arch arch = Arch::Llama;
@@ -29,13 +48,14 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
-  double rope_linear_factor = 1.0;   // rope_scaling {"type": "linear", "factor": f}; 1 = none
+  RopeScaling rope;                  // rope_scaling / rope_parameters (type default = none)
   // Sliding window per layer (0 = full causal attention). Mistral: every layer; Qwen2 with use_sliding_window: the
   // layers from max_window_layers on.
   std::vector<int64_t> sliding_window;
   bool tie_word_embeddings = false;
   bool qkv_bias = false;  // bias on q, k, v projections (Qwen2 always; Llama with attention_bias)
-  bool o_bias = false;    // bias on o_proj (Llama with attention_bias)
+  bool o_bias = false;    // bias on o_proj (Llama and Qwen3 with attention_bias)
+  bool qk_norm = false;   // Qwen3: RMSNorm over each head of q and k (q_norm, k_norm [D]) before RoPE
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
   // nn.Embedding's padding_idx: lookups of this id add nothing to the embedding gradient. Hugging Face
   // builds the embedding with config.json's pad_token_id and keeps it when the vocabulary grows
@@ -48,6 +68,9 @@ struct ModelConfig {
   int64_t q_dim() const { return num_attention_heads * head_dim; }    // H*D
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }   // Hkv*D
   int64_t max_sliding_window() const;
+  // The context the model was trained for with its RoPE as configured: max_position_embeddings, times the factor
+  // for linear scaling (LongLoRA's reading of Llama-2 configs) and for yarn (original × factor).
+  int64_t native_context() const;
 
   // The JSON (the original with our changes applied, e.g. rope scaling or a grown vocabulary), classic layout.
   nlohmann::json to_json() const;

@@ -10,6 +10,7 @@
 // whole and the LM head runs as one chunk.
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/decoder_detail.h"
+#include "miniseq/model/rope_scaling.h"
 
 #include <algorithm>
 #include <optional>
@@ -29,8 +30,7 @@ Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy)
   st.mlp_rows = policy.mlp_chunk_rows(config_, st.T);
   st.saved_cat = policy.checkpointing ? MemCategory::TransientActivations : MemCategory::ResidentActivations;
   st.loss_scale = 0.0f;
-  st.rope.theta = static_cast<float>(config_.rope_theta);
-  st.rope.linear_factor = static_cast<float>(config_.rope_linear_factor);
+  st.rope = rope_params(config_, S);
   return st;
 }
 
@@ -92,6 +92,8 @@ Decoder::LayerParams Decoder::layer_params(const ParamSet& set, int l) const {
   lp.k_bias = set.find(p + "self_attn.k_proj.bias");
   lp.v_bias = set.find(p + "self_attn.v_proj.bias");
   lp.o_bias = set.find(p + "self_attn.o_proj.bias");
+  lp.q_norm = set.find(p + "self_attn.q_norm.weight");
+  lp.k_norm = set.find(p + "self_attn.k_norm.weight");
   return lp;
 }
 
@@ -134,8 +136,19 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   s.q = plan_.alloc("q", {st.T, st.qd}, act_, cat);
   s.k = plan_.alloc("k", {st.T, st.kvd}, act_, cat);
   s.v = plan_.alloc("v", {st.T, st.kvd}, act_, cat);
-  be_.linear_forward(s.n1, w.q, w.q_bias, s.q);
-  be_.linear_forward(s.n1, w.k, w.k_bias, s.k);
+  if (config_.qk_norm) {  // Qwen3: q = q_norm(q_proj(n1)) per head [T·H, D], k likewise, then RoPE
+    s.q_raw = plan_.alloc("q_raw", {st.T, st.qd}, act_, cat);
+    s.k_raw = plan_.alloc("k_raw", {st.T, st.kvd}, act_, cat);
+    s.rstd_q = plan_.alloc("rstd_q", {st.T * H}, DType::F32, cat);
+    s.rstd_k = plan_.alloc("rstd_k", {st.T * Hkv}, DType::F32, cat);
+    be_.linear_forward(s.n1, w.q, w.q_bias, s.q_raw);
+    be_.linear_forward(s.n1, w.k, w.k_bias, s.k_raw);
+    be_.rmsnorm_forward(s.q_raw->view({st.T * H, D}), *w.q_norm, eps, s.q->view({st.T * H, D}), s.rstd_q);
+    be_.rmsnorm_forward(s.k_raw->view({st.T * Hkv, D}), *w.k_norm, eps, s.k->view({st.T * Hkv, D}), s.rstd_k);
+  } else {
+    be_.linear_forward(s.n1, w.q, w.q_bias, s.q);
+    be_.linear_forward(s.n1, w.k, w.k_bias, s.k);
+  }
   be_.linear_forward(s.n1, w.v, w.v_bias, s.v);
   const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
   const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
@@ -238,6 +251,17 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
   s.attn.release(), s.lse.release(), s.q.release(), s.k.release(), s.v.release();
   be_.rope_backward(dq->view({st.B, st.S, H, D}), st.positions.data(), st.rope);
   be_.rope_backward(dk->view({st.B, st.S, Hkv, D}), st.positions.data(), st.rope);
+  if (config_.qk_norm) {  // through the per-head norms: dq, dk become the projections' gradients
+    Buffer dq_raw = plan_.alloc("dq_raw", {st.T, st.qd}, act_, tr);
+    be_.rmsnorm_backward(dq->view({st.T * H, D}), s.q_raw->view({st.T * H, D}), *w.q_norm, s.rstd_q,
+                         dq_raw->view({st.T * H, D}), *g.q_norm, /*dx_accum=*/false);
+    dq = std::move(dq_raw);
+    Buffer dk_raw = plan_.alloc("dk_raw", {st.T, st.kvd}, act_, tr);
+    be_.rmsnorm_backward(dk->view({st.T * Hkv, D}), s.k_raw->view({st.T * Hkv, D}), *w.k_norm, s.rstd_k,
+                         dk_raw->view({st.T * Hkv, D}), *g.k_norm, /*dx_accum=*/false);
+    dk = std::move(dk_raw);
+    s.q_raw.release(), s.k_raw.release(), s.rstd_q.release(), s.rstd_k.release();
+  }
   Buffer dn1 = plan_.alloc("dn1", {st.T, st.d}, act_, tr);  // [T, d]
   be_.linear_backward(dq, s.n1, w.q, dn1, &g.q, g.q_bias, /*dx_accum=*/false);
   be_.linear_backward(dk, s.n1, w.k, dn1, &g.k, g.k_bias, /*dx_accum=*/true);

@@ -96,6 +96,7 @@ class Decoder {
   struct LayerParams {
     Tensor in_norm, q, k, v, o, post_norm, gate, up, down;  // HF shapes, see param_spec.h
     const Tensor *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
+    const Tensor *q_norm = nullptr, *k_norm = nullptr;  // [D] each, Qwen3 only
   };
   struct Saved;  // what a layer's backward needs from its forward (decoder.cpp)
   struct Step;   // per-call constants: sizes, positions, policy

@@ -11,20 +11,22 @@ namespace miniseq {
 struct Decoder::Step {
   int64_t B, S, T, d, qd, kvd, I, V;
   std::vector<int32_t> positions;  // [S]: 0 … S-1 (decoding: the absolute positions)
+  RopeParams rope;                 // for positions < max(positions) + 1 (model/rope_scaling.h)
   std::vector<int32_t> targets;    // [T]: shifted labels
   const int32_t* ids;              // [T]
   StepPolicy policy;
   int64_t mlp_rows;                // C for the MLP
   MemCategory saved_cat;           // resident without checkpointing, transient with
   float loss_scale;                // 1 / loss_denominator
-  RopeParams rope;
   KvCache* kv = nullptr;           // decoding: attention also sees the cached positions
 };
 
 // The tensors a layer's backward reads. Buffers are released with the struct.
 struct Decoder::Saved {
   Buffer n1, rstd1;    // [T, d], [T]      input norm output and 1/rms
-  Buffer q, k, v;      // [T, qd], [T, kvd], [T, kvd] after bias and RoPE
+  Buffer q, k, v;      // [T, qd], [T, kvd], [T, kvd] after bias (and q/k norm) and RoPE
+  Buffer q_raw, k_raw;      // [T, qd], [T, kvd] projections before the q/k norm (Qwen3 only)
+  Buffer rstd_q, rstd_k;    // [T·H], [T·Hkv] 1/rms of each head (Qwen3 only)
   Buffer attn, lse;    // [T, qd], [B, H, S]
   Buffer h, n2, rstd2; // [T, d] residual after attention, [T, d] post-attention norm output, [T]
   Buffer gate, up, act;  // [T, I] each, only without MsT

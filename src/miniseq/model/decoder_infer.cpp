@@ -6,6 +6,7 @@
 
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/decoder_detail.h"
+#include "miniseq/model/rope_scaling.h"
 
 namespace miniseq {
 
@@ -99,6 +100,7 @@ std::vector<float> Decoder::forward_cached(const std::vector<int32_t>& ids, KvCa
              config_.vocab_size, ")");
   Step st = make_step(1, n, policy);
   for (int64_t s = 0; s < n; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(cache.pos_ + s);
+  st.rope = rope_params(config_, cache.pos_ + n);  // dynamic NTK follows the longest position so far
   st.saved_cat = MemCategory::TransientActivations;
   st.ids = ids.data();
   st.kv = &cache;

@@ -6,6 +6,8 @@ std::string_view param_kind(ParamRole r) {
   switch (r) {
     case ParamRole::Embedding: return "embedding";
     case ParamRole::InputNorm:
+    case ParamRole::QNorm:
+    case ParamRole::KNorm:
     case ParamRole::PostAttnNorm:
     case ParamRole::FinalNorm: return "norm";
     case ParamRole::GateProj:
@@ -32,6 +34,10 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c) {
     if (c.qkv_bias) s.push_back({p + "self_attn.v_proj.bias", {kvd}, ParamRole::VBias, l});
     s.push_back({p + "self_attn.o_proj.weight", {d, qd}, ParamRole::OProj, l});
     if (c.o_bias) s.push_back({p + "self_attn.o_proj.bias", {d}, ParamRole::OBias, l});
+    if (c.qk_norm) {
+      s.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, ParamRole::QNorm, l});
+      s.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, ParamRole::KNorm, l});
+    }
     s.push_back({p + "post_attention_layernorm.weight", {d}, ParamRole::PostAttnNorm, l});
     s.push_back({p + "mlp.gate_proj.weight", {I, d}, ParamRole::GateProj, l});
     s.push_back({p + "mlp.up_proj.weight", {I, d}, ParamRole::UpProj, l});

@@ -23,6 +23,8 @@ enum class ParamRole : uint8_t {
   VBias,          // model.layers.{l}.self_attn.v_proj.bias           [Hkv*D]
   OProj,          // model.layers.{l}.self_attn.o_proj.weight         [d, H*D]
   OBias,          // model.layers.{l}.self_attn.o_proj.bias           [d]
+  QNorm,          // model.layers.{l}.self_attn.q_norm.weight         [D]   (Qwen3)
+  KNorm,          // model.layers.{l}.self_attn.k_norm.weight         [D]   (Qwen3)
   PostAttnNorm,   // model.layers.{l}.post_attention_layernorm.weight [d]
   GateProj,       // model.layers.{l}.mlp.gate_proj.weight            [I, d]
   UpProj,         // model.layers.{l}.mlp.up_proj.weight              [I, d]

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "miniseq/core/tensor.h"
 
@@ -37,9 +38,12 @@ struct CrossEntropyStats {
   int64_t correct = 0;
 };
 
+// RoPE angles as transformers' rotary embedding: angle[s, i] = float(position[s]) · inv_freq[i] (one fp32 product),
+// cos and sin of it (fp32) times attention_scaling (fp32). inv_freq comes from the model's rope scaling
+// (model/rope_scaling.h: default, linear, dynamic, yarn, llama3); attention_scaling is yarn's, 1 otherwise.
 struct RopeParams {
-  float theta = 10000.0f;
-  float linear_factor = 1.0f;  // linear scaling (position interpolation): positions are divided by it
+  std::vector<float> inv_freq;     // [D/2]
+  float attention_scaling = 1.0f;
 };
 
 // Hyperparameters in double, as torch holds them (Python floats): torch derives 1 − β, 1 − lr·wd and the bias
@@ -130,7 +134,8 @@ class Backend {
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
                                const Tensor* dw, const Tensor* db, bool dx_accum) = 0;
 
-  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for all rows) ----
+  // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for all rows);
+  // p.inv_freq [D/2] ----
   virtual void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) = 0;
   // the inverse rotation applied to the gradient, in place
   virtual void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) = 0;

@@ -6,10 +6,22 @@
 
 namespace miniseq {
 
-double rope_factor_for(const ModelConfig& c, int64_t model_max_length) {
-  const double orig = static_cast<double>(c.max_position_embeddings) * c.rope_linear_factor;
-  if (static_cast<double>(model_max_length) <= orig) return c.rope_linear_factor;
-  return c.rope_linear_factor * std::ceil(static_cast<double>(model_max_length) / orig);
+RopeScaling rope_for_length(const ModelConfig& c, int64_t model_max_length) {
+  RopeScaling r = c.rope;
+  const int64_t native = c.native_context();
+  if (model_max_length <= native || r.type == RopeType::Dynamic) return r;
+  const auto S = static_cast<double>(model_max_length);
+  switch (r.type) {
+    case RopeType::Default:
+      r.type = RopeType::Linear;
+      r.factor = std::ceil(S / static_cast<double>(native));
+      break;
+    case RopeType::Linear:
+    case RopeType::Llama3: r.factor *= std::ceil(S / static_cast<double>(native)); break;
+    case RopeType::Yarn: r.factor = std::ceil(S / static_cast<double>(r.original_max_position_embeddings)); break;
+    case RopeType::Dynamic: break;
+  }
+  return r;
 }
 
 void grow_for_tokenizer(ModelConfig& c, int64_t tokenizer_vocab_size, int64_t tokenizer_pad_id) {

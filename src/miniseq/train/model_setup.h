@@ -9,10 +9,16 @@
 
 namespace miniseq {
 
-// LongLoRA's rule: orig = max_position_embeddings × existing linear factor; if model_max_length > orig the positions
-// are divided by a further ceil(model_max_length / orig). Returns the total linear factor to use (unchanged when the
-// context already suffices). Llama-2 (4096) at 32768 → 8; Llama-3-8B (8192) at 32768 → 4; Mistral (32768) → 1.
-double rope_factor_for(const ModelConfig& c, int64_t model_max_length);
+// LongLoRA's context-extension rule, per rope type (docs/rope.md). Returns the RoPE scaling to train with; unchanged
+// when model_max_length ≤ the config's native context (ModelConfig::native_context).
+//  - none:    linear scaling by ceil(model_max_length / max_position_embeddings) (LongLoRA: Llama-2 at 32K → 8,
+//             Llama-3-8B → 4, Mistral → none);
+//  - linear:  the existing factor × ceil(model_max_length / (max_position_embeddings × factor));
+//  - yarn:    factor = ceil(model_max_length / original_max_position_embeddings) (YaRN's own definition);
+//  - llama3:  factor × ceil(model_max_length / max_position_embeddings) (the same band split, the low frequencies
+//             interpolated further);
+//  - dynamic: unchanged (dynamic NTK rescales itself from the sequence length).
+RopeScaling rope_for_length(const ModelConfig& c, int64_t model_max_length);
 
 // The configuration trained after the tokenizer got its special tokens (train/special_tokens.h): vocab_size
 // grows to len(tokenizer) and pad_token_id becomes the tokenizer's, as the Trainer's align_special_tokens

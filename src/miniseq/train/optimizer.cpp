@@ -43,6 +43,8 @@ void AdamW::zero(Backend& be) {
 bool AdamW::decays(const ParamSpec& s) {
   switch (s.role) {
     case ParamRole::InputNorm:
+    case ParamRole::QNorm:
+    case ParamRole::KNorm:
     case ParamRole::PostAttnNorm:
     case ParamRole::FinalNorm:
     case ParamRole::QBias:

@@ -1,16 +1,12 @@
 // Rotary position embedding, Hugging Face rotate_half convention, in place on x [B, S, Hx, D].
 //
-// The angle is computed with Hugging Face's fp32 arithmetic (transformers modeling_rope_utils.py,
-// _compute_default_rope_parameters, and LlamaRotaryEmbedding.forward):
-//   inv_freq[i] = 1.0 / (theta ** (float(2i) / D))        every step in fp32, i < D/2
-//   linear scaling (_compute_linear_scaling_rope_parameters): inv_freq /= factor   (fp32 division)
+// The inverse frequencies come with the call (RopeParams, computed by model/rope_scaling.cpp in transformers'
+// fp32 arithmetic for every rope_type). The angle and the tables follow LlamaRotaryEmbedding.forward:
 //   freqs = float(position) · inv_freq                    (fp32 product: a matmul with inner size 1)
-//   emb = cat(freqs, freqs); cos = emb.cos(); sin = emb.sin()   (fp32)
+//   emb = cat(freqs, freqs); cos = emb.cos() · scaling; sin = emb.sin() · scaling   (fp32)
 //   x_rot = x·cos + rotate_half(x)·sin,  rotate_half(x) = cat(−x2, x1)
-// Older transformers releases divided the positions instead (position / factor) · inv_freq; both agree
-// exactly for power-of-two factors (the usual 2, 4, 8) and differ in the last bit of the angle otherwise.
-// torch computes pow/cos/sin with SLEEF (≤ 1 ulp); we use the C library's (≤ 1 ulp), so the tables may differ
-// in the last bit.
+// torch computes cos/sin with SLEEF (≤ 1 ulp); we use the C library's (≤ 1 ulp), so the tables may differ in the
+// last bit.
 #include <cmath>
 #include <vector>
 
@@ -24,20 +20,18 @@ namespace {
 void rope_tables(const int32_t* positions, int64_t S, int64_t D, const RopeParams& p,
                  std::vector<float>& cos_t, std::vector<float>& sin_t) {
   const int64_t half = D / 2;
-  std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {
-    const float expo = static_cast<float>(2 * i) / static_cast<float>(D);
-    const float inv = 1.0f / std::pow(p.theta, expo);
-    inv_freq[static_cast<size_t>(i)] = inv / p.linear_factor;
-  }
+  MS_CHECK(static_cast<int64_t>(p.inv_freq.size()) == half, "internal: rope inv_freq has ", p.inv_freq.size(),
+           " entries for head_dim ", D);
+  const float* inv_freq = p.inv_freq.data();
+  const float scaling = p.attention_scaling;
   cos_t.resize(static_cast<size_t>(S * half));
   sin_t.resize(static_cast<size_t>(S * half));
 #pragma omp parallel for schedule(static) if (S * half > (1 << 14))
   for (int64_t s = 0; s < S; ++s)
     for (int64_t i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(positions[s]) * inv_freq[static_cast<size_t>(i)];
-      cos_t[static_cast<size_t>(s * half + i)] = std::cos(angle);
-      sin_t[static_cast<size_t>(s * half + i)] = std::sin(angle);
+      const float angle = static_cast<float>(positions[s]) * inv_freq[i];
+      cos_t[static_cast<size_t>(s * half + i)] = std::cos(angle) * scaling;
+      sin_t[static_cast<size_t>(s * half + i)] = std::sin(angle) * scaling;
     }
 }
 

@@ -135,8 +135,8 @@ class CudaBackend final : public Backend {
   uint64_t copies_ = 0;  // tickets handed out (ticket 0 means "no copy")
   // RoPE table cache key
   std::vector<int32_t> rope_positions_;
-  int64_t rope_D_ = 0;
-  float rope_theta_ = 0, rope_factor_ = 0;
+  std::vector<float> rope_inv_freq_;  // [D/2] of the cached table
+  float rope_scaling_ = 0;
 };
 
 }  // namespace miniseq::cuda

@@ -1,8 +1,9 @@
 // Rotary position embedding, Hugging Face rotate_half convention, in place on x [B, S, Hx, D] (bf16).
-// The angles follow the CPU backend (backend/cpu/rope.cpp) step by step in fp32: inv_freq[i] =
-// (1 / theta^(2i/D)) / factor on the host with the same library calls, angle = float(pos)·inv_freq[i] on the
-// device (one fp32 product, as on the CPU), then the accurate sincosf (not the fast intrinsics). The [S, D/2]
-// cos and sin tables are cached while the positions and parameters stay the same (every layer of a step).
+// The angles follow the CPU backend (backend/cpu/rope.cpp) step by step in fp32: inv_freq comes with the call
+// (model/rope_scaling.cpp, the same host values for both backends), angle = float(pos)·inv_freq[i] on the device
+// (one fp32 product, as on the CPU), then the accurate sincosf (not the fast intrinsics), times attention_scaling.
+// The [S, D/2] cos and sin tables are cached while the positions and parameters stay the same (every layer of a
+// step).
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -16,15 +17,15 @@ namespace {
 
 // table: [S, half] cos, then [S, half] sin.
 __global__ void rope_table_kernel(const int32_t* pos, const float* inv_freq, int64_t S, int64_t half,
-                                  float* table) {
+                                  float scaling, float* table) {
   const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (idx >= S * half) return;
   const int64_t s = idx / half, i = idx % half;
   const float angle = static_cast<float>(pos[s]) * inv_freq[i];
   float sn, cs;
   sincosf(angle, &sn, &cs);
-  table[idx] = cs;
-  table[S * half + idx] = sn;
+  table[idx] = cs * scaling;
+  table[S * half + idx] = sn * scaling;
 }
 
 template <typename T>
@@ -61,28 +62,24 @@ const float* CudaBackend::rope_table(const int32_t* positions, int64_t S, int64_
   const size_t floats = static_cast<size_t>(half + 2 * S * half);
   const size_t bytes = floats * sizeof(float) + static_cast<size_t>(S) * sizeof(int32_t);
   const bool same =
-      rope_D_ == D && rope_theta_ == p.theta && rope_factor_ == p.linear_factor &&
+      rope_inv_freq_ == p.inv_freq && rope_scaling_ == p.attention_scaling &&
       rope_positions_.size() == static_cast<size_t>(S) &&
       std::memcmp(rope_positions_.data(), positions, static_cast<size_t>(S) * sizeof(int32_t)) == 0 &&
       slots_[kRopeTable].bytes >= bytes;
   auto* base = static_cast<float*>(scratch(kRopeTable, bytes));
   float* table = base + half;
   if (same) return table;
-  std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {  // exactly as backend/cpu/rope.cpp
-    const float expo = static_cast<float>(2 * i) / static_cast<float>(D);
-    const float inv = 1.0f / std::pow(p.theta, expo);
-    inv_freq[static_cast<size_t>(i)] = inv / p.linear_factor;
-  }
+  MS_CHECK(static_cast<int64_t>(p.inv_freq.size()) == half, "internal: rope inv_freq has ", p.inv_freq.size(),
+           " entries for head_dim ", D);
   auto* dpos = reinterpret_cast<int32_t*>(base + floats);
   MS_CUDA_CHECK(
-      cudaMemcpy(base, inv_freq.data(), static_cast<size_t>(half) * sizeof(float), cudaMemcpyHostToDevice));
+      cudaMemcpy(base, p.inv_freq.data(), static_cast<size_t>(half) * sizeof(float), cudaMemcpyHostToDevice));
   MS_CUDA_CHECK(
       cudaMemcpy(dpos, positions, static_cast<size_t>(S) * sizeof(int32_t), cudaMemcpyHostToDevice));
-  rope_table_kernel<<<grid_for(S * half, 256, 1LL << 30), 256>>>(dpos, base, S, half, table);
+  rope_table_kernel<<<grid_for(S * half, 256, 1LL << 30), 256>>>(dpos, base, S, half, p.attention_scaling, table);
   MS_CUDA_LAUNCH_CHECK();
   rope_positions_.assign(positions, positions + S);
-  rope_D_ = D, rope_theta_ = p.theta, rope_factor_ = p.linear_factor;
+  rope_inv_freq_ = p.inv_freq, rope_scaling_ = p.attention_scaling;
   return table;
 }
 
