@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Independent check of tests/data/golden/: a from-scratch float64 Llama/Mistral/Qwen2 forward written with plain
+"""Independent check of tests/data/golden/: a from-scratch float64 Llama/Mistral/Qwen2/Qwen3 forward written with plain
 torch (no transformers), run on the committed files only, must reproduce loss_f64 and grads_f64.safetensors.
 
 It doubles as an executable spec of what the C++ engine computes: config parsing in both formats (classic
 rope_theta/rope_scaling and transformers-5 rope_parameters), tied embeddings, GQA, RoPE (rotate-half pairing, HF's
-fp32 tables), q/k/v/o biases, the sliding window, the embedding's padding_idx (= pad_token_id: lookups of the pad id
-add no gradient), and the shifted mean cross-entropy over labels != -100.
+fp32 tables; linear, dynamic NTK, YaRN and llama3 frequencies from their published formulas, evaluated in fp32),
+Qwen3's per-head q/k RMSNorm, q/k/v/o biases, the sliding window, the embedding's padding_idx (= pad_token_id: lookups
+of the pad id add no gradient), and the shifted mean cross-entropy over labels != -100.
 
     tools/.venv/bin/python tools/check_goldens.py
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,8 +28,9 @@ def read_config(model_dir):
     theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
     scaling = cfg.get("rope_scaling") or rope
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    factor = scaling.get("factor", 1.0) if rope_type == "linear" else 1.0
-    assert rope_type in ("default", "linear"), rope_type
+    assert rope_type in ("default", "linear", "dynamic", "yarn", "llama3"), rope_type
+    rope_cfg = dict(scaling, rope_type=rope_type, max_pos=cfg["max_position_embeddings"])
+    rope_cfg.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
     heads = cfg["num_attention_heads"]
     return dict(
         d=cfg["hidden_size"],
@@ -37,7 +40,7 @@ def read_config(model_dir):
         head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
         eps=cfg["rms_norm_eps"],
         theta=theta,
-        factor=factor,
+        rope=rope_cfg,
         window=cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None,
         tied=cfg.get("tie_word_embeddings", False),
         padding_idx=cfg.get("pad_token_id"),
@@ -52,13 +55,64 @@ def read_weights(model_dir):
     return w
 
 
+def inv_freq(c, s):
+    """RoPE inverse frequencies [D/2] (fp32) and the cos/sin scale for a sequence of s positions."""
+    r, dd = c["rope"], c["head_dim"]
+    expo = torch.arange(0, dd, 2, dtype=torch.float32) / dd  # 2i / D
+    plain = 1.0 / (c["theta"] ** expo)
+    kind = r["rope_type"]
+    if kind == "linear":  # position interpolation: every frequency divided by the factor
+        return plain / r["factor"], 1.0
+    if kind == "dynamic":  # NTK: past max_position_embeddings, base · (f·s/max − (f − 1))^(D/(D−2))
+        if s <= r["max_pos"]:
+            return plain, 1.0
+        grow = (r["factor"] * torch.tensor(s) / r["max_pos"]) - (r["factor"] - 1)
+        return 1.0 / ((c["theta"] * grow ** (dd / (dd - 2))) ** expo), 1.0
+    if kind == "llama3":  # three bands by wavelength: keep, divide by the factor, or blend smoothly
+        f, lo, hi, old = r["factor"], r["low_freq_factor"], r["high_freq_factor"], r["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / plain
+        scaled = torch.where(wavelen > old / lo, plain / f, plain)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        blended = (1 - smooth) * scaled / f + smooth * scaled
+        medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
+        return torch.where(medium, blended, scaled), 1.0
+    if kind == "yarn":  # NTK-by-parts: interpolate the dimensions below the ramp, extrapolate above it
+        f, orig = r["factor"], r["original_max_position_embeddings"]
+        beta_fast, beta_slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
+
+        def dim_of(rotations):  # the dimension that turns `rotations` times over the original context
+            return (dd * math.log(orig / (rotations * 2 * math.pi))) / (2 * math.log(c["theta"]))
+
+        low, high = dim_of(beta_fast), dim_of(beta_slow)
+        if r.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dd - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(dd // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+        power = c["theta"] ** expo
+        extrapolate = 1 - ramp
+        inv = (1.0 / (f * power)) * (1 - extrapolate) + (1.0 / power) * extrapolate
+
+        def mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+        if r.get("attention_factor") is not None:
+            att = r["attention_factor"]
+        elif r.get("mscale") and r.get("mscale_all_dim"):
+            att = mscale(f, r["mscale"]) / mscale(f, r["mscale_all_dim"])
+        else:
+            att = mscale(f)
+        return inv, att
+    return plain, 1.0
+
+
 def rope_tables(c, s):
-    # HF: inv_freq and angles in fp32, cos/sin in fp32, then cast to the model dtype.
-    inv = 1.0 / (c["theta"] ** (torch.arange(0, c["head_dim"], 2, dtype=torch.float32) / c["head_dim"]))
-    inv = inv / c["factor"]
+    # HF: inv_freq and angles in fp32, cos/sin in fp32 (times YaRN's scale), then cast to the model dtype.
+    inv, scale = inv_freq(c, s)
     ang = torch.arange(s, dtype=torch.float32)[:, None] * inv[None, :]  # [S, D/2]
     ang = torch.cat([ang, ang], dim=-1)  # [S, D]: rotate-half pairing (i, i + D/2)
-    return ang.cos().double(), ang.sin().double()
+    return (ang.cos() * scale).double(), (ang.sin() * scale).double()
 
 
 def rotate(x, cos, sin):  # x [B, H, S, D]
@@ -90,8 +144,12 @@ def forward_loss(c, w, ids, labels):
     for layer in range(c["layers"]):
         p = f"model.layers.{layer}."
         hn = rmsnorm(x, w[p + "input_layernorm.weight"], c["eps"])
-        q = lin(p + "self_attn.q_proj", hn).view(b, s, h, dd).transpose(1, 2)
-        k = lin(p + "self_attn.k_proj", hn).view(b, s, hkv, dd).transpose(1, 2)
+        q = lin(p + "self_attn.q_proj", hn).view(b, s, h, dd)
+        k = lin(p + "self_attn.k_proj", hn).view(b, s, hkv, dd)
+        if p + "self_attn.q_norm.weight" in w:  # Qwen3: RMSNorm over each head, before RoPE
+            q = rmsnorm(q, w[p + "self_attn.q_norm.weight"], c["eps"])
+            k = rmsnorm(k, w[p + "self_attn.k_norm.weight"], c["eps"])
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = lin(p + "self_attn.v_proj", hn).view(b, s, hkv, dd).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         k = k.repeat_interleave(h // hkv, dim=1)  # query head n uses kv head n // (H / Hkv)
