@@ -11,6 +11,7 @@
 
 #include "miniseq/model/rope_scaling.h"
 #include "miniseq/train/model_setup.h"
+#include "support/tmpdir.h"
 
 using namespace miniseq;
 
@@ -111,4 +112,28 @@ TEST(RopeScaling, ContextExtensionRulePerType) {
   r = rope_for_length(dyn, 1 << 20);
   EXPECT_EQ(r.type, RopeType::Dynamic);
   EXPECT_EQ(r.factor, 2.0);
+}
+
+// `miniseq train` past a llama3 model's native context: the factor grows by the rule above, the run says so, and the
+// saved config.json keeps every other rope key as read (transformers loads it as llama3 with the new factor).
+TEST(RopeScaling, TrainingPastTheNativeContextSavesTheGrownFactor) {
+  const std::string model = std::string(MINISEQ_SOURCE_DIR) + "/tests/data/golden/llama31_rope_llama3/model";
+  test::TempDir tmp;
+  std::string ids;
+  for (int i = 0; i < 400; ++i) ids += (i ? ", " : "") + std::to_string((i * 37 + 11) % 131);
+  test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [" + ids + "]}\n");
+  auto r = test::run_miniseq("train --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") +
+                             " --output_dir " + tmp.file("out") + " --model_max_length 160 --max_steps 1 " +
+                             "--save_strategy no --logging_steps 1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("RoPE llama3 scaling: factor 16 for model_max_length 160 (native context 128)"),
+            std::string::npos)
+      << r.out;
+  const auto saved = nlohmann::json::parse(test::read_text(tmp.file("out/config.json")));
+  const auto original = nlohmann::json::parse(test::read_text(model + "/config.json"));
+  auto want = original["rope_scaling"];
+  want["factor"] = 16.0;
+  EXPECT_EQ(saved["rope_scaling"], want);
+  EXPECT_EQ(saved["rope_theta"], original["rope_theta"]);
+  EXPECT_EQ(parse_model_config(saved.dump(), "saved").rope.factor, 16.0);
 }
