@@ -392,7 +392,7 @@ TEST(CudaOps, AdamW) {
     auto gps = dev(pb, Shape{n}), gm3 = dev(m, Shape{n}, DType::F32), gv3 = dev(v, Shape{n}, DType::F32);
     std::vector<float> cps = pb, cm3 = m, cv3 = v;
     sr_cpu.adamw_step(tensor_of(cps, Shape{n}), tensor_of(g, Shape{n}), tensor_of(cm3, Shape{n}),
-                      tensor_of(cv3, Shape{n}), sp);
+                      tensor_of(cv3, Shape{n}), sp, /*master=*/nullptr);
     e.gpu->adamw_step(*gps, *gg, *gm3, *gv3, sp);
     const std::vector<float> got = host(*gps);
     int64_t same = 0;

@@ -1,11 +1,12 @@
-// Stochastic rounding fp32 -> bf16 for weights kept in bf16 without an fp32 master copy (--master_weights False).
-// Round to nearest drops every update below half a bf16 ulp (lr·m/√v ≈ 1e-5 against an ulp of 2^-8 at 1.0), so plain
-// bf16 AdamW stops moving most weights; stochastic rounding rounds up with probability (x − down) / ulp, so
-// E[round(x)] = x exactly and small updates survive on average.
+// Stochastic rounding fp32 -> bf16 for weights kept in bf16 without an fp32 master copy (--master_weights
+// False). Round to nearest drops every update below half a bf16 ulp (lr·m/√v ≈ 1e-5 against an ulp of 2^-8
+// at 1.0), so plain bf16 AdamW stops moving most weights; stochastic rounding rounds up with probability (x −
+// down) / ulp, so E[round(x)] = x exactly and small updates survive on average.
 //
-// The random bits are a pure function of (seed, step, parameter, element index): a counter-based hash (SplitMix64's
-// finalizer), identical on the host and the device, so the CPU and CUDA backends draw the same bits, every run with
-// the same seed gives the same weights, and a resume needs nothing saved beyond the step.
+// The random bits are a pure function of (seed, step, parameter, element index): a counter-based hash
+// (SplitMix64's finalizer), identical on the host and the device, so the CPU and CUDA backends draw the same
+// bits, every run with the same seed gives the same weights, and a resume needs nothing saved beyond the
+// step.
 #pragma once
 
 #include <cstdint>
@@ -54,10 +55,10 @@ MS_SR_HD uint32_t f32_bits(float x) {
 #endif
 }
 
-// The bf16 bits of x rounded stochastically with `r16` (16 uniform random bits): the 16 bits that bf16 drops are
-// added to r16, so the magnitude rounds up exactly when r16 >= 2^16 − dropped, i.e. with probability dropped / 2^16.
-// Exact bf16 values stay unchanged; NaN and ±inf round to nearest (NaN stays a quiet NaN); a carry out of the
-// largest finite binade gives ±inf, as rounding up does.
+// The bf16 bits of x rounded stochastically with `r16` (16 uniform random bits): the 16 bits that bf16 drops
+// are added to r16, so the magnitude rounds up exactly when r16 >= 2^16 − dropped, i.e. with probability
+// dropped / 2^16. Exact bf16 values stay unchanged; NaN and ±inf round to nearest (NaN stays a quiet NaN); a
+// carry out of the largest finite binade gives ±inf, as rounding up does.
 MS_SR_HD uint16_t f32_to_bf16_stochastic(float x, uint32_t r16) {
   const uint32_t b = f32_bits(x);
   if ((b & 0x7f800000u) == 0x7f800000u)

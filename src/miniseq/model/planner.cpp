@@ -27,7 +27,9 @@ PlanTarget with_precision(PlanTarget t, bool master_weights, DType grads) {
   return t;
 }
 
-bool keeps_master(const PlanTarget& t) { return t.params != DType::F32 && t.master_weights; }
+bool keeps_master(const PlanTarget& t) {
+  return t.params != DType::F32 && t.master_weights;
+}
 
 int64_t host_staging_floats(const std::vector<ParamSpec>& specs) {
   std::map<int, int64_t> groups;  // the decoder's gradient groups: a layer, or -1 head, -2 embedding
@@ -136,8 +138,8 @@ std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& 
                        s);
   }
   t.moments = DType::F32, t.offload_optimizer = true, t.optimizer_in_backward = in_backward;
-  out.emplace_back(in_backward ? "optimizer on host (fp32 moments) + in backward" : "optimizer on host (fp32 moments)",
-                   t);
+  out.emplace_back(
+      in_backward ? "optimizer on host (fp32 moments) + in backward" : "optimizer on host (fp32 moments)", t);
   t.offload_layers = -1;
   out.emplace_back("optimizer and checkpoints on host", t);
   t.moments = DType::BF16;

@@ -1,8 +1,9 @@
-// The memory policy's bf16 weights and gradients on the CPU backend, emulated: the buffers stay fp32 (the ops are
-// fp32 kernels) and hold bf16 values only. Weights are rounded to bf16 when loaded (round_to_precision, nearest
-// even, as the CUDA upload) and updated by adamw_step with stochastic rounding (adamw.cpp); a gradient is rounded
-// to bf16 after every accumulation into it (store_grad, called by linear.cpp, rmsnorm.cpp, embedding.cpp). The
-// results equal bf16 storage with fp32 arithmetic; only the bytes stay fp32's.
+// The memory policy's bf16 weights and gradients on the CPU backend, emulated: the buffers stay fp32 (the ops
+// are fp32 kernels) and hold bf16 values only. Weights are rounded to bf16 when loaded (round_to_precision,
+// nearest even, as the CUDA upload) and updated by adamw_step with stochastic rounding (adamw.cpp); a
+// gradient is rounded to bf16 after every accumulation into it (store_grad, called by linear.cpp,
+// rmsnorm.cpp, embedding.cpp). The results equal bf16 storage with fp32 arithmetic; only the bytes stay
+// fp32's.
 #include "miniseq/backend/cpu/cpu_backend.h"
 
 namespace miniseq {
@@ -26,8 +27,10 @@ void CpuBackend::set_precision(DType weights, DType grads) {
 }
 
 void CpuBackend::round_to_precision(const Tensor& t, DType precision) {
-  if (precision == DType::BF16 && t.dtype == DType::F32) round_f32_to_bf16(t);
-  else Backend::round_to_precision(t, precision);
+  if (precision == DType::BF16 && t.dtype == DType::F32)
+    round_f32_to_bf16(t);
+  else
+    Backend::round_to_precision(t, precision);
 }
 
 void CpuBackend::store_grad(const Tensor& g) const {

@@ -1,11 +1,11 @@
 // AdamW exactly as the CPU backend (backend/cpu/adamw.cpp, torch.optim.AdamW): scalars in double on the host,
 // rounded to fp32; per element in fp32 with IEEE sqrt and division (nvcc's defaults without --use_fast_math).
-// bf16 parameters are updated through their fp32 master copy (allocated by the optimizer in the memory plan) and
-// then rounded to bf16: an update of lr·m/√v ≈ 2e-5 is below half a bf16 ulp of most weights and would otherwise be
-// lost. Without a master (--master_weights False) the bf16 parameter is widened, updated in fp32 and stored with
-// stochastic rounding, element i with the counter-based bits sr::bits16(p.rounding_stream, i): the same bits as on
-// the CPU (core/stochastic_rounding.h). Moments are fp32 or bf16 (widened, updated, used in fp32, stored rounded),
-// as on the CPU.
+// bf16 parameters are updated through their fp32 master copy (allocated by the optimizer in the memory plan)
+// and then rounded to bf16: an update of lr·m/√v ≈ 2e-5 is below half a bf16 ulp of most weights and would
+// otherwise be lost. Without a master (--master_weights False) the bf16 parameter is widened, updated in fp32
+// and stored with stochastic rounding, element i with the counter-based bits sr::bits16(p.rounding_stream,
+// i): the same bits as on the CPU (core/stochastic_rounding.h). Moments are fp32 or bf16 (widened, updated,
+// used in fp32, stored rounded), as on the CPU.
 #include <cmath>
 
 #include "miniseq/backend/cuda/common.cuh"
@@ -22,17 +22,20 @@ struct AdamScalars {
 };
 
 // The stored weight of element i: fp32 exactly; bf16 rounded stochastically (no master copy).
-__device__ __forceinline__ float store_weight(float w, float*, uint64_t, int64_t) { return w; }
+__device__ __forceinline__ float store_weight(float w, float*, uint64_t, int64_t) {
+  return w;
+}
 __device__ __forceinline__ bf16 store_weight(float w, bf16*, uint64_t stream, int64_t i) {
   __nv_bfloat16_raw raw;
   raw.x = sr::f32_to_bf16_stochastic(w, sr::bits16(stream, static_cast<uint64_t>(i)));
   return bf16(raw);
 }
 
-// TW: the weights the update runs on (fp32 master, fp32 param, or bf16 param without master); TP: the param that
-// receives the master's result rounded to nearest (only with a master).
+// TW: the weights the update runs on (fp32 master, fp32 param, or bf16 param without master); TP: the param
+// that receives the master's result rounded to nearest (only with a master).
 template <typename TG, typename TM, typename TW, typename TP>
-__global__ void adamw_kernel(TW* exact, TP* param_out, const TG* grad, TM* m, TM* v, int64_t n, AdamScalars s) {
+__global__ void adamw_kernel(TW* exact, TP* param_out, const TG* grad, TM* m, TM* v, int64_t n,
+                             AdamScalars s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float g = to_f32(grad[i]) * s.gs;
@@ -51,8 +54,10 @@ __global__ void adamw_kernel(TW* exact, TP* param_out, const TG* grad, TM* m, TM
 }  // namespace
 
 void CudaBackend::set_precision(DType weights, DType grads) {
-  MS_CHECK(weights == DType::BF16, "the CUDA backend keeps bf16 weights (with or without the fp32 master copy: "
-           "--master_weights); it cannot train ", dtype_name(weights), " weights");
+  MS_CHECK(weights == DType::BF16,
+           "the CUDA backend keeps bf16 weights (with or without the fp32 master copy: "
+           "--master_weights); it cannot train ",
+           dtype_name(weights), " weights");
   MS_CHECK(grads == DType::F32 || grads == DType::BF16, "the CUDA backend keeps F32 or BF16 gradients, not ",
            dtype_name(grads));
   grads_ = grads;
@@ -88,9 +93,9 @@ void CudaBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tens
       dispatch_dtype(param.dtype, "adamw param", [&](auto tp) {
         using TP = decltype(tp);
         if (master)
-          adamw_kernel<<<grid_for(n, 256), 256>>>(static_cast<float*>(master->data), static_cast<TP*>(param.data),
-                                                  static_cast<const TG*>(grad.data), static_cast<TM*>(m.data),
-                                                  static_cast<TM*>(v.data), n, s);
+          adamw_kernel<<<grid_for(n, 256), 256>>>(
+              static_cast<float*>(master->data), static_cast<TP*>(param.data),
+              static_cast<const TG*>(grad.data), static_cast<TM*>(m.data), static_cast<TM*>(v.data), n, s);
         else  // the param itself: fp32 exactly, or bf16 with stochastic rounding
           adamw_kernel<<<grid_for(n, 256), 256>>>(static_cast<TP*>(param.data), static_cast<float*>(nullptr),
                                                   static_cast<const TG*>(grad.data), static_cast<TM*>(m.data),
