@@ -124,3 +124,34 @@ TEST(Memplan, PlanMatchesMeasuredPeakRss) {
     }
   }
 }
+
+// The CUDA backend's per-call scratch is in the plan (ops/scratch.h), so a plan that fills the card cannot run out
+// of memory inside a step: the workspace category holds exactly the layout of the step's sizes. The CPU needs none.
+TEST(Memplan, CudaScratchIsPlanned) {
+  const ModelConfig c = parse_model_config(kMistral7B, "mistral");
+  StepPolicy p;
+  const int64_t S = 500000;
+  const MemReport gpu = plan_step(c, 1, S, p, PlanTarget::cuda());
+  ScratchShape shape;
+  shape.B = 1, shape.S = S, shape.H = 32, shape.D = 128, shape.norm_cols = 4096, shape.backward = true;
+  shape.loss_rows = p.lm_head_chunk_rows(c, S);
+  const ScratchLayout layout = cuda_scratch_layout(shape);
+  const size_t ws = gpu.peak_by_category[MemCategory::Workspace];
+  EXPECT_GE(ws, layout.total);
+  EXPECT_LT(ws, layout.total + MemoryPlan::kAlignment);
+  // What the issue measured outside the plan: the RoPE table of 500K positions (256 MiB of cos and sin at D = 128)
+  // and attention's row terms [B, H, S].
+  EXPECT_GE(layout.bytes[static_cast<size_t>(ScratchSlot::RopeTable)], size_t{2} * S * 64 * 4);
+  EXPECT_EQ(layout.bytes[static_cast<size_t>(ScratchSlot::RowTerms)], size_t{32} * S * 4);
+  // Every slot is 256-byte aligned and disjoint.
+  for (size_t k = 1; k < layout.offset.size(); ++k) {
+    EXPECT_EQ(layout.offset[k] % ScratchLayout::kAlign, 0u);
+    EXPECT_GE(layout.offset[k], layout.offset[k - 1] + layout.bytes[k - 1]);
+  }
+  // Biases widen the partials of the bias gradient: at most 1024 row groups × the widest biased output.
+  shape.bias_cols = 4096;
+  EXPECT_EQ(cuda_scratch_layout(shape).bytes[static_cast<size_t>(ScratchSlot::Partials)], size_t{1024} * 4096 * 4);
+
+  const MemReport cpu = plan_step(c, 1, 4096, p, PlanTarget::cpu());
+  EXPECT_EQ(cpu.peak_by_category[MemCategory::Workspace], 0u);
+}

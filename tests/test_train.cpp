@@ -13,6 +13,7 @@
 #include "miniseq/core/random.h"
 #include "miniseq/io/safetensors.h"
 #include "miniseq/ops/backend.h"
+#include "miniseq/ops/dry_backend.h"
 #include "miniseq/train/checkpoint.h"
 #include "miniseq/train/model_setup.h"
 #include "miniseq/train/optimizer.h"
@@ -434,4 +435,39 @@ TEST(TrainText, TokenizerPadTokenAndVocabularyGrowth) {
   }
   // A loss was logged for both steps.
   EXPECT_EQ(logged(out, "loss").size(), 2u);
+}
+
+// The plan's budget is the run's device: a GPU's free memory (cudaMemGetInfo) for --device cuda, not the host's
+// MemAvailable; --max_memory_gib overrides both. Shown with a dry backend that reports a fake device size.
+TEST(TrainBudget, TheDevicesFreeMemoryIsTheBudget) {
+  DryBackend gpu(Device::CUDA, DType::BF16, DType::F32, DType::BF16);
+  gpu.set_free_bytes(size_t{3} << 30);
+  TrainArgs a = test::parse_train_args({"--device", "cuda", "--output_dir", "unused"});
+  EXPECT_EQ(device_memory_budget(a, gpu), size_t{3} << 30);
+  a.max_memory_gib = 1.0;
+  EXPECT_EQ(device_memory_budget(a, gpu), size_t{1} << 30);
+  a.max_memory_gib = 0.0;
+  DryBackend cpu;
+  TrainArgs c = test::parse_train_args({"--output_dir", "unused"});
+  EXPECT_GT(device_memory_budget(c, cpu), size_t{0});  // MemAvailable
+  EXPECT_EQ(cpu.device_free_bytes(), size_t{0});
+
+  // A GPU with 1 MiB free refuses the run before anything is allocated, naming where the budget came from.
+  gpu.set_free_bytes(size_t{1} << 20);
+  test::TempDir tmp;
+  a.output_dir = tmp.file("out");
+  a.model_max_length = 16;
+  a.max_steps = 1;
+  const Dataset data = test::random_blocks(2, 16, 131, 5);
+  TrainSetup setup = tiny_setup(a, data);
+  setup.backend = &gpu;
+  try {
+    run_training(setup);
+    ADD_FAILURE() << "a plan larger than the GPU's free memory was not refused";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("is available (free on the GPU)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("only 0.00 GiB"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(tmp.file("out")));  // nothing written
 }

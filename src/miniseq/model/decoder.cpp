@@ -34,6 +34,17 @@ Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy)
   return st;
 }
 
+ScratchShape Decoder::scratch_shape(const Step& st, int64_t loss_rows, bool backward) const {
+  ScratchShape s;
+  s.B = st.B, s.S = st.S;
+  s.H = config_.num_attention_heads, s.D = config_.head_dim;
+  s.norm_cols = std::max(config_.hidden_size, config_.head_dim);
+  if (config_.qkv_bias || config_.o_bias) s.bias_cols = std::max({st.qd, st.kvd, st.d});
+  s.loss_rows = loss_rows;
+  s.backward = backward;
+  return s;
+}
+
 Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, GradStorage storage)
     : config_(config),
       be_(backend),
@@ -312,6 +323,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   st.ids = batch.input_ids.data();
   st.loss_scale = loss_denominator > 0 ? 1.0f / static_cast<float>(loss_denominator) : 0.0f;
   const int L = static_cast<int>(config_.num_hidden_layers);
+  const ScratchLease scratch(be_, plan_, scratch_shape(st, policy.lm_head_chunk_rows(config_, st.T), /*backward=*/true));
 
   // ---- forward ----
   Buffer x = plan_.alloc("residual", {st.T, st.d}, act_, MemCategory::ResidentActivations);  // [T, d]

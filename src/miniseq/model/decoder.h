@@ -101,6 +101,8 @@ class Decoder {
   struct Saved;  // what a layer's backward needs from its forward (decoder.cpp)
   struct Step;   // per-call constants: sizes, positions, policy
   Step make_step(int64_t B, int64_t S, const StepPolicy& policy) const;
+  // The sizes that bound a call's backend scratch (ops/scratch.h): loss_rows 0 without a loss.
+  ScratchShape scratch_shape(const Step& st, int64_t loss_rows, bool backward) const;
 
   LayerParams layer_params(const ParamSet& set, int l) const;
   // x [T, d]: layer input on entry. With `finish`, x becomes the layer output; without, the forward stops after what

@@ -21,6 +21,29 @@ struct Decoder::Step {
   KvCache* kv = nullptr;           // decoding: attention also sees the cached positions
 };
 
+// The backend's per-call scratch (ops/scratch.h), a workspace buffer of the plan for as long as this lives (none
+// on the CPU backend, which needs no scratch).
+class ScratchLease {
+ public:
+  ScratchLease(Backend& be, MemoryPlan& plan, const ScratchShape& shape) : be_(be) {
+    const size_t bytes = be.scratch_bytes(shape);
+    if (bytes == 0) return;
+    buf_ = plan.alloc("backend_scratch", {static_cast<int64_t>((bytes + 3) / 4)}, DType::F32, MemCategory::Workspace);
+    be_.set_scratch(buf_->data, bytes, shape);
+    set_ = true;
+  }
+  ~ScratchLease() {
+    if (set_) be_.set_scratch(nullptr, 0, {});
+  }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+
+ private:
+  Backend& be_;
+  Buffer buf_;
+  bool set_ = false;
+};
+
 // The tensors a layer's backward reads. Buffers are released with the struct.
 struct Decoder::Saved {
   Buffer n1, rstd1;    // [T, d], [T]      input norm output and 1/rms

@@ -59,6 +59,7 @@ CrossEntropyStats Decoder::forward_eval(const TokenBatch& batch, const StepPolic
   st.saved_cat = MemCategory::TransientActivations;  // nothing outlives its layer
   st.targets = batch.shifted_targets();
   st.ids = batch.input_ids.data();
+  const ScratchLease scratch(be_, plan_, scratch_shape(st, policy.lm_head_chunk_rows(config_, st.T), false));
 
   Buffer x = plan_.alloc("residual", {st.T, st.d}, act_, MemCategory::ResidentActivations);  // [T, d]
   be_.embedding_forward(st.ids, weights_.get("model.embed_tokens.weight"), x);
@@ -104,6 +105,7 @@ std::vector<float> Decoder::forward_cached(const std::vector<int32_t>& ids, KvCa
   st.saved_cat = MemCategory::TransientActivations;
   st.ids = ids.data();
   st.kv = &cache;
+  const ScratchLease scratch(be_, plan_, scratch_shape(st, /*loss_rows=*/0, /*backward=*/false));
 
   Buffer x = plan_.alloc("residual", {n, st.d}, act_, MemCategory::ResidentActivations);  // [n, d]
   be_.embedding_forward(st.ids, weights_.get("model.embed_tokens.weight"), x);

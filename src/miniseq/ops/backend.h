@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "miniseq/core/tensor.h"
+#include "miniseq/ops/scratch.h"
 
 namespace miniseq {
 
@@ -112,6 +113,14 @@ class Backend {
   virtual void sync_copy(uint64_t /*ticket*/) {}
   // Bytes in use on the backend's device, for measured peaks (0 where the process RSS is the measure).
   virtual size_t device_bytes_in_use() const { return 0; }
+  // Bytes the device can still allocate (cudaMemGetInfo's free), which a run's plan must fit; 0 when the device
+  // is the host, whose available memory the caller reads itself.
+  virtual size_t device_free_bytes() const { return 0; }
+  // Per-call scratch from the memory plan (ops/scratch.h): the bytes this backend's ops need for a call of
+  // `shape`, and the planned buffer to take them from until set_scratch(nullptr, 0, {}). Without one (op tests)
+  // a backend allocates what it needs itself. The CPU backend needs none.
+  virtual size_t scratch_bytes(const ScratchShape& /*shape*/) const { return 0; }
+  virtual void set_scratch(void* /*p*/, size_t /*bytes*/, const ScratchShape& /*shape*/) {}
 
   // ---- embedding: ids [T] (int32), table [V, d] -> out [T, d] ----
   virtual void embedding_forward(const int32_t* ids, const Tensor& table, const Tensor& out) = 0;

@@ -13,6 +13,13 @@ class DryBackend final : public Backend {
                       DType activations = DType::F32)
       : device_(device), params_(params), grads_(grads), acts_(activations) {}
   Device device() const override { return device_; }
+  // The free device memory reported to a run's budget check (planning "as if" on a device of that size).
+  void set_free_bytes(size_t bytes) { free_bytes_ = bytes; }
+  size_t device_free_bytes() const override { return free_bytes_; }
+  // Planning for CUDA includes the CUDA backend's per-call scratch.
+  size_t scratch_bytes(const ScratchShape& s) const override {
+    return device_ == Device::CUDA ? cuda_scratch_layout(s).total : 0;
+  }
   DType param_dtype() const override { return params_; }
   DType grad_dtype() const override { return grads_; }
   DType activation_dtype() const override { return acts_; }
@@ -45,6 +52,7 @@ class DryBackend final : public Backend {
  private:
   Device device_;
   DType params_, grads_, acts_;
+  size_t free_bytes_ = 0;
 };
 
 }  // namespace miniseq

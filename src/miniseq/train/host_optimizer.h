@@ -48,6 +48,10 @@ class HostOptimizer {
   // Returns when every queued update has been applied and uploaded (before the next forward reads the
   // weights).
   void wait();
+  // Offset in the host arena of the staging ring: the master weights and moments lie below it (the CPU alone
+  // touches them), everything from here on is read or written by asynchronous copies (the ring, then offloaded
+  // checkpoints), so only that part needs page-locking.
+  size_t staging_offset() const { return staging_.offset(); }
 
  private:
   struct Job {

@@ -54,4 +54,9 @@ int64_t total_training_steps(const TrainArgs& a, int64_t blocks);
 
 TrainResult run_training(const TrainSetup& setup);
 
+// The memory the device plan must fit: --max_memory_gib when given, else the device's free memory (a GPU's
+// cudaMemGetInfo), else the host's MemAvailable (CPU backend). A host arena (offloaded state) is checked against
+// --max_host_memory_gib or MemAvailable separately.
+size_t device_memory_budget(const TrainArgs& a, const Backend& be);
+
 }  // namespace miniseq

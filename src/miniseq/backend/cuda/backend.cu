@@ -34,7 +34,25 @@ CudaBackend::~CudaBackend() {
   if (lt_) cublasLtDestroy(lt_);
 }
 
+size_t CudaBackend::scratch_bytes(const ScratchShape& shape) const {
+  return cuda_scratch_layout(shape).total;
+}
+
+void CudaBackend::set_scratch(void* p, size_t bytes, const ScratchShape& shape) {
+  planned_scratch_ = static_cast<char*>(p);
+  planned_layout_ = p ? cuda_scratch_layout(shape) : ScratchLayout{};
+  MS_CHECK(!p || bytes >= planned_layout_.total, "internal: planned scratch of ", bytes, " bytes for a layout of ",
+           planned_layout_.total);
+  rope_positions_.clear();  // the cached RoPE table lived in the previous scratch
+}
+
 void* CudaBackend::scratch(Slot s, size_t bytes) {
+  if (planned_scratch_) {
+    const auto k = static_cast<size_t>(s);
+    MS_CHECK(bytes <= planned_layout_.bytes[k], "internal: CUDA scratch slot ", k, " needs ", bytes,
+             " bytes but ", planned_layout_.bytes[k], " were planned (ops/scratch.h)");
+    return planned_scratch_ + planned_layout_.offset[k];
+  }
   Buf& b = slots_[s];
   if (bytes > b.bytes) {
     // Grow with headroom so that a slightly larger later call does not reallocate.

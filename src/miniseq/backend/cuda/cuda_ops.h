@@ -11,10 +11,12 @@
 // block per key tile (it loops over the query tiles), dQ by one block per query tile (it loops over the key
 // tiles).
 //
-// Device memory outside the memory plan (reported by scratch_bytes()): the cuBLASLt workspace, small per-call
-// scratch (token ids, labels, per-row losses, reduction partials, attention's row terms, the RoPE table), all
-// grow-only, so it is allocated in the first step and reused. (The fp32 master copies of bf16 weights are the
-// optimizer's, in the plan: train/optimizer.h.)
+// Device memory: the per-call scratch of the ops (token ids, labels, per-row losses, reduction partials,
+// attention's row terms, the RoPE table) comes from the memory plan when the decoder sets it (set_scratch,
+// ops/scratch.h: the planner computes the same layout); without a planned buffer (op tests) each slot is a
+// grow-only allocation of its own. Outside the plan: only the cuBLASLt workspace (64 MiB, allocated when the
+// backend is made, so before a run reads the device's free memory). The fp32 master weights and the optimizer
+// state are the optimizer's, in the plan (train/optimizer.h).
 #pragma once
 
 #include <cublasLt.h>
@@ -48,6 +50,7 @@ class CudaBackend final : public Backend {
   void upload(const Tensor& dst, const Tensor& host_src) override;
   void download(const Tensor& host_dst, const Tensor& src) override;
   size_t device_bytes_in_use() const override;
+  size_t device_free_bytes() const override;
   void pin_host_memory(void* p, size_t bytes) override;
   void unpin_host_memory(void* p) override;
   uint64_t download_async(const Tensor& host_dst, const Tensor& src) override;  // transfer.cu
@@ -90,17 +93,31 @@ class CudaBackend final : public Backend {
   void copy(const Tensor& dst, const Tensor& src) override;
   double sum_squares(const Tensor& x) override;
 
-  // param BF16 (an fp32 master copy is kept inside the backend, see above) or F32; grad F32 or BF16; m, v
-  // F32.
+  // param BF16 or F32, updated through `master` (fp32, the optimizer's, in the plan) when given, else in place
+  // (bf16 with stochastic rounding without a master); grad F32 or BF16; m, v F32 or BF16.
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                   const AdamWParams& p, const Tensor* master) override;
 
-  // Device bytes this backend holds outside the memory plan (scratch, cuBLASLt workspace, master weights).
+  size_t scratch_bytes(const ScratchShape& shape) const override;
+  void set_scratch(void* p, size_t bytes, const ScratchShape& shape) override;
+  // Device bytes this backend holds outside the memory plan (the cuBLASLt workspace and unplanned scratch).
   size_t scratch_bytes() const;
 
  private:
-  enum Slot { kIds, kIds2, kLabels, kRowLoss, kRowArg, kPartials, kRowTerms, kRopeTable, kCsr, kNumSlots };
-  // Grow-only device scratch per slot (contents not preserved when it grows).
+  // The slots of ops/scratch.h, in its order.
+  enum Slot {
+    kIds = static_cast<int>(ScratchSlot::Ids),
+    kLabels = static_cast<int>(ScratchSlot::Labels),
+    kRowLoss = static_cast<int>(ScratchSlot::RowLoss),
+    kRowArg = static_cast<int>(ScratchSlot::RowArg),
+    kPartials = static_cast<int>(ScratchSlot::Partials),
+    kRowTerms = static_cast<int>(ScratchSlot::RowTerms),
+    kRopeTable = static_cast<int>(ScratchSlot::RopeTable),
+    kCsr = static_cast<int>(ScratchSlot::Csr),
+    kNumSlots = static_cast<int>(ScratchSlot::Count)
+  };
+  // A slot of the planned scratch (set_scratch) when one is set, checked against its planned size; else a
+  // grow-only device allocation per slot (contents not preserved when it grows).
   void* scratch(Slot s, size_t bytes);
   // Copies n host int32 values into a scratch slot and returns the device pointer.
   int32_t* upload_ints(Slot s, const int32_t* host, int64_t n);
@@ -120,6 +137,8 @@ class CudaBackend final : public Backend {
     size_t bytes = 0;
   };
   std::array<Buf, kNumSlots> slots_{};
+  char* planned_scratch_ = nullptr;  // set_scratch's buffer, laid out as planned_layout_
+  ScratchLayout planned_layout_;
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   size_t lt_workspace_bytes_ = 0;

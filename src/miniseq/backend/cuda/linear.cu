@@ -48,16 +48,22 @@ struct LtCall {
   }
 };
 
-// Block-partial column sums of dy [T, cols] for the bias gradient: partials [nblk, cols].
+// Block-partial column sums of dy [T, cols] for the bias gradient: partials [gridDim.y, cols]. Row blocks of
+// kRowsPerBlock rows are dealt to the grid's y blocks in a grid-stride loop (any T, however many rows: no grid
+// dimension limit), each y block summing its row blocks in order; the grid depends only on the shape, so the
+// sums are deterministic.
 constexpr int kColThreads = 256;
 constexpr int64_t kRowsPerBlock = 256;
+constexpr int64_t kMaxRowGroups = 1024;  // y blocks: partials [≤ 1024, cols]
 
 __global__ void bias_grad_partials(const bf16* dy, int64_t T, int64_t cols, float* partials) {
   const int64_t c = blockIdx.x * int64_t(kColThreads) + threadIdx.x;
-  const int64_t r0 = blockIdx.y * kRowsPerBlock, r1 = min64(T, r0 + kRowsPerBlock);
   if (c >= cols) return;
   float s = 0.0f;
-  for (int64_t r = r0; r < r1; ++r) s += __bfloat162float(dy[r * cols + c]);
+  for (int64_t r0 = blockIdx.y * kRowsPerBlock; r0 < T; r0 += int64_t(gridDim.y) * kRowsPerBlock) {
+    const int64_t r1 = min64(T, r0 + kRowsPerBlock);
+    for (int64_t r = r0; r < r1; ++r) s += __bfloat162float(dy[r * cols + c]);
+  }
   partials[blockIdx.y * cols + c] = s;
 }
 
@@ -99,6 +105,11 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
                                                        &al_c, sizeof al_c));
   MS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(call.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                        &al_c, sizeof al_c));
+  // One rounding per output element (the error model of the CUDA op tests): split-K may only reduce its
+  // partials in the fp32 compute type, never in the bf16 output type.
+  const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+  MS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(call.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                       &reduction, sizeof reduction));
   cublasLtMatmulHeuristicResult_t heur{};
   int found = 0;
   MS_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, call.op, call.a, call.b, call.c, call.c, call.pref, 1,
@@ -136,7 +147,7 @@ void CudaBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tenso
   }
   if (db) {
     MS_DASSERT(db->numel() == out && dy.dtype == DType::BF16);
-    const int64_t nblk = (T + kRowsPerBlock - 1) / kRowsPerBlock;
+    const int64_t nblk = std::min((T + kRowsPerBlock - 1) / kRowsPerBlock, kMaxRowGroups);
     auto* partials = static_cast<float*>(scratch(kPartials, static_cast<size_t>(nblk * out) * sizeof(float)));
     const dim3 grid(static_cast<unsigned>((out + kColThreads - 1) / kColThreads),
                     static_cast<unsigned>(nblk));

@@ -65,7 +65,7 @@ const float* CudaBackend::rope_table(const int32_t* positions, int64_t S, int64_
       rope_inv_freq_ == p.inv_freq && rope_scaling_ == p.attention_scaling &&
       rope_positions_.size() == static_cast<size_t>(S) &&
       std::memcmp(rope_positions_.data(), positions, static_cast<size_t>(S) * sizeof(int32_t)) == 0 &&
-      slots_[kRopeTable].bytes >= bytes;
+      (planned_scratch_ ? planned_layout_.bytes[kRopeTable] : slots_[kRopeTable].bytes) >= bytes;
   auto* base = static_cast<float*>(scratch(kRopeTable, bytes));
   float* table = base + half;
   if (same) return table;

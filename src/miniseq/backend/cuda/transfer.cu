@@ -58,6 +58,11 @@ void CudaBackend::download(const Tensor& host_dst, const Tensor& src) {
 size_t CudaBackend::device_bytes_in_use() const {
   return device_used_bytes();
 }
+size_t CudaBackend::device_free_bytes() const {
+  size_t free_bytes = 0, total_bytes = 0;
+  MS_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
 
 // Page-locked host memory lets cudaMemcpy skip the driver's bounce buffer (offloaded optimizer state and
 // checkpoints move at PCIe speed).
