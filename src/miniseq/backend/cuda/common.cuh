@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "miniseq/backend/cuda/cuda_check.h"
 #include "miniseq/core/tensor.h"
@@ -85,6 +86,21 @@ void dispatch_dtype(DType t, const char* op, F&& f) {
   }
 }
 
-#define MS_CUDA_LAUNCH_CHECK() MS_CUDA_CHECK(cudaGetLastError())
+// Debugging a faulting kernel: with MINISEQ_CUDA_SYNC=1 in the environment every launch check also waits for
+// the kernel, so an illegal access is reported at the launch that made it (file:line), not at a later call.
+inline bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("MINISEQ_CUDA_SYNC");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
+// After each kernel launch: launch-configuration errors always, execution errors too with MINISEQ_CUDA_SYNC=1.
+#define MS_CUDA_LAUNCH_CHECK()                                                      \
+  do {                                                                              \
+    MS_CUDA_CHECK(cudaGetLastError());                                              \
+    if (::miniseq::cuda::sync_after_launch()) MS_CUDA_CHECK(cudaDeviceSynchronize()); \
+  } while (0)
 
 }  // namespace miniseq::cuda
