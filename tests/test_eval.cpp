@@ -18,6 +18,7 @@
 #include "miniseq/eval/token_stream.h"
 #include "miniseq/io/tokenizer/tokenizer.h"
 #include "miniseq/train/demo_preset.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -25,8 +26,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kGolden = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/golden";
-const fs::path kEval = fs::path(MINISEQ_SOURCE_DIR) / "tests/data/eval";
+const fs::path kGolden = test::golden_dir();
+const fs::path kEval = test::test_data_dir() / "eval";
 
 const nlohmann::json& reference() {
   static const nlohmann::json j = nlohmann::json::parse(test::read_text((kEval / "reference.json").string()));

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/io/safetensors.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -80,7 +81,7 @@ TEST(InspectCli, BrokenDirectoriesGiveOneLineErrors) {
 // Directories written by transformers' save_pretrained (tools/make_goldens.py): inspect must count exactly what
 // transformers counted (num_parameters recorded in case.json when available) and see no mismatch.
 TEST(InspectCli, ReadsHuggingFaceWrittenModels) {
-  const std::filesystem::path golden = std::filesystem::path(test::source_dir()) / "tests/data/golden";
+  const std::filesystem::path golden = test::golden_dir();
   if (!std::filesystem::exists(golden)) GTEST_SKIP() << "no goldens under " << golden;
   int seen = 0;
   for (const auto& e : std::filesystem::directory_iterator(golden)) {

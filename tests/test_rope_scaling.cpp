@@ -11,6 +11,7 @@
 
 #include "miniseq/model/rope_scaling.h"
 #include "miniseq/train/model_setup.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
@@ -18,7 +19,7 @@ using namespace miniseq;
 namespace {
 
 nlohmann::json reference() {
-  std::ifstream in(std::string(MINISEQ_SOURCE_DIR) + "/tests/data/rope/reference.json");
+  std::ifstream in(test::test_data_dir() / "rope/reference.json");
   EXPECT_TRUE(in.good());
   return nlohmann::json::parse(in);
 }
@@ -117,7 +118,7 @@ TEST(RopeScaling, ContextExtensionRulePerType) {
 // `miniseq train` past a llama3 model's native context: the factor grows by the rule above, the run says so, and the
 // saved config.json keeps every other rope key as read (transformers loads it as llama3 with the new factor).
 TEST(RopeScaling, TrainingPastTheNativeContextSavesTheGrownFactor) {
-  const std::string model = std::string(MINISEQ_SOURCE_DIR) + "/tests/data/golden/llama31_rope_llama3/model";
+  const std::string model = (test::golden_dir() / "llama31_rope_llama3/model").string();
   test::TempDir tmp;
   std::string ids;
   for (int i = 0; i < 400; ++i) ids += (i ? ", " : "") + std::to_string((i * 37 + 11) % 131);

@@ -1,11 +1,18 @@
 #include "support/goldens.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace miniseq::test {
 
+std::filesystem::path test_data_dir() {
+  const char* env = std::getenv("MINISEQ_TEST_DATA");
+  if (env && *env) return std::filesystem::path(env);
+  return std::filesystem::path(MINISEQ_SOURCE_DIR) / "tests/data";
+}
+
 std::filesystem::path golden_dir() {
-  return std::filesystem::path(MINISEQ_SOURCE_DIR) / "tests/data/golden";
+  return test_data_dir() / "golden";
 }
 
 std::vector<std::string> golden_cases(const std::string& file) {

@@ -6,12 +6,13 @@
 
 #include "miniseq/core/random.h"
 #include "miniseq/io/safetensors.h"
+#include "support/goldens.h"
 #include "support/tmpdir.h"
 
 namespace miniseq::test {
 
 std::filesystem::path train_test_model() {
-  return std::filesystem::path(MINISEQ_SOURCE_DIR) / "tests/data/golden/llama_basic/model";
+  return golden_dir() / "llama_basic/model";
 }
 
 TrainArgs parse_train_args(const std::vector<std::string>& args) {
