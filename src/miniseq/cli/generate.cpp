@@ -9,6 +9,7 @@
 #include "miniseq/cli/inference_flags.h"
 #include "miniseq/eval/generate.h"
 #include "miniseq/eval/inference_model.h"
+#include "miniseq/io/json_read.h"
 #include "miniseq/model/batch.h"
 
 namespace miniseq::cli {
@@ -40,12 +41,8 @@ int cmd_generate(const Args& args) {
     MS_CHECK(tokenizer, "generate: ", dir, " has no tokenizer.json; give the prompt as --prompt_ids");
     prompt = tokenizer->encode(f.str("prompt"));
   } else {
-    nlohmann::json ids;
-    try {
-      ids = {{"input_ids", nlohmann::json::parse(f.str("prompt_ids"))}};
-    } catch (const nlohmann::json::exception& e) {
-      fail("generate: --prompt_ids is not a JSON array of token ids: ", e.what());
-    }
+    const nlohmann::json ids = {{"input_ids", jsonio::parse(f.str("prompt_ids"), "generate: --prompt_ids",
+                                                            nullptr, "not a JSON array of token ids")}};
     prompt = json_token_ids(ids, "input_ids", false, config.vocab_size, "--prompt_ids", 1);
   }
   MS_CHECK(!prompt.empty(), "generate: the prompt has no tokens");

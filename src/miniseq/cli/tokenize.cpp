@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "miniseq/cli/commands.h"
 #include "miniseq/cli/flags.h"
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 #include "miniseq/io/tokenizer/tokenizer.h"
 
 namespace miniseq::cli {
@@ -71,12 +73,14 @@ int cmd_tokenize(const Args& args) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (decode) {
+      const std::string where = "tokenize --decode: " + in + ":" + std::to_string(line_no);
+      const nlohmann::json j = jsonio::parse(line, where);
+      MS_CHECK(j.is_array(), where, ": expected a JSON array of token ids like [1, 22557], found ",
+               jsonio::describe(j));
       std::vector<int32_t> ids;
-      try {
-        ids = nlohmann::json::parse(line).get<std::vector<int32_t>>();
-      } catch (const nlohmann::json::exception&) {
-        fail("tokenize --decode: ", in, ":", line_no, ": expected a JSON array of token ids like [1, 22557]");
-      }
+      for (const auto& id : j)
+        ids.push_back(static_cast<int32_t>(jsonio::as_int(id, where, std::numeric_limits<int32_t>::min(),
+                                                          std::numeric_limits<int32_t>::max())));
       const std::string text = t.decode(ids, skip);
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fputc('\n', stdout);

@@ -3,8 +3,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 
 namespace miniseq {
 
@@ -51,36 +53,49 @@ int64_t ModelConfig::max_sliding_window() const {
 
 namespace {
 
+// Plausibility bounds of config.json sizes (see parse_model_config).
+constexpr int64_t kMaxWidth = int64_t{1} << 22, kMaxLayers = int64_t{1} << 14, kMaxHeads = int64_t{1} << 14,
+                  kMaxHeadDim = int64_t{1} << 14, kMaxVocab = int64_t{1} << 30,
+                  kMaxPositions = int64_t{1} << 40;
+constexpr double kMaxRopeFactor = 1e6;
+
 struct Reader {
   const json& j;
   const std::string& where;
 
   bool present(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+  std::string at(const char* key) const { return where + ": \"" + key + "\""; }
 
   int64_t integer(const char* key, int64_t def) const {
     if (!present(key)) return def;
-    MS_CHECK(j[key].is_number_integer(), where, ": \"", key, "\" must be an integer, found ", j[key].dump());
-    return j[key].get<int64_t>();
+    MS_CHECK(j[key].is_number_integer(), at(key), " must be an integer, found ", jsonio::describe(j[key]));
+    return jsonio::as_int(j[key], at(key));
   }
   double number(const char* key, double def) const {
     if (!present(key)) return def;
-    MS_CHECK(j[key].is_number(), where, ": \"", key, "\" must be a number, found ", j[key].dump());
+    MS_CHECK(j[key].is_number(), at(key), " must be a number, found ", jsonio::describe(j[key]));
     return j[key].get<double>();
   }
   bool boolean(const char* key, bool def) const {
     if (!present(key)) return def;
-    MS_CHECK(j[key].is_boolean(), where, ": \"", key, "\" must be true or false, found ", j[key].dump());
+    MS_CHECK(j[key].is_boolean(), at(key), " must be true or false, found ", jsonio::describe(j[key]));
     return j[key].get<bool>();
+  }
+  std::string string(const char* key, const std::string& def) const {
+    if (!present(key)) return def;
+    MS_CHECK(j[key].is_string(), at(key), " must be a string, found ", jsonio::describe(j[key]));
+    return j[key].get<std::string>();
   }
   std::optional<int64_t> token_id(const char* key) const {
     if (!present(key)) return std::nullopt;
     // Some configs list several eos ids (Llama-3-Instruct); the first is the one used to join documents.
     if (j[key].is_array()) {
-      MS_CHECK(!j[key].empty() && j[key][0].is_number_integer(), where, ": \"", key, "\" must be a token id");
-      return j[key][0].get<int64_t>();
+      MS_CHECK(!j[key].empty() && j[key][0].is_number_integer(), at(key), " must be a token id, found ",
+               jsonio::describe(j[key]));
+      return jsonio::as_int(j[key][0], at(key));
     }
-    MS_CHECK(j[key].is_number_integer(), where, ": \"", key, "\" must be a token id, found ", j[key].dump());
-    return j[key].get<int64_t>();
+    MS_CHECK(j[key].is_number_integer(), at(key), " must be a token id, found ", jsonio::describe(j[key]));
+    return jsonio::as_int(j[key], at(key));
   }
 };
 
@@ -124,7 +139,7 @@ void parse_rope(const json& j, const std::string& where, ModelConfig& c) {
   else if (type == "yarn") r.type = RopeType::Yarn;
   else if (type == "llama3") r.type = RopeType::Llama3;
   else
-    fail(where, ": rope scaling type \"", type,
+    fail(where, ": rope scaling type \"", jsonio::excerpt(type),
          "\" is not supported; miniseq implements default, linear, dynamic, yarn and llama3");
 
   auto require = [&](const char* key) {
@@ -134,14 +149,18 @@ void parse_rope(const json& j, const std::string& where, ModelConfig& c) {
   };
   r.factor = require("factor");
   MS_CHECK(r.factor >= 1.0, where, ": ", dict, ".factor ", r.factor, " must be >= 1");
+  MS_CHECK(r.factor <= kMaxRopeFactor, where, ": ", dict, ".factor ", r.factor, " is beyond the ",
+           kMaxRopeFactor, " that miniseq accepts");
   if (r.type == RopeType::Yarn || r.type == RopeType::Llama3) {
     // transformers: a top-level original_max_position_embeddings wins, then the dict's, then max_position_embeddings.
     const json* src = j.contains("original_max_position_embeddings") ? &j : d.contains("original_max_position_embeddings") ? &d : nullptr;
     if (src) {
       MS_CHECK((*src)["original_max_position_embeddings"].is_number_integer(), where,
                ": original_max_position_embeddings must be an integer");
-      r.original_max_position_embeddings = (*src)["original_max_position_embeddings"].get<int64_t>();
-      MS_CHECK(r.original_max_position_embeddings > 0, where, ": original_max_position_embeddings must be positive");
+      r.original_max_position_embeddings = jsonio::as_int((*src)["original_max_position_embeddings"],
+                                                          where + ": original_max_position_embeddings");
+      MS_CHECK(r.original_max_position_embeddings > 0 && r.original_max_position_embeddings <= kMaxPositions,
+               where, ": original_max_position_embeddings must be in [1, ", kMaxPositions, "]");
     } else {
       MS_CHECK(r.type == RopeType::Yarn, where, ": llama3 rope scaling needs ", dict,
                ".original_max_position_embeddings");
@@ -171,12 +190,7 @@ void parse_rope(const json& j, const std::string& where, ModelConfig& c) {
 }  // namespace
 
 ModelConfig parse_model_config(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(where, ": malformed JSON: ", e.what());
-  }
+  const json j = jsonio::parse(text, where);
   MS_CHECK(j.is_object(), where, ": config must be a JSON object");
   Reader r{j, where};
   ModelConfig c;
@@ -189,7 +203,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
   else if (type == "mistral") c.arch = Arch::Mistral;
   else if (type == "qwen2") c.arch = Arch::Qwen2;
   else if (type == "qwen3") c.arch = Arch::Qwen3;
-  else fail(where, ": model_type \"", type, "\" is not supported (supported: llama, mistral, qwen2, qwen3)");
+  else
+    fail(where, ": model_type \"", jsonio::excerpt(type),
+         "\" is not supported (supported: llama, mistral, qwen2, qwen3)");
 
   // transformers' per-architecture defaults for absent keys.
   const bool llama = c.arch == Arch::Llama, mistral = c.arch == Arch::Mistral, qwen3 = c.arch == Arch::Qwen3;
@@ -207,14 +223,14 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
   c.bos_token_id = r.token_id("bos_token_id");
   c.eos_token_id = r.token_id("eos_token_id");
   c.pad_token_id = r.token_id("pad_token_id");
-  if (r.present("hidden_act")) c.hidden_act = j["hidden_act"].get<std::string>();
-  MS_CHECK(c.hidden_act == "silu" || c.hidden_act == "swish", where, ": hidden_act \"", c.hidden_act,
-           "\" is not supported (Llama/Mistral/Qwen2 use silu)");
+  c.hidden_act = r.string("hidden_act", c.hidden_act);
+  MS_CHECK(c.hidden_act == "silu" || c.hidden_act == "swish", where, ": hidden_act \"",
+           jsonio::excerpt(c.hidden_act), "\" is not supported (Llama/Mistral/Qwen2 use silu)");
   for (const char* key : {"torch_dtype", "dtype"}) {
     if (r.present(key) && j[key].is_string()) {
       DType t;
       MS_CHECK(dtype_from_torch_name(j[key].get<std::string>(), &t), where, ": \"", key, "\" ",
-               j[key].dump(), " is not one of float32, bfloat16, float16");
+               jsonio::describe(j[key]), " is not one of float32, bfloat16, float16");
       c.torch_dtype = t;
     }
   }
@@ -229,14 +245,24 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
   MS_CHECK(!r.boolean("mlp_bias", false), where, ": \"mlp_bias\": true is not supported");
 
   // Validation of the shapes before anything is derived from them.
-  for (auto [key, v] : {std::pair{"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
-                        {"num_hidden_layers", c.num_hidden_layers}, {"num_attention_heads", c.num_attention_heads},
-                        {"num_key_value_heads", c.num_key_value_heads}, {"vocab_size", c.vocab_size},
-                        {"max_position_embeddings", c.max_position_embeddings}})
+  // The upper bounds are far beyond any real model (Llama-3.1-405B: d 16384, I 53248, L 126, H 128) and keep
+  // every product of sizes (parameter counts, bytes, per-layer tables) well inside int64.
+  for (auto [key, v, most] : {std::tuple{"hidden_size", c.hidden_size, kMaxWidth},
+                              {"intermediate_size", c.intermediate_size, kMaxWidth},
+                              {"num_hidden_layers", c.num_hidden_layers, kMaxLayers},
+                              {"num_attention_heads", c.num_attention_heads, kMaxHeads},
+                              {"num_key_value_heads", c.num_key_value_heads, kMaxHeads},
+                              {"vocab_size", c.vocab_size, kMaxVocab},
+                              {"max_position_embeddings", c.max_position_embeddings, kMaxPositions}}) {
     MS_CHECK(v > 0, where, ": \"", key, "\" must be positive, found ", v);
+    MS_CHECK(v <= most, where, ": \"", key, "\" is ", v, ", beyond the ", most,
+             " that miniseq accepts; the config is corrupt");
+  }
   if (r.present("head_dim") || qwen3) {  // Qwen3Config's head_dim defaults to 128, not hidden / heads
     c.head_dim = r.integer("head_dim", 128);
     MS_CHECK(c.head_dim > 0, where, ": \"head_dim\" must be positive");
+    MS_CHECK(c.head_dim <= kMaxHeadDim, where, ": \"head_dim\" is ", c.head_dim, ", beyond the ", kMaxHeadDim,
+             " that miniseq accepts; the config is corrupt");
   } else {
     MS_CHECK(c.hidden_size % c.num_attention_heads == 0, where, ": num_attention_heads ", c.num_attention_heads,
              " does not divide hidden_size ", c.hidden_size, " (and no head_dim is given)");

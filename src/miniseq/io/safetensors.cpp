@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "miniseq/io/json_read.h"
+
 namespace miniseq {
 
 namespace fs = std::filesystem;
@@ -22,6 +24,7 @@ using nlohmann::json;
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the reference implementation's limit
+constexpr size_t kMaxFileName = 255;                // NAME_MAX of Linux file systems
 
 // Every dtype the safetensors format defines, with its element size; only F32/BF16/F16 are converted.
 size_t known_dtype_size(const std::string& d) {
@@ -76,18 +79,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     std::string duplicate;
     json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
       if (event == json::parse_event_t::key && depth == 1) {
-        std::string k = parsed.get<std::string>();
-        if (!seen.insert(k).second && duplicate.empty()) duplicate = k;
+        const std::string& k = parsed.get_ref<const std::string&>();
+        if (!seen.insert(k).second && duplicate.empty()) duplicate = jsonio::excerpt(k);
       }
       return true;
     };
     const char* hb = reinterpret_cast<const char*>(bytes + 8);
-    json header;
-    try {
-      header = json::parse(hb, hb + header_len, cb);
-    } catch (const json::parse_error& e) {
-      fail(path, ": malformed JSON header: ", e.what());
-    }
+    const json header = jsonio::parse(std::string_view(hb, header_len), path, cb, "malformed JSON header");
     MS_CHECK(duplicate.empty(), path, ": tensor '", duplicate, "' appears twice in the header");
     MS_CHECK(header.is_object(), path, ": header is not a JSON object");
 
@@ -114,11 +112,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       MS_CHECK(v.contains("shape") && v["shape"].is_array(), path, ": tensor '", name, "' has no shape array");
       uint64_t numel = 1;
       for (const auto& d : v["shape"]) {
-        MS_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), path, ": tensor '",
-                 name, "' has a shape entry that is not a non-negative integer: ", d.dump());
+        MS_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), path,
+                 ": tensor '", name,
+                 "' has a shape entry that is not a non-negative integer: ", jsonio::describe(d));
         uint64_t dim = d.get<uint64_t>();
         MS_CHECK(!mul_overflows(numel, dim, &numel) && numel <= (1ull << 62), path, ": tensor '", name,
-                 "' shape ", v["shape"].dump(), " overflows");
+                 "' shape ", jsonio::excerpt(v["shape"].dump()), " overflows");
         t.shape.push_back(static_cast<int64_t>(dim));
       }
       MS_CHECK(t.shape.size() <= static_cast<size_t>(kMaxDims) || !t.is_float, path, ": tensor '", name,
@@ -133,9 +132,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       MS_CHECK(t.end <= data_len, path, ": tensor '", name, "' data_offsets [", t.begin, ", ", t.end,
                "] run past the data section (", data_len, " bytes); the file is truncated or corrupt");
       uint64_t expect = 0;
-      MS_CHECK(!mul_overflows(numel, t.element_size, &expect) && expect == t.end - t.begin, path, ": tensor '",
-               name, "' holds ", t.end - t.begin, " bytes but shape ", v["shape"].dump(), " of ", t.dtype_name,
-               " needs ", numel * t.element_size);
+      MS_CHECK(!mul_overflows(numel, t.element_size, &expect) && expect == t.end - t.begin, path,
+               ": tensor '", name, "' holds ", t.end - t.begin, " bytes but shape ",
+               jsonio::excerpt(v["shape"].dump()), " of ", t.dtype_name, " needs ", numel * t.element_size);
       tensors_.push_back(std::move(t));
     }
 
@@ -204,13 +203,7 @@ SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
   MS_CHECK(fs::is_directory(dir), dir, ": not a directory (expected a Hugging Face model directory)");
   if (fs::exists(index_path)) {
     sharded_ = true;
-    std::ifstream in(index_path);
-    json index;
-    try {
-      index = json::parse(in);
-    } catch (const json::parse_error& e) {
-      fail(index_path.string(), ": malformed JSON: ", e.what());
-    }
+    const json index = jsonio::parse_file(index_path.string());
     MS_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
              index_path.string(), ": no \"weight_map\" object");
     std::map<std::string, std::string> weight_map;
@@ -218,13 +211,19 @@ SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       MS_CHECK(it.value().is_string(), index_path.string(), ": weight_map entry '", it.key(), "' is not a file name");
       std::string shard = it.value().get<std::string>();
-      MS_CHECK(shard.find('/') == std::string::npos && shard != ".." && !shard.empty(), index_path.string(),
-               ": weight_map entry '", it.key(), "' names '", shard, "', which is not a file in this directory");
+      MS_CHECK(shard.find('/') == std::string::npos && shard.find('\0') == std::string::npos &&
+                   shard != "." && shard != ".." && !shard.empty() && shard.size() <= kMaxFileName,
+               index_path.string(), ": weight_map entry '", jsonio::excerpt(it.key()), "' names '",
+               jsonio::excerpt(shard), "', which is not a file in this directory");
       weight_map[it.key()] = shard;
       if (!shard_ids.count(shard)) {
         const fs::path shard_path = fs::path(dir) / shard;
-        MS_CHECK(fs::exists(shard_path), index_path.string(), " names shard '", shard, "' (for tensor '", it.key(),
-                 "') but ", shard_path.string(), " does not exist; the download is incomplete");
+        std::error_code ec;
+        const bool exists = fs::exists(shard_path, ec);
+        MS_CHECK(!ec, index_path.string(), " names shard '", jsonio::excerpt(shard),
+                 "', which cannot be read: ", ec.message());
+        MS_CHECK(exists, index_path.string(), " names shard '", shard, "' (for tensor '", it.key(), "') but ",
+                 shard_path.string(), " does not exist; the download is incomplete");
         shard_ids[shard] = files_.size();
         files_.push_back(std::make_unique<SafetensorsFile>(shard_path.string()));
       }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 
 namespace miniseq {
 
@@ -22,12 +23,7 @@ int64_t TokenBatch::count_targets() const {
 }
 
 nlohmann::json parse_jsonl_line(const std::string& line, const std::string& path, int64_t lineno) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail(path, ":", lineno, ": malformed JSON: ", e.what());
-  }
+  nlohmann::json j = jsonio::parse(line, path + ":" + std::to_string(lineno));
   MS_CHECK(j.is_object(), path, ":", lineno, ": each line must be a JSON object (\"input_ids\" or \"text\")");
   return j;
 }
@@ -38,7 +34,10 @@ std::vector<int32_t> json_token_ids(const nlohmann::json& j, const char* key, bo
   std::vector<int32_t> v;
   v.reserve(j[key].size());
   for (const auto& x : j[key]) {
-    MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key, "\" holds a non-integer: ", x.dump());
+    MS_CHECK(x.is_number_integer(), path, ":", lineno, ": \"", key,
+             "\" holds a non-integer: ", jsonio::describe(x));
+    MS_CHECK(!x.is_number_unsigned() || x.get<uint64_t>() <= static_cast<uint64_t>(vocab), path, ":", lineno, ": ",
+             key, " value ", x.get<uint64_t>(), " is outside the model's vocabulary [0, ", vocab, ")");
     const int64_t id = x.get<int64_t>();
     MS_CHECK((labels && id == kIgnoreIndex) || (id >= 0 && id < vocab), path, ":", lineno, ": ", key, " value ", id,
              " is outside the model's vocabulary [0, ", vocab, ")", labels ? " (use -100 to ignore)" : "");

@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "miniseq/io/json_read.h"
 #include "miniseq/io/safetensors.h"
 
 namespace miniseq {
@@ -187,23 +188,24 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
     MS_CHECK(opt.find("exp_avg_sq." + s.name), opt_path.string(), ": no optimizer state for '", s.name, "'");
     read_into(opt, "exp_avg_sq." + s.name, t);
   });
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(state_path));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail(state_path.string(), ": malformed JSON: ", e.what());
-  }
+  const nlohmann::json j = jsonio::parse(read_file(state_path), state_path.string());
+  const jsonio::Obj o(j, state_path.string(), /*file_level=*/true);
   LoadedState st;
-  try {
-    st.progress.global_step = j.at("global_step").get<int64_t>();
-    st.progress.epoch = j.at("epoch").get<int64_t>();
-    st.progress.micro_in_epoch = j.at("micro_in_epoch").get<int64_t>();
-    st.progress.total_steps = j.at("total_steps").get<int64_t>();
-    st.progress.seed = j.at("seed").get<uint64_t>();
-    st.progress.tokens_seen = j.value("tokens_seen", int64_t{0});
-    st.progress.log_history = j.value("log_history", nlohmann::json::array());
-  } catch (const nlohmann::json::exception& e) {
-    fail(state_path.string(), ": missing or invalid field: ", e.what());
+  st.progress.global_step = o.integer("global_step", 0);
+  st.progress.epoch = o.integer("epoch", 0);
+  st.progress.micro_in_epoch = o.integer("micro_in_epoch", 0);
+  st.progress.total_steps = o.integer("total_steps", 0);
+  const nlohmann::json& seed = o.get("seed");
+  MS_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed.get<int64_t>() >= 0), o.at("seed"),
+           ": expected a non-negative integer, found ", jsonio::describe(seed));
+  st.progress.seed = seed.get<uint64_t>();
+  st.progress.tokens_seen = o.integer_or("tokens_seen", 0, 0);
+  st.progress.log_history = o.has("log_history") ? o.array("log_history") : nlohmann::json::array();
+  // The records are drawn again (train/metrics.cpp): each is an object whose step and numbers are numbers.
+  for (size_t i = 0; i < st.progress.log_history.size(); ++i) {
+    const jsonio::Obj rec(st.progress.log_history[i], o.at("log_history[") + std::to_string(i) + "]");
+    if (rec.has("loss")) rec.get("step");  // a loss needs its step
+    for (const char* key : {"step", "loss", "peak_memory_bytes"}) rec.opt_number(key);
   }
   return st;
 }

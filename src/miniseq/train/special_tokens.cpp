@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 
 namespace miniseq {
 
@@ -22,18 +23,15 @@ std::string read_file(const fs::path& p) {
 
 ojson read_json(const fs::path& p) {
   if (!fs::exists(p)) return ojson::object();
-  try {
-    return ojson::parse(read_file(p));
-  } catch (const ojson::parse_error& e) {
-    fail(p.string(), ": malformed JSON: ", e.what());
-  }
+  return jsonio::parse_ordered(read_file(p), p.string());
 }
 
 // The content of a special-token entry: "…" or {"content": "…"}; "" when absent or null.
 std::string token_content(const ojson& j, const char* key) {
   if (!j.contains(key) || j[key].is_null()) return "";
   if (j[key].is_string()) return j[key].get<std::string>();
-  if (j[key].is_object() && j[key].contains("content")) return j[key]["content"].get<std::string>();
+  if (j[key].is_object() && j[key].contains("content") && j[key]["content"].is_string())
+    return j[key]["content"].get<std::string>();
   return "";
 }
 
@@ -44,6 +42,14 @@ PreparedTokenizer prepare_special_tokens(const std::string& dir, const tok::Toke
   ojson tok_json = read_json(d / "tokenizer.json");
   ojson config = read_json(d / "tokenizer_config.json");
   ojson special_map = read_json(d / "special_tokens_map.json");
+  for (const auto& [j, name] : {std::pair{&tok_json, "tokenizer.json"},
+                                {&config, "tokenizer_config.json"},
+                                {&special_map, "special_tokens_map.json"}})
+    MS_CHECK(j->is_object(), (d / name).string(), ": expected a JSON object");
+  MS_CHECK(!tok_json.contains("added_tokens") || tok_json["added_tokens"].is_array(),
+           (d / "tokenizer.json").string(), ": added_tokens: expected an array");
+  MS_CHECK(!config.contains("added_tokens_decoder") || config["added_tokens_decoder"].is_object(),
+           (d / "tokenizer_config.json").string(), ": added_tokens_decoder: expected an object");
   PreparedTokenizer r;
   r.vocab_size = tokenizer.vocab_size();
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 #include "miniseq/io/tokenizer/byte_level.h"
 #include "miniseq/io/tokenizer/piece_cache.h"
 #include "miniseq/io/tokenizer/utf8.h"
@@ -45,19 +46,22 @@ BpeModel::BpeModel(const json& j, const std::string& where) : serial_(g_next_ser
            ".dropout: BPE dropout is not supported (set it to null for deterministic encoding)");
   prefix_ = opt_string("continuing_subword_prefix");
   suffix_ = opt_string("end_of_word_suffix");
-  fuse_unk_ = j.value("fuse_unk", false);
-  byte_fallback_ = j.value("byte_fallback", false);
-  ignore_merges_ = j.value("ignore_merges", false);
+  const jsonio::Obj o(j, where);
+  fuse_unk_ = o.boolean("fuse_unk", false);
+  byte_fallback_ = o.boolean("byte_fallback", false);
+  ignore_merges_ = o.boolean("ignore_merges", false);
 
+  // Ids are checked before anything is sized by them: the largest decides the id -> token table.
   int32_t max_id = -1;
   const json& vocab = j["vocab"];
-  vocab_.reserve(vocab.size());
   for (const auto& [token, id] : vocab.items()) {
-    MS_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX, where,
-             ".vocab[\"", token, "\"]: id must be a non-negative integer");
-    vocab_.insert(token, id.get<int32_t>());
+    MS_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < MergeTable::kMaxIds,
+             where, ".vocab[\"", jsonio::excerpt(token), "\"]: id must be an integer in [0, ",
+             MergeTable::kMaxIds, "), found ", jsonio::describe(id));
     max_id = std::max(max_id, id.get<int32_t>());
   }
+  vocab_.reserve(vocab.size());
+  for (const auto& [token, id] : vocab.items()) vocab_.insert(token, id.get<int32_t>());
   id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
   has_id_.assign(static_cast<size_t>(max_id + 1), 0);
   for (const auto& [token, id] : vocab.items()) id_to_token_[id] = token, has_id_[id] = 1;

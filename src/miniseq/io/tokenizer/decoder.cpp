@@ -1,9 +1,12 @@
 #include "miniseq/io/tokenizer/decoder.h"
 
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 #include "miniseq/io/tokenizer/byte_level.h"
+#include "miniseq/io/tokenizer/limits.h"
 #include "miniseq/io/tokenizer/normalizer.h"
 #include "miniseq/io/tokenizer/utf8.h"
 
@@ -37,41 +40,42 @@ void strip_chars(std::string& t, const std::string& c, size_t start, size_t stop
 
 Decoder Decoder::from_json(const json& j, const std::string& where) {
   Decoder d;
-  if (!j.is_null()) d.none_ = false, d.add(j, where);
+  if (!j.is_null()) d.none_ = false, d.add(j, where, /*depth=*/0);
   return d;
 }
 
-void Decoder::add(const json& j, const std::string& where) {
-  MS_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(), where,
-           ": expected an object with a \"type\" string");
-  const std::string type = j["type"];
+void Decoder::add(const json& j, const std::string& where, int depth) {
+  MS_CHECK(depth < kMaxSequenceDepth, where, ": Sequence nested more than ", kMaxSequenceDepth, " deep");
+  const jsonio::Obj o(j, where);
+  const std::string type = o.str("type");
   if (type == "Sequence") {
-    MS_CHECK(j.contains("decoders") && j["decoders"].is_array(), where, ".decoders: missing array");
-    for (size_t i = 0; i < j["decoders"].size(); ++i)
-      add(j["decoders"][i], where + ".decoders[" + std::to_string(i) + "]");
+    const json& list = o.array("decoders");
+    for (size_t i = 0; i < list.size(); ++i)
+      add(list[i], o.at("decoders[") + std::to_string(i) + "]", depth + 1);
   } else if (type == "Replace") {
-    MS_CHECK(j.contains("pattern") && j["pattern"].contains("String") && j.contains("content"), where,
-             ": Replace decoder supports only {\"String\": ...} patterns");
-    steps_.push_back({Kind::Replace, j["pattern"]["String"], j["content"]});
+    const jsonio::Obj p = o.object("pattern");
+    MS_CHECK(p.has("String"), o.at("pattern"),
+             ": the Replace decoder supports only {\"String\": ...} patterns");
+    steps_.push_back({Kind::Replace, p.str("String"), o.str("content")});
   } else if (type == "ByteFallback") {
     steps_.push_back({Kind::ByteFallback, "", ""});
   } else if (type == "Fuse") {
     steps_.push_back({Kind::Fuse, "", ""});
   } else if (type == "Strip") {
-    Step s{Kind::Strip, j.value("content", " "), ""};
-    s.start = j.value("start", size_t{0});
-    s.stop = j.value("stop", size_t{0});
+    Step s{Kind::Strip, o.str("content", " "), ""};
+    s.start = static_cast<size_t>(o.integer_or("start", 0, 0, std::numeric_limits<int32_t>::max()));
+    s.stop = static_cast<size_t>(o.integer_or("stop", 0, 0, std::numeric_limits<int32_t>::max()));
     steps_.push_back(s);
   } else if (type == "ByteLevel") {
     steps_.push_back({Kind::ByteLevel, "", ""});
   } else if (type == "Metaspace") {
-    Step s{Kind::Metaspace, j.value("replacement", "\u2581"), ""};
+    Step s{Kind::Metaspace, o.str("replacement", "\u2581"), ""};
     const std::string scheme =
-        j.value("prepend_scheme", j.value("add_prefix_space", true) ? "always" : "never");
+        o.str("prepend_scheme", o.boolean("add_prefix_space", true) ? "always" : "never");
     s.prepend = scheme != "never";
     steps_.push_back(s);
   } else {
-    fail(where, ".type: decoder \"", type,
+    fail(o.at("type"), ": decoder \"", jsonio::excerpt(type),
          "\" is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, ByteLevel, "
          "Metaspace)");
   }

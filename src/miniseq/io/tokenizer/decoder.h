@@ -24,7 +24,7 @@ class Decoder {
     size_t start = 0, stop = 0;  // Strip: characters to cut (content a)
     bool prepend = true;         // Metaspace: prepend_scheme != never
   };
-  void add(const nlohmann::json& j, const std::string& where);
+  void add(const nlohmann::json& j, const std::string& where, int depth);  // depth: Sequence nesting
   bool none_ = true;
   std::vector<Step> steps_;
 };

@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
+#include "miniseq/io/tokenizer/limits.h"
 #include "miniseq/io/tokenizer/unicode_nfc.h"
 #include "miniseq/io/tokenizer/utf8.h"
 
@@ -43,43 +45,39 @@ void replace_all(std::string& text, const std::string& from, const std::string& 
 
 Normalizer Normalizer::from_json(const json& j, const std::string& where) {
   Normalizer n;
-  if (!j.is_null()) n.add(j, where);
+  if (!j.is_null()) n.add(j, where, /*depth=*/0);
   return n;
 }
 
-void Normalizer::add(const json& j, const std::string& where) {
-  MS_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(), where,
-           ": expected an object with a \"type\" string");
-  const std::string type = j["type"];
+void Normalizer::add(const json& j, const std::string& where, int depth) {
+  MS_CHECK(depth < kMaxSequenceDepth, where, ": Sequence nested more than ", kMaxSequenceDepth, " deep");
+  const jsonio::Obj o(j, where);
+  const std::string type = o.str("type");
   if (type == "Sequence") {
-    MS_CHECK(j.contains("normalizers") && j["normalizers"].is_array(), where, ".normalizers: missing array");
-    for (size_t i = 0; i < j["normalizers"].size(); ++i)
-      add(j["normalizers"][i], where + ".normalizers[" + std::to_string(i) + "]");
+    const json& list = o.array("normalizers");
+    for (size_t i = 0; i < list.size(); ++i)
+      add(list[i], o.at("normalizers[") + std::to_string(i) + "]", depth + 1);
   } else if (type == "Prepend") {
-    MS_CHECK(j.contains("prepend") && j["prepend"].is_string(), where, ".prepend: missing string");
-    steps_.push_back({Kind::Prepend, j["prepend"], "", nullptr});
+    steps_.push_back({Kind::Prepend, o.str("prepend"), "", nullptr});
   } else if (type == "Replace") {
-    MS_CHECK(j.contains("pattern") && j["pattern"].is_object() && j.contains("content") &&
-                 j["content"].is_string(),
-             where, ": Replace needs \"pattern\" {String|Regex} and \"content\"");
-    const json& p = j["pattern"];
-    Step s{Kind::Replace, "", j["content"], nullptr};
-    if (p.contains("String") && p["String"].is_string())
-      s.a = p["String"];
-    else if (p.contains("Regex") && p["Regex"].is_string())
-      s.regex = std::make_shared<Regex>(p["Regex"].get<std::string>(), where + ".pattern.Regex");
+    const jsonio::Obj p = o.object("pattern");
+    Step s{Kind::Replace, "", o.str("content"), nullptr};
+    if (p.has("String") && p.get("String").is_string())
+      s.a = p.str("String");
+    else if (p.has("Regex") && p.get("Regex").is_string())
+      s.regex = std::make_shared<Regex>(p.str("Regex"), p.at("Regex"));
     else
-      fail(where, ".pattern: expected {\"String\": ...} or {\"Regex\": ...}");
+      fail(o.at("pattern"), ": expected {\"String\": ...} or {\"Regex\": ...} with a string");
     steps_.push_back(std::move(s));
   } else if (type == "NFC") {
     steps_.push_back({Kind::NFC, "", "", nullptr});
   } else if (type == "Strip") {
     Step s{Kind::Strip, "", "", nullptr};
-    s.left = j.value("strip_left", false);
-    s.right = j.value("strip_right", false);
+    s.left = o.boolean("strip_left", false);
+    s.right = o.boolean("strip_right", false);
     steps_.push_back(s);
   } else {
-    fail(where, ".type: normalizer \"", type,
+    fail(o.at("type"), ": normalizer \"", jsonio::excerpt(type),
          "\" is not supported (supported: Sequence, Prepend, Replace, NFC, Strip)");
   }
 }

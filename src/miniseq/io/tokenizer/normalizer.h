@@ -28,7 +28,7 @@ class Normalizer {
     std::shared_ptr<const Regex> regex;  // Replace with a Regex pattern
     bool left = false, right = false;    // Strip
   };
-  void add(const nlohmann::json& j, const std::string& where);
+  void add(const nlohmann::json& j, const std::string& where, int depth);  // depth: Sequence nesting
   std::vector<Step> steps_;
 };
 

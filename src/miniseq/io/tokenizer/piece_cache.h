@@ -74,7 +74,7 @@ class PieceCache {
       std::memcpy(s.key, ref.key, sizeof s.key);
       s.length = static_cast<uint8_t>(piece.size());
       s.n_ids = static_cast<uint8_t>(ids.size());
-      std::memcpy(s.ids, ids.data(), ids.size() * sizeof(int32_t));
+      if (!ids.empty()) std::memcpy(s.ids, ids.data(), ids.size() * sizeof(int32_t));  // data() may be null
     } else {
       auto& s = *static_cast<LongSlot*>(ref.slot);
       s.hash = ref.hash;

@@ -4,7 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
 #include "miniseq/io/tokenizer/byte_level.h"
+#include "miniseq/io/tokenizer/limits.h"
 
 namespace miniseq::tok {
 
@@ -78,33 +80,29 @@ void combine(std::vector<Part>& parts, Behavior b, std::vector<PreTokens::Span>&
 
 PreTokenizer PreTokenizer::from_json(const json& j, const std::string& where) {
   PreTokenizer p;
-  if (!j.is_null()) p.add(j, where);
+  if (!j.is_null()) p.add(j, where, /*depth=*/0);
   return p;
 }
 
-void PreTokenizer::add(const json& j, const std::string& where) {
-  MS_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(), where,
-           ": expected an object with a \"type\" string");
-  const std::string type = j["type"];
+void PreTokenizer::add(const json& j, const std::string& where, int depth) {
+  MS_CHECK(depth < kMaxSequenceDepth, where, ": Sequence nested more than ", kMaxSequenceDepth, " deep");
+  const jsonio::Obj o(j, where);
+  const std::string type = o.str("type");
   Step s;
   if (type == "Sequence") {
-    MS_CHECK(j.contains("pretokenizers") && j["pretokenizers"].is_array(), where,
-             ".pretokenizers: missing array");
-    for (size_t i = 0; i < j["pretokenizers"].size(); ++i)
-      add(j["pretokenizers"][i], where + ".pretokenizers[" + std::to_string(i) + "]");
+    const json& list = o.array("pretokenizers");
+    for (size_t i = 0; i < list.size(); ++i)
+      add(list[i], o.at("pretokenizers[") + std::to_string(i) + "]", depth + 1);
     return;
   } else if (type == "Split") {
-    MS_CHECK(j.contains("pattern") && j["pattern"].is_object(), where,
-             ".pattern: missing {String|Regex} object");
-    const json& p = j["pattern"];
-    if (p.contains("String") && p["String"].is_string())
-      s.regex =
-          std::make_shared<Regex>(regex_quote(p["String"].get<std::string>()), where + ".pattern.String");
-    else if (p.contains("Regex") && p["Regex"].is_string())
-      s.regex = std::make_shared<Regex>(p["Regex"].get<std::string>(), where + ".pattern.Regex");
+    const jsonio::Obj p = o.object("pattern");
+    if (p.has("String") && p.get("String").is_string())
+      s.regex = std::make_shared<Regex>(regex_quote(p.str("String")), p.at("String"));
+    else if (p.has("Regex") && p.get("Regex").is_string())
+      s.regex = std::make_shared<Regex>(p.str("Regex"), p.at("Regex"));
     else
-      fail(where, ".pattern: expected {\"String\": ...} or {\"Regex\": ...}");
-    const std::string b = j.value("behavior", "Isolated");
+      fail(o.at("pattern"), ": expected {\"String\": ...} or {\"Regex\": ...} with a string");
+    const std::string b = o.str("behavior", "Isolated");
     if (b == "Removed")
       s.behavior = Behavior::Removed;
     else if (b == "Isolated")
@@ -116,19 +114,20 @@ void PreTokenizer::add(const json& j, const std::string& where) {
     else if (b == "Contiguous")
       s.behavior = Behavior::Contiguous;
     else
-      fail(where, ".behavior: unknown split behavior \"", b, "\"");
-    s.invert = j.value("invert", false);
+      fail(o.at("behavior"), ": unknown split behavior \"", jsonio::excerpt(b), "\"");
+    s.invert = o.boolean("invert", false);
   } else if (type == "Digits") {
-    s.regex = std::make_shared<Regex>(j.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+", where);
+    s.regex = std::make_shared<Regex>(o.boolean("individual_digits", false) ? "\\p{N}" : "\\p{N}+", where);
   } else if (type == "ByteLevel") {
     s.kind = Kind::ByteLevel;
-    s.add_prefix_space = j.value("add_prefix_space", true);
-    if (j.value("use_regex", true)) s.regex = std::make_shared<Regex>(kGpt2Pattern, where + " (GPT-2 regex)");
+    s.add_prefix_space = o.boolean("add_prefix_space", true);
+    if (o.boolean("use_regex", true))
+      s.regex = std::make_shared<Regex>(kGpt2Pattern, where + " (GPT-2 regex)");
   } else if (type == "Metaspace") {
     s.kind = Kind::Metaspace;
-    s.replacement = j.value("replacement", "\u2581");
+    s.replacement = o.str("replacement", "\u2581");
     const std::string scheme =
-        j.value("prepend_scheme", j.value("add_prefix_space", true) ? "always" : "never");
+        o.str("prepend_scheme", o.boolean("add_prefix_space", true) ? "always" : "never");
     if (scheme == "always")
       s.prepend = Prepend::Always;
     else if (scheme == "first")
@@ -136,11 +135,12 @@ void PreTokenizer::add(const json& j, const std::string& where) {
     else if (scheme == "never")
       s.prepend = Prepend::Never;
     else
-      fail(where, ".prepend_scheme: unknown value \"", scheme, "\" (always, first, never)");
-    s.split = j.value("split", true);
-    s.regex = std::make_shared<Regex>(regex_quote(s.replacement), where + ".replacement");
+      fail(o.at("prepend_scheme"), ": unknown value \"", jsonio::excerpt(scheme),
+           "\" (always, first, never)");
+    s.split = o.boolean("split", true);
+    s.regex = std::make_shared<Regex>(regex_quote(s.replacement), o.at("replacement"));
   } else {
-    fail(where, ".type: pre-tokenizer \"", type,
+    fail(o.at("type"), ": pre-tokenizer \"", jsonio::excerpt(type),
          "\" is not supported (supported: Sequence, Split, ByteLevel, Metaspace, Digits)");
   }
   steps_.push_back(std::move(s));

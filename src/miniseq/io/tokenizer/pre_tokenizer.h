@@ -63,7 +63,7 @@ class PreTokenizer {
     Prepend prepend = Prepend::Always;  // Metaspace
     bool split = true;                  // Metaspace
   };
-  void add(const nlohmann::json& j, const std::string& where);
+  void add(const nlohmann::json& j, const std::string& where, int depth);  // depth: Sequence nesting
   void run_split(const Step& s, PreTokens& p) const;
   void run_byte_level(const Step& s, bool map_bytes, PreTokens& p) const;
   void run_metaspace(const Step& s, bool at_text_start, PreTokens& p) const;

@@ -2,11 +2,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
+#include "miniseq/io/tokenizer/limits.h"
 #include "miniseq/io/tokenizer/utf8.h"
 
 namespace miniseq::tok {
@@ -23,11 +26,7 @@ std::string read_file(const std::filesystem::path& p) {
 }
 
 json parse(const std::string& text, const std::string& where) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(where, ": not valid JSON (", e.what(), ")");
-  }
+  return jsonio::parse(text, where, nullptr, "not valid JSON");
 }
 
 // bos_token / eos_token in tokenizer_config.json: a string, an AddedToken object {"content": ...}, or null.
@@ -39,43 +38,60 @@ std::string config_token(const json& cfg, const char* key) {
   return "";
 }
 
-// Ids that a post-processor puts before and after a single sequence.
-void parse_post_processor(const json& j, const std::string& where, std::vector<int32_t>& prefix,
-                          std::vector<int32_t>& suffix) {
+// A token id that a post-processor adds: an integer in the vocabulary [0, vocab).
+int32_t post_processor_id(const json& v, const std::string& where, int32_t vocab) {
+  const int64_t id = jsonio::as_int(v, where);
+  MS_CHECK(id >= 0 && id < vocab, where, ": token id ", id, " is outside the vocabulary [0, ", vocab, ")");
+  return static_cast<int32_t>(id);
+}
+
+// Ids that a post-processor puts before and after a single sequence; every id lies in [0, vocab).
+void parse_post_processor(const json& j, const std::string& where, int32_t vocab, int depth,
+                          std::vector<int32_t>& prefix, std::vector<int32_t>& suffix) {
   if (j.is_null()) return;
-  MS_CHECK(j.is_object() && j.contains("type"), where, ": expected an object with a \"type\"");
-  const std::string type = j["type"];
+  MS_CHECK(depth < kMaxSequenceDepth, where, ": Sequence nested more than ", kMaxSequenceDepth, " deep");
+  const jsonio::Obj o(j, where);
+  const std::string type = o.str("type");
   if (type == "Sequence") {
-    for (size_t i = 0; i < j.value("processors", json::array()).size(); ++i)
-      parse_post_processor(j["processors"][i], where + ".processors[" + std::to_string(i) + "]", prefix,
-                           suffix);
+    const json& processors = o.array("processors");
+    for (size_t i = 0; i < processors.size(); ++i)
+      parse_post_processor(processors[i], o.at("processors[") + std::to_string(i) + "]", vocab, depth + 1,
+                           prefix, suffix);
   } else if (type == "ByteLevel") {
     // offsets only
   } else if (type == "TemplateProcessing") {
-    MS_CHECK(j.contains("single") && j["single"].is_array(), where, ".single: missing template array");
-    const json specials = j.value("special_tokens", json::object());
+    const json& single = o.array("single");
+    const json empty = json::object();
+    const jsonio::Obj specials(o.has("special_tokens") ? o.get("special_tokens") : empty,
+                               o.at("special_tokens"));
     bool seen_sequence = false;
-    for (size_t i = 0; i < j["single"].size(); ++i) {
-      const json& item = j["single"][i];
-      const std::string at = where + ".single[" + std::to_string(i) + "]";
-      if (item.contains("Sequence")) {
+    for (size_t i = 0; i < single.size(); ++i) {
+      const std::string at = o.at("single[") + std::to_string(i) + "]";
+      const jsonio::Obj item(single[i], at);
+      if (item.has("Sequence")) {
         seen_sequence = true;
-      } else if (item.contains("SpecialToken")) {
-        const std::string name = item["SpecialToken"].value("id", "");
-        MS_CHECK(specials.contains(name) && specials[name].contains("ids"), at, ": special token \"", name,
-                 "\" is not in ", where, ".special_tokens");
-        for (const auto& id : specials[name]["ids"])
-          (seen_sequence ? suffix : prefix).push_back(id.get<int32_t>());
+      } else if (item.has("SpecialToken")) {
+        const std::string name = item.object("SpecialToken").str("id", "");
+        MS_CHECK(specials.has(name.c_str()), at, ": special token \"", jsonio::excerpt(name), "\" is not in ",
+                 specials.where());
+        const jsonio::Obj special = specials.object(name.c_str());
+        const json& ids = special.array("ids");
+        for (size_t k = 0; k < ids.size(); ++k)
+          (seen_sequence ? suffix : prefix)
+              .push_back(post_processor_id(ids[k], special.at("ids[") + std::to_string(k) + "]", vocab));
       } else {
         fail(at, ": expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
       }
     }
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {
-    MS_CHECK(j.contains("cls") && j.contains("sep"), where, ": needs \"cls\" and \"sep\" [token, id] pairs");
-    prefix.push_back(j["cls"][1].get<int32_t>());
-    suffix.push_back(j["sep"][1].get<int32_t>());
+    for (const char* key : {"cls", "sep"}) {
+      const json& pair = o.array(key);
+      MS_CHECK(pair.size() == 2 && pair[0].is_string(), o.at(key), ": expected a [token, id] pair, found ",
+               jsonio::describe(pair));
+      (key[0] == 'c' ? prefix : suffix).push_back(post_processor_id(pair[1], o.at(key) + "[1]", vocab));
+    }
   } else {
-    fail(where, ".type: post-processor \"", type,
+    fail(o.at("type"), ": post-processor \"", jsonio::excerpt(type),
          "\" is not supported (supported: TemplateProcessing, ByteLevel, Sequence, BertProcessing, "
          "RobertaProcessing)");
   }
@@ -98,41 +114,43 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
   const json cfg =
       config_json.empty() ? json::object() : parse(config_json, where + " (tokenizer_config.json)");
   MS_CHECK(j.is_object(), where, ": expected a JSON object");
-  MS_CHECK(j.contains("model") && j["model"].is_object(), where,
+  MS_CHECK(cfg.is_object(), where, " (tokenizer_config.json): expected a JSON object");
+  const jsonio::Obj top(j, where, /*file_level=*/true);
+  MS_CHECK(top.has("model") && j["model"].is_object(), where,
            ": field \"model\" is missing; this is not a Hugging Face tokenizer.json");
-  const json& m = j["model"];
-  const std::string type = m.value("type", m.contains("merges") ? "BPE" : "");
-  MS_CHECK(type == "BPE", where, ": model.type \"", type,
+  const jsonio::Obj m = top.object("model");
+  const std::string type = m.str("type", m.has("merges") ? "BPE" : "");
+  MS_CHECK(type == "BPE", where, ": model.type \"", jsonio::excerpt(type),
            "\" is not supported (only BPE: Llama, Mistral, Qwen); WordPiece/Unigram/WordLevel are not "
            "implemented");
 
+  static const json kNull;
+  auto member = [&](const char* key) -> const json& { return top.has(key) ? top.get(key) : kNull; };
   Tokenizer t;
-  t.model_ = std::make_unique<BpeModel>(m, where + ": model");
-  t.normalizer_ = Normalizer::from_json(j.value("normalizer", json()), where + ": normalizer");
-  t.pre_tokenizer_ = PreTokenizer::from_json(j.value("pre_tokenizer", json()), where + ": pre_tokenizer");
-  t.decoder_ = Decoder::from_json(j.value("decoder", json()), where + ": decoder");
+  t.model_ = std::make_unique<BpeModel>(m.json_value(), where + ": model");
+  t.normalizer_ = Normalizer::from_json(member("normalizer"), where + ": normalizer");
+  t.pre_tokenizer_ = PreTokenizer::from_json(member("pre_tokenizer"), where + ": pre_tokenizer");
+  t.decoder_ = Decoder::from_json(member("decoder"), where + ": decoder");
   if (t.pre_tokenizer_.byte_level_deferred()) t.model_->set_byte_level_input();
   t.vocab_size_ = t.model_->max_id() + 1;
 
   std::vector<AddedToken> raw, normalized;
   std::vector<std::string> raw_pat, norm_pat;
-  const json added = j.value("added_tokens", json::array());
-  MS_CHECK(added.is_array(), where, ": added_tokens: expected an array");
+  const json empty = json::array();
+  const json& added = top.has("added_tokens") ? top.array("added_tokens") : empty;
   for (size_t i = 0; i < added.size(); ++i) {
-    const json& a = added[i];
     const std::string at = where + ": added_tokens[" + std::to_string(i) + "]";
-    MS_CHECK(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") &&
-                 a["content"].is_string(),
-             at, ": needs an integer \"id\" and a string \"content\"");
+    const jsonio::Obj a(added[i], at);
     AddedToken tok;
-    tok.id = a["id"];
-    tok.content = a["content"];
-    tok.special = a.value("special", false);
-    tok.lstrip = a.value("lstrip", false);
-    tok.rstrip = a.value("rstrip", false);
-    tok.single_word = a.value("single_word", false);
-    tok.normalized = a.value("normalized", !tok.special);
-    MS_CHECK(tok.id >= 0 && !tok.content.empty(), at, ": id must be >= 0 and content non-empty");
+    // id + 1 (the vocabulary size) must fit an int32.
+    tok.id = static_cast<int32_t>(a.integer("id", 0, std::numeric_limits<int32_t>::max() - 1));
+    tok.content = a.str("content");
+    tok.special = a.boolean("special", false);
+    tok.lstrip = a.boolean("lstrip", false);
+    tok.rstrip = a.boolean("rstrip", false);
+    tok.single_word = a.boolean("single_word", false);
+    tok.normalized = a.boolean("normalized", !tok.special);
+    MS_CHECK(!tok.content.empty(), at, ": content must be non-empty");
     t.vocab_size_ = std::max(t.vocab_size_, tok.id + 1);
     t.added_.push_back(tok);
     if (tok.normalized) {
@@ -151,7 +169,8 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
   if (!eos.empty()) t.eos_id_ = t.token_to_id(eos);
   if (cfg.contains("add_bos_token") || cfg.contains("add_eos_token")) {
     // transformers' Llama-style tokenizers rebuild the template from these flags.
-    const bool add_bos = cfg.value("add_bos_token", false), add_eos = cfg.value("add_eos_token", false);
+    const jsonio::Obj c(cfg, where + " (tokenizer_config.json)", /*file_level=*/true);
+    const bool add_bos = c.boolean("add_bos_token", false), add_eos = c.boolean("add_eos_token", false);
     MS_CHECK(!add_bos || t.bos_id_ >= 0, where,
              " (tokenizer_config.json): add_bos_token is true but bos_token \"", bos, "\" is not a token");
     MS_CHECK(!add_eos || t.eos_id_ >= 0, where,
@@ -160,8 +179,8 @@ Tokenizer Tokenizer::from_json(const std::string& tokenizer_json, const std::str
     if (add_eos) t.suffix_ids_.push_back(t.eos_id_);
     t.special_source_ = "tokenizer_config.json add_bos_token/add_eos_token";
   } else {
-    parse_post_processor(j.value("post_processor", json()), where + ": post_processor", t.prefix_ids_,
-                         t.suffix_ids_);
+    parse_post_processor(member("post_processor"), where + ": post_processor", t.vocab_size_, /*depth=*/0,
+                         t.prefix_ids_, t.suffix_ids_);
     t.special_source_ = "tokenizer.json post_processor";
   }
   return t;
