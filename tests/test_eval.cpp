@@ -209,7 +209,9 @@ TEST(Generate, KvCacheEqualsNoCacheAndTransformers) {
     // transformers' own no-cache run; it differs from the cached one only for dynamic NTK (cached keys keep the
     // frequencies they were rotated with, docs/rope.md).
     EXPECT_EQ(without, ids_of(g.value("new_ids_no_cache", g["new_ids"])));
-    if (g.value("new_ids_no_cache", g["new_ids"]) == g["new_ids"]) EXPECT_EQ(without, with_cache);
+    if (g.value("new_ids_no_cache", g["new_ids"]) == g["new_ids"]) {
+      EXPECT_EQ(without, with_cache);
+    }
   }
 }
 

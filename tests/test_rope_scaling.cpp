@@ -1,6 +1,7 @@
-// RoPE scaling (model/rope_scaling.cpp) against transformers' own rotary-embedding modules: the inverse frequencies
-// and cos/sin scale of default, linear, dynamic NTK, yarn and llama3 RoPE, on the real configs of bench/configs and
-// on small ones that reach every branch (tests/data/rope/reference.json, written by tools/rope_reference.py).
+// RoPE scaling (model/rope_scaling.cpp) against transformers' own rotary-embedding modules: the inverse
+// frequencies and cos/sin scale of default, linear, dynamic NTK, yarn and llama3 RoPE, on the real configs of
+// bench/configs and on small ones that reach every branch (tests/data/rope/reference.json, written by
+// tools/rope_reference.py).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -34,9 +35,9 @@ int64_t ulps(float a, float b) {
 
 }  // namespace
 
-// Every step is transformers' fp32 arithmetic; only powf may differ in its last bit (torch uses SLEEF's, ≤ 1 ulp,
-// we use the C library's), and a 1-ulp difference of the power carries into the reciprocal: ≤ 2 ulp in all, and
-// the scale (computed in double, rounded once) exactly.
+// Every step is transformers' fp32 arithmetic; only powf may differ in its last bit (torch uses SLEEF's, ≤ 1
+// ulp, we use the C library's), and a 1-ulp difference of the power carries into the reciprocal: ≤ 2 ulp in
+// all, and the scale (computed in double, rounded once) exactly.
 TEST(RopeScaling, InverseFrequenciesEqualTransformers) {
   const auto ref = reference();
   ASSERT_GE(ref["cases"].size(), 15u);
@@ -92,8 +93,8 @@ TEST(RopeScaling, ContextExtensionRulePerType) {
   // llama3 (Llama-3.1: native 131072): unchanged up to it, then the factor grows.
   const std::string l31 = R"(,"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,)"
                           R"("high_freq_factor":4.0,"original_max_position_embeddings":8192})";
-  ModelConfig llama31 = parse_model_config(
-      R"({"model_type":"llama","max_position_embeddings":131072)" + l31 + "}", "l31");
+  ModelConfig llama31 =
+      parse_model_config(R"({"model_type":"llama","max_position_embeddings":131072)" + l31 + "}", "l31");
   EXPECT_EQ(llama31.native_context(), 131072);
   EXPECT_EQ(rope_for_length(llama31, 131072).factor, 8.0);
   r = rope_for_length(llama31, 262144);
@@ -115,8 +116,9 @@ TEST(RopeScaling, ContextExtensionRulePerType) {
   EXPECT_EQ(r.factor, 2.0);
 }
 
-// `miniseq train` past a llama3 model's native context: the factor grows by the rule above, the run says so, and the
-// saved config.json keeps every other rope key as read (transformers loads it as llama3 with the new factor).
+// `miniseq train` past a llama3 model's native context: the factor grows by the rule above, the run says so,
+// and the saved config.json keeps every other rope key as read (transformers loads it as llama3 with the new
+// factor).
 TEST(RopeScaling, TrainingPastTheNativeContextSavesTheGrownFactor) {
   const std::string model = (test::golden_dir() / "llama31_rope_llama3/model").string();
   test::TempDir tmp;

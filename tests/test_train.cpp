@@ -17,6 +17,7 @@
 #include "miniseq/train/checkpoint.h"
 #include "miniseq/train/model_setup.h"
 #include "miniseq/train/optimizer.h"
+#include "miniseq/train/output_dir.h"
 #include "miniseq/train/schedule.h"
 #include "miniseq/train/trainer.h"
 #include "support/tmpdir.h"
@@ -191,7 +192,7 @@ TEST(TrainLoop, ResumeIsBitExactAndPruningKeepsTheNewest) {
   // Identical per-step losses in the metrics.
   EXPECT_EQ(logged(tmp.file("straight"), "loss"), logged(tmp.file("resumed"), "loss"));
   // save_total_limit 2 with a save every step: only the two newest remain.
-  auto cps = list_checkpoints(tmp.file("resumed"));
+  auto cps = run_checkpoints(tmp.file("resumed"), "");
   ASSERT_EQ(cps.size(), 2u);
   EXPECT_EQ(cps[0].first, 5);
   EXPECT_EQ(cps[1].first, 6);
@@ -325,7 +326,7 @@ TEST(TrainCli, SigintFinishesTheStepSavesAndExitsNonZero) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 130);
-  auto cps = list_checkpoints(out);
+  auto cps = run_checkpoints(out, "");
   ASSERT_EQ(cps.size(), 1u);
   EXPECT_TRUE(fs::exists(cps[0].second + "/optimizer.safetensors"));
   EXPECT_NE(test::read_text(tmp.file("log.txt")).find("interrupted by signal 2"), std::string::npos);
@@ -338,29 +339,31 @@ TEST(TrainPolicies, OptimizerInBackwardIsBitwiseAndBf16MomentsAreClose) {
   const Dataset data = random_blocks(4, 20, 131, 21);
   const auto initial = read_weights(kModel.string());
   for (double max_norm : {1.0, 0.0}) {
+    // Each run gets its own output_dir (a non-empty one is refused unless resumed or overwritten).
+    const std::string tag = max_norm > 0 ? "-clip" : "-noclip";
     TrainArgs a = parse({"--max_steps", "4", "--learning_rate", "2e-3", "--warmup_steps", "1", "--logging_steps",
                          "1", "--model_max_length", "20", "--per_device_train_batch_size", "2", "--save_strategy",
                          "no", "--weight_decay", "0.01"});
     a.max_grad_norm = max_norm;
-    a.output_dir = tmp.file("default");
+    a.output_dir = tmp.file("default" + tag);
     TrainResult base = run_training(tiny_setup(a, data));
     a.optimizer_in_backward = true;
-    a.output_dir = tmp.file("fused");
+    a.output_dir = tmp.file("fused" + tag);
     TrainResult fused = run_training(tiny_setup(a, data));
     EXPECT_EQ(fused.last_loss, base.last_loss) << "max_grad_norm " << max_norm;
-    EXPECT_EQ(read_weights(tmp.file("fused")), read_weights(tmp.file("default"))) << "max_grad_norm " << max_norm;
-    EXPECT_EQ(logged(tmp.file("fused"), "loss"), logged(tmp.file("default"), "loss"));
-    EXPECT_EQ(logged(tmp.file("fused"), "grad_norm"), logged(tmp.file("default"), "grad_norm"));
+    EXPECT_EQ(read_weights(tmp.file("fused" + tag)), read_weights(tmp.file("default" + tag))) << "max_grad_norm " << max_norm;
+    EXPECT_EQ(logged(tmp.file("fused" + tag), "loss"), logged(tmp.file("default" + tag), "loss"));
+    EXPECT_EQ(logged(tmp.file("fused" + tag), "grad_norm"), logged(tmp.file("default" + tag), "grad_norm"));
 
     // bf16 moments: each moment is rounded to 8 significant bits (relative error <= 2^-9) once per step, so each
     // update m/sqrt(v) is off by at most ~2^-9 + 2^-10 relative; over a few steps at a small learning rate the
     // weights' displacement from the start is off by well under 1% of itself.
     a.optimizer_in_backward = false;
     a.moments_dtype = DType::BF16;
-    a.output_dir = tmp.file("bf16");
+    a.output_dir = tmp.file("bf16" + tag);
     TrainResult bf = run_training(tiny_setup(a, data));
     EXPECT_NEAR(bf.last_loss, base.last_loss, 1e-3 * base.last_loss);
-    const auto wb = read_weights(tmp.file("bf16")), wf = read_weights(tmp.file("default"));
+    const auto wb = read_weights(tmp.file("bf16" + tag)), wf = read_weights(tmp.file("default" + tag));
     double diff = 0, disp = 0;
     for (const auto& [name, v] : wf) {
       for (size_t i = 0; i < v.size(); ++i) {

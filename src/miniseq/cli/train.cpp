@@ -109,6 +109,16 @@ int cmd_train(const Args& raw_args) {
   std::fflush(stdout);
 
   const TrainResult r = run_training(setup);
+  if (r.nonfinite_step > 0) {
+    std::fprintf(stderr,
+                 "miniseq: error: training diverged: non-finite loss or gradient norm at step %lld. %s; lower "
+                 "--learning_rate, check the data, or pass --skip_nonfinite_steps True to skip such steps\n",
+                 (long long)r.nonfinite_step,
+                 r.last_good_checkpoint.empty()
+                     ? "No checkpoint of this run exists yet"
+                     : ("Resume from " + r.last_good_checkpoint + " (--resume_from_checkpoint True)").c_str());
+    return 4;
+  }
   std::printf("loss %.4f -> %.4f over %lld steps\n", r.first_loss, r.last_loss, (long long)r.steps);
   // What MsT bought: the same run planned without it.
   StepPolicy no_mst = r.policy;

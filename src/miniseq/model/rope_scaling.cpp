@@ -1,8 +1,8 @@
-// Compiled with -ffp-contract=off (CMakeLists.txt): every product and sum below is rounded on its own, as torch's
-// elementwise kernels do; a fused multiply-add would change the last bit of inv_freq.
+// Compiled with -ffp-contract=off (CMakeLists.txt): every product and sum below is rounded on its own, as
+// torch's elementwise kernels do; a fused multiply-add would change the last bit of inv_freq.
 //
-// Notation of the comments: f(x) is a Python number rounded to fp32, the way torch applies a Python scalar to an
-// fp32 tensor; every tensor operation is one fp32 rounding.
+// Notation of the comments: f(x) is a Python number rounded to fp32, the way torch applies a Python scalar to
+// an fp32 tensor; every tensor operation is one fp32 rounding.
 #include "miniseq/model/rope_scaling.h"
 
 #include <algorithm>
@@ -29,12 +29,14 @@ std::vector<float> dynamic_inv_freq(const ModelConfig& c, int64_t seq_len) {
   const int64_t D = c.head_dim;
   const double factor = c.rope.factor;
   const auto sl = static_cast<float>(std::max(seq_len, c.max_position_embeddings));
-  float t = static_cast<float>(factor) * sl;                       // factor * seq_len
-  t = t / static_cast<float>(c.max_position_embeddings);           // / max_position_embeddings
-  t = t - static_cast<float>(factor - 1.0);                        // - (factor - 1)
-  // ** (dim / (dim - 2)): torch's pow with a Python-float exponent evaluates std::pow(float, double) in double
-  t = static_cast<float>(std::pow(static_cast<double>(t), static_cast<double>(D) / static_cast<double>(D - 2)));
-  const float base = static_cast<float>(c.rope_theta) * t;         // base * (...)
+  float t = static_cast<float>(factor) * sl;              // factor * seq_len
+  t = t / static_cast<float>(c.max_position_embeddings);  // / max_position_embeddings
+  t = t - static_cast<float>(factor - 1.0);               // - (factor - 1)
+  // ** (dim / (dim - 2)): torch's pow with a Python-float exponent evaluates std::pow(float, double) in
+  // double
+  t = static_cast<float>(
+      std::pow(static_cast<double>(t), static_cast<double>(D) / static_cast<double>(D - 2)));
+  const float base = static_cast<float>(c.rope_theta) * t;  // base * (...)
   std::vector<float> inv(static_cast<size_t>(D / 2));
   for (int64_t i = 0; i < D / 2; ++i) {
     const float expo = static_cast<float>(2 * i) / static_cast<float>(D);
@@ -43,7 +45,9 @@ std::vector<float> dynamic_inv_freq(const ModelConfig& c, int64_t seq_len) {
   return inv;
 }
 
-double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
 
 // _compute_yarn_parameters.
 RopeParams yarn(const ModelConfig& c) {
@@ -52,10 +56,12 @@ RopeParams yarn(const ModelConfig& c) {
   const double base = c.rope_theta, factor = r.factor;
   RopeParams p;
   double attention = 0.0;
-  if (r.attention_factor) attention = *r.attention_factor;
+  if (r.attention_factor)
+    attention = *r.attention_factor;
   else if (r.mscale && *r.mscale != 0.0 && r.mscale_all_dim && *r.mscale_all_dim != 0.0)
     attention = yarn_mscale(factor, *r.mscale) / yarn_mscale(factor, *r.mscale_all_dim);
-  else attention = yarn_mscale(factor, 1.0);
+  else
+    attention = yarn_mscale(factor, 1.0);
   p.attention_scaling = static_cast<float>(attention);
 
   // `get("beta_fast") or 32`: absent or 0 take the defaults.
@@ -63,7 +69,8 @@ RopeParams yarn(const ModelConfig& c) {
   const double beta_slow = r.beta_slow && *r.beta_slow != 0.0 ? *r.beta_slow : 1.0;
   const auto orig = static_cast<double>(r.original_max_position_embeddings);
   auto correction_dim = [&](double rotations) {  // in double, as Python's math
-    return (static_cast<double>(D) * std::log(orig / (rotations * 2 * std::numbers::pi))) / (2 * std::log(base));
+    return (static_cast<double>(D) * std::log(orig / (rotations * 2 * std::numbers::pi))) /
+           (2 * std::log(base));
   };
   double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
   if (r.truncate) low = std::floor(low), high = std::ceil(high);
@@ -72,7 +79,8 @@ RopeParams yarn(const ModelConfig& c) {
 
   p.inv_freq.resize(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
-    const float pos_freq = std::pow(static_cast<float>(base), static_cast<float>(2 * i) / static_cast<float>(D));
+    const float pos_freq =
+        std::pow(static_cast<float>(base), static_cast<float>(2 * i) / static_cast<float>(D));
     const float extrapolation = 1.0f / pos_freq;
     const float interpolation = 1.0f / (static_cast<float>(factor) * pos_freq);
     float ramp = (static_cast<float>(i) - static_cast<float>(low)) / static_cast<float>(high - low);
@@ -96,8 +104,9 @@ std::vector<float> llama3_inv_freq(const ModelConfig& c) {
   for (float& f : inv) {
     const float wavelen = (1.0f / f) * static_cast<float>(2 * std::numbers::pi);
     float scaled = wavelen > low_wavelen ? f / factor : f;
-    const float smooth = ((1.0f / wavelen) * static_cast<float>(old) - static_cast<float>(r.low_freq_factor)) /
-                         static_cast<float>(r.high_freq_factor - r.low_freq_factor);
+    const float smooth =
+        ((1.0f / wavelen) * static_cast<float>(old) - static_cast<float>(r.low_freq_factor)) /
+        static_cast<float>(r.high_freq_factor - r.low_freq_factor);
     const float a = ((1.0f - smooth) * scaled) / factor;
     const float b = smooth * scaled;
     const float smoothed = a + b;
@@ -119,8 +128,10 @@ RopeParams rope_params_plain(double theta, int64_t D, double linear_factor) {
 
 RopeParams rope_params(const ModelConfig& c, int64_t seq_len) {
   switch (c.rope.type) {
-    case RopeType::Default: return rope_params_plain(c.rope_theta, c.head_dim);
-    case RopeType::Linear: return rope_params_plain(c.rope_theta, c.head_dim, c.rope.factor);
+    case RopeType::Default:
+      return rope_params_plain(c.rope_theta, c.head_dim);
+    case RopeType::Linear:
+      return rope_params_plain(c.rope_theta, c.head_dim, c.rope.factor);
     case RopeType::Dynamic: {
       RopeParams p;
       // At or below max_position_embeddings transformers keeps (or resets to) the default frequencies.
@@ -128,7 +139,8 @@ RopeParams rope_params(const ModelConfig& c, int64_t seq_len) {
                                                        : default_inv_freq(c.rope_theta, c.head_dim);
       return p;
     }
-    case RopeType::Yarn: return yarn(c);
+    case RopeType::Yarn:
+      return yarn(c);
     case RopeType::Llama3: {
       RopeParams p;
       p.inv_freq = llama3_inv_freq(c);

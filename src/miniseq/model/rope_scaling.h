@@ -1,7 +1,7 @@
-// RoPE inverse frequencies and the cos/sin scale of every rope_type the config can name (io/model_config.h), in
-// transformers' own arithmetic (modeling_rope_utils.py, transformers 5.24): the same fp32 operations in the same
-// order, so that the tables equal transformers' up to the last bit of powf/cosf/sinf. Computed on the host once
-// per call and handed to either backend's rope op (ops/backend.h, RopeParams).
+// RoPE inverse frequencies and the cos/sin scale of every rope_type the config can name (io/model_config.h),
+// in transformers' own arithmetic (modeling_rope_utils.py, transformers 5.24): the same fp32 operations in
+// the same order, so that the tables equal transformers' up to the last bit of powf/cosf/sinf. Computed on
+// the host once per call and handed to either backend's rope op (ops/backend.h, RopeParams).
 //
 // Dynamic NTK depends on the sequence: transformers recomputes inv_freq from seq_len = max(position_ids) + 1
 // whenever that exceeds max_position_embeddings (and the longest length it has cached). miniseq takes seq_len

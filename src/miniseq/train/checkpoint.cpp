@@ -127,6 +127,7 @@ void save_checkpoint(const SaveRequest& r) {
                           {"micro_in_epoch", p.micro_in_epoch}, {"total_steps", p.total_steps},
                           {"seed", p.seed},                 {"tokens_seen", p.tokens_seen},
                           {"log_history", p.log_history},   {"writer", "miniseq"}};
+      if (!p.run_id.empty()) j["run_id"] = p.run_id;
       write_file_atomic((tmp / "trainer_state.json").string(), j.dump(2) + "\n");
       count_file("trainer_state.json");
     }
@@ -208,26 +209,6 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
     for (const char* key : {"step", "loss", "peak_memory_bytes"}) rec.opt_number(key);
   }
   return st;
-}
-
-std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir) {
-  std::vector<std::pair<int64_t, std::string>> out;
-  if (!fs::is_directory(output_dir)) return out;
-  for (const auto& e : fs::directory_iterator(output_dir)) {
-    const std::string name = e.path().filename().string();
-    if (!e.is_directory() || name.rfind("checkpoint-", 0) != 0) continue;
-    const std::string num = name.substr(11);
-    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;
-    out.push_back({std::stoll(num), e.path().string()});
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-void prune_checkpoints(const std::string& output_dir, int64_t limit) {
-  if (limit <= 0) return;
-  auto cps = list_checkpoints(output_dir);
-  for (size_t i = 0; i + static_cast<size_t>(limit) < cps.size(); ++i) fs::remove_all(cps[i].second);
 }
 
 }  // namespace miniseq

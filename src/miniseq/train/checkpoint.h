@@ -23,6 +23,7 @@ struct TrainProgress {
   int64_t total_steps = 0;
   uint64_t seed = 0;
   int64_t tokens_seen = 0;
+  std::string run_id;           // the run these checkpoints belong to (train/output_dir.h)
   nlohmann::json log_history = nlohmann::json::array();
 };
 
@@ -57,10 +58,7 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
                             const ParamSet& exp_avg_sq, Backend* backend = nullptr,
                             const ParamSet* master = nullptr);
 
-// checkpoint-N directories of output_dir, sorted by N.
-std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir);
-// Removes the oldest checkpoints so that at most `limit` remain (limit 0: keep all).
-void prune_checkpoints(const std::string& output_dir, int64_t limit);
+// (Listing, rotation and the latest checkpoint of a run: train/output_dir.h.)
 
 // Test hook: make the next save throw after `files` files were written (simulates a crash mid-save). -1 = off.
 void set_save_fault_for_testing(int files);

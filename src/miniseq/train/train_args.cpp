@@ -15,7 +15,10 @@ cli::Flags train_flags() {
           // Model and data.
           {"model_name_or_path", FlagKind::String, "", "local Hugging Face model directory"},
           {"data_path", FlagKind::String, "", "JSONL: {\"text\": ...} documents, or {\"input_ids\": [...]}"},
-          {"output_dir", FlagKind::String, "", "where checkpoints and the final model go"},
+          {"output_dir", FlagKind::String, "", "where checkpoints and the final model go (new or empty, or resumed)"},
+          {"overwrite_output_dir", FlagKind::Bool, "False",
+           "train into a non-empty --output_dir that is not being resumed (its files are overwritten; earlier runs' "
+           "checkpoints are kept and never rotated out)"},
           {"cache_dir", FlagKind::String, "", "accepted for compatibility (nothing is downloaded)"},
           {"model_max_length", FlagKind::Int, "32768", "tokens per training sequence"},
           {"preset", FlagKind::String, "", "built-in run: 'demo' (tiny Mistral on synthetic passkey documents)"},
@@ -49,6 +52,8 @@ cli::Flags train_flags() {
           {"evaluation_strategy", FlagKind::String, "no", "accepted; only \"no\" is supported"},
           {"seed", FlagKind::Int, "42", "seed of the data order (and of stochastic rounding: --master_weights False)"},
           {"resume_from_checkpoint", FlagKind::String, "", "checkpoint directory, or True for the latest"},
+          {"skip_nonfinite_steps", FlagKind::Bool, "False",
+           "a NaN/inf loss or gradient norm skips that step (no update) instead of stopping the run (exit 4)"},
           // miniseq's memory policy.
           {"mini_sequence", FlagKind::Bool, "True", "Mini-Sequence Transformer: chunked MLP and LM head + loss"},
           {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
@@ -93,6 +98,8 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.preset = f.str("preset");
   a.device = f.str("device");
   a.resume_from_checkpoint = f.str("resume_from_checkpoint");
+  a.overwrite_output_dir = f.boolean("overwrite_output_dir");
+  a.skip_nonfinite_steps = f.boolean("skip_nonfinite_steps");
   a.model_max_length = f.i64("model_max_length");
   a.bf16 = f.boolean("bf16");
   a.low_rank_training = f.boolean("low_rank_training");
@@ -136,6 +143,9 @@ TrainArgs train_args_from(const cli::Flags& f) {
   MS_CHECK(!a.optimizer_in_backward || a.gradient_accumulation_steps == 1,
            "--optimizer_in_backward True needs --gradient_accumulation_steps 1 (gradients are not kept between "
            "micro-batches)");
+  MS_CHECK(!a.skip_nonfinite_steps || !a.optimizer_in_backward || a.max_grad_norm > 0,
+           "--skip_nonfinite_steps True with --optimizer_in_backward True needs --max_grad_norm > 0: the gradient "
+           "norm's first pass is what finds a non-finite step before any parameter is updated");
 
   const std::string sched = f.str("lr_scheduler_type");
   if (sched == "constant") a.lr_scheduler_type = Schedule::Constant;

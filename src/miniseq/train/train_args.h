@@ -30,7 +30,9 @@ struct TrainArgs {
   int64_t logging_steps = 500;
   SaveStrategy save_strategy = SaveStrategy::Steps;
   int64_t save_steps = 500;
-  int64_t save_total_limit = 0;  // 0 = keep all
+  int64_t save_total_limit = 0;  // 0 = keep all (only the current run's checkpoints are ever rotated out)
+  bool overwrite_output_dir = false;  // train into a non-empty output_dir that is not being resumed
+  bool skip_nonfinite_steps = false;  // a non-finite loss or gradient norm skips the step instead of stopping
   int64_t seed = 42;
   bool mini_sequence = true, gradient_checkpointing = true;
   int64_t mlp_chunk_tokens = 0, lm_head_chunks = 0;

@@ -18,6 +18,7 @@
 #include "miniseq/train/metrics.h"
 #include "miniseq/train/model_setup.h"
 #include "miniseq/train/optimizer.h"
+#include "miniseq/train/output_dir.h"
 #include "miniseq/train/schedule.h"
 
 namespace miniseq {
@@ -165,6 +166,31 @@ TrainResult run_training(const TrainSetup& setup) {
                    gib(static_cast<double>(best.arena_bytes)) + ")");
   }
 
+  // ---- the output directory, checked and prepared before anything is loaded (train/output_dir.h) ----
+  std::string resume = a.resume_from_checkpoint;
+  if (resume == "True" || resume == "true") {
+    resume = latest_checkpoint(a.output_dir);
+    MS_CHECK(!resume.empty(), "--resume_from_checkpoint True: no checkpoint-* directory in ", a.output_dir);
+  } else if (resume == "False" || resume == "false") {
+    resume.clear();
+  }
+  OutputDirRequest out_req;
+  out_req.output_dir = a.output_dir;
+  out_req.model_dir = setup.model_dir;
+  out_req.resuming = !resume.empty();
+  out_req.overwrite = a.overwrite_output_dir;
+  {
+    const auto n = static_cast<uint64_t>(param_count(param_specs(config)));
+    const bool bf16_weights = a.bf16 || !a.master_weights || device == Device::CUDA;
+    const uint64_t w = bf16_weights ? 2 : 4, m = dtype_size(a.moments_dtype);
+    const uint64_t master = bf16_weights && a.master_weights ? 4 : 0;
+    out_req.checkpoint_bytes = a.save_strategy == SaveStrategy::No ? 0 : n * (w + 2 * m + master);
+    out_req.final_model_bytes = n * w;
+  }
+  const OutputDir out_dir = prepare_output_dir(out_req, resume.empty() ? "" : checkpoint_run_id(resume));
+  if (!setup.quiet)
+    for (const auto& c : out_dir.cleaned) std::printf("output_dir: %s (left by an interrupted run)\n", c.c_str());
+
   // ---- allocate exactly the plan, load or create the weights ----
   // --bf16 True on the CPU: the linear layers' GEMMs take bf16 inputs with fp32 accumulation (the CUDA backend
   // always computes so). --bf16 True also saves the weights in bf16, on either device.
@@ -199,15 +225,7 @@ TrainResult run_training(const TrainSetup& setup) {
   progress.seed = static_cast<uint64_t>(a.seed);
   progress.total_steps = total_training_steps(a, data.size());
 
-  std::string resume = a.resume_from_checkpoint;
   bool resume_flag = false;
-  if (resume == "True" || resume == "true") {
-    auto cps = list_checkpoints(a.output_dir);
-    MS_CHECK(!cps.empty(), "--resume_from_checkpoint True: no checkpoint-* directory in ", a.output_dir);
-    resume = cps.back().second;
-  } else if (resume == "False" || resume == "false") {
-    resume.clear();
-  }
   if (!resume.empty()) {
     const ParamSet* master = host_opt                ? &host_opt->master()
                              : dev_opt->has_master() ? &dev_opt->master()
@@ -227,6 +245,7 @@ TrainResult run_training(const TrainSetup& setup) {
     if (host_opt) host_opt->init_from(model.weights());
     else dev_opt->reset(*be, model.weights());
   }
+  progress.run_id = out_dir.run_id;
   const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
   const int64_t micro_per_epoch = (data.size() + B - 1) / B;
   const int64_t warmup = warmup_steps_for(a, progress.total_steps);
@@ -244,10 +263,16 @@ TrainResult run_training(const TrainSetup& setup) {
   save.tokenizer_dir = setup.tokenizer_dir;
   save.tokenizer_overrides = setup.tokenizer_overrides;
   save.backend = be;
+  // Never a checkpoint of non-finite weights (a good one must not be rotated out for it).
+  auto weights_finite = [&]() {
+    double sq = 0.0;
+    model.weights().for_each([&](const ParamSpec&, const Tensor& w) { sq += be->sum_squares(w); });
+    return std::isfinite(sq);
+  };
   auto save_checkpoint_now = [&]() {
     save.dir = (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).string();
     save_checkpoint(save);
-    prune_checkpoints(a.output_dir, a.save_total_limit);
+    prune_run_checkpoints(a.output_dir, progress.run_id, a.save_total_limit);
     write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history));
   };
 
@@ -309,12 +334,13 @@ TrainResult run_training(const TrainSetup& setup) {
     h.beta1 = a.adam_beta1, h.beta2 = a.adam_beta2, h.eps = a.adam_epsilon, h.weight_decay = a.weight_decay;
     h.step = progress.global_step + 1;
     double loss_sum = 0.0, norm = 0.0;
+    bool updated_nonfinite = false;  // a non-finite step whose update could not be held back
     if (!a.optimizer_in_backward) {
       model.zero_grads();
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
       norm = AdamW::grad_norm(*be, model.grads());
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
-      if (n_targets > 0) {
+      if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm)) {
         if (host_opt) host_opt->step(model.weights(), model.grads(), h);
         else dev_opt->step(*be, model.weights(), model.grads(), h);
       }
@@ -322,10 +348,13 @@ TrainResult run_training(const TrainSetup& setup) {
       // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so with
       // max_grad_norm > 0 a first pass computes only the norm; the second pass updates each parameter group as
       // soon as its gradient is complete. Both passes compute the same gradients bit for bit.
+      bool first_pass_finite = true;
       if (a.max_grad_norm > 0) {
         GradNormSink norms(*be);
-        model.forward_backward(micro[0], policy, n_targets, &norms);
-        h.clip = AdamW::clip_factor(norms.norm(model.weights()), a.max_grad_norm);
+        loss_sum = model.forward_backward(micro[0], policy, n_targets, &norms);
+        norm = norms.norm(model.weights());
+        h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
+        first_pass_finite = std::isfinite(loss_sum) && std::isfinite(norm);
       }
       // With the optimizer on the host, the host updates layer l while the device runs the backward of layers < l.
       UpdateSink update(*be, [&](const ParamSpec& s, const Tensor& g) {
@@ -334,10 +363,36 @@ TrainResult run_training(const TrainSetup& setup) {
         dev_opt->update(*be, s, w, g, h);
         return uint64_t{0};
       });
-      if (n_targets > 0) loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
-      if (host_opt) host_opt->wait();
-      norm = update.norm(model.weights());
+      if (n_targets > 0 && first_pass_finite) {
+        loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
+        if (host_opt) host_opt->wait();
+        norm = update.norm(model.weights());
+        updated_nonfinite = !(std::isfinite(loss_sum) && std::isfinite(norm));
+      }
     }
+    // ---- a non-finite loss or gradient norm: stop before the update (or skip the step) ----
+    if (!(std::isfinite(loss_sum) && std::isfinite(norm))) {
+      if (a.skip_nonfinite_steps && !updated_nonfinite) {
+        ++result.skipped_steps;
+        if (!setup.quiet)
+          std::printf("%sstep %lld: loss %g, gradient norm %g: skipped (no update; --skip_nonfinite_steps)\n",
+                      tty ? "\n" : "", (long long)progress.global_step + 1, loss_sum, norm);
+      } else {
+        result.nonfinite_step = progress.global_step + 1;
+        const auto mine = run_checkpoints(a.output_dir, progress.run_id);
+        result.last_good_checkpoint = !mine.empty() ? mine.back().second : resume;
+        if (!setup.quiet)
+          std::printf("%sstep %lld: loss %g, gradient norm %g: stopped %s; nothing was saved from this step%s%s\n",
+                      tty ? "\n" : "", (long long)result.nonfinite_step, loss_sum, norm,
+                      updated_nonfinite ? "(the optimizer in backward had already updated the weights)"
+                                        : "before updating the weights",
+                      result.last_good_checkpoint.empty() ? "" : "; the last good checkpoint is ",
+                      result.last_good_checkpoint.c_str());
+        std::fflush(stdout);
+        break;
+      }
+    }
+    const bool skipped = !(std::isfinite(loss_sum) && std::isfinite(norm));
     const double loss = n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : 0.0;
     const double lr = h.lr;
     ++progress.global_step;
@@ -350,10 +405,12 @@ TrainResult run_training(const TrainSetup& setup) {
       order = data.order(progress.seed, progress.epoch);
       epoch_end = true;
     }
-    if (first) result.first_loss = loss, first = false;
-    result.last_loss = loss;
-    window_loss += loss;
-    ++window_steps;
+    if (!skipped) {
+      if (first) result.first_loss = loss, first = false;
+      result.last_loss = loss;
+      window_loss += loss;
+      ++window_steps;
+    }
 
     // ---- progress and logging ----
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
@@ -361,7 +418,8 @@ TrainResult run_training(const TrainSetup& setup) {
     const double epoch_f = static_cast<double>(progress.epoch) +
                            static_cast<double>(progress.micro_in_epoch) / static_cast<double>(micro_per_epoch);
     const size_t peak = peak_rss_bytes();
-    if (progress.global_step % a.logging_steps == 0 || progress.global_step == progress.total_steps) {
+    if ((progress.global_step % a.logging_steps == 0 || progress.global_step == progress.total_steps) &&
+        window_steps > 0) {
       nlohmann::json rec = {{"step", progress.global_step},
                             {"epoch", epoch_f},
                             {"loss", window_loss / static_cast<double>(window_steps)},
@@ -394,6 +452,17 @@ TrainResult run_training(const TrainSetup& setup) {
     const bool stop = g_stop_signal.load() != 0;
     const bool save_now = (a.save_strategy == SaveStrategy::Steps && progress.global_step % a.save_steps == 0) ||
                           (a.save_strategy == SaveStrategy::Epoch && epoch_end);
+    if ((save_now || stop) && !weights_finite()) {
+      result.nonfinite_step = progress.global_step;
+      const auto mine = run_checkpoints(a.output_dir, progress.run_id);
+      result.last_good_checkpoint = !mine.empty() ? mine.back().second : resume;
+      if (!setup.quiet)
+        std::printf("%sstep %lld: the weights are no longer finite; no checkpoint saved%s%s\n", tty ? "\n" : "",
+                    (long long)progress.global_step, result.last_good_checkpoint.empty() ? "" : "; the last good one is ",
+                    result.last_good_checkpoint.c_str());
+      std::fflush(stdout);
+      break;
+    }
     if (save_now || stop) save_checkpoint_now();
     if (stop) {
       result.interrupted = true;
@@ -407,7 +476,7 @@ TrainResult run_training(const TrainSetup& setup) {
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   result.steps = progress.global_step;
-  if (!result.interrupted) {
+  if (!result.interrupted && result.nonfinite_step == 0) {
     SaveRequest final_save = save;
     final_save.dir = a.output_dir;
     save_model_files(final_save);

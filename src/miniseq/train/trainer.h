@@ -36,6 +36,10 @@ struct TrainResult {
   double last_loss = 0.0;     // loss of the last step
   double first_loss = 0.0;    // loss of the first step of this run
   bool interrupted = false;
+  // A non-finite loss or gradient norm stopped the run at this step (0: it did not); nothing was saved from it.
+  int64_t nonfinite_step = 0;
+  std::string last_good_checkpoint;  // the checkpoint to resume from after such a stop ("" when none)
+  int64_t skipped_steps = 0;         // steps skipped as non-finite (--skip_nonfinite_steps True)
   MemReport planned;       // device (on the CPU backend: the main arena)
   MemReport planned_host;  // host memory of offloaded state (empty without offload)
   StepPolicy policy;  // the policy the run used (chunk sizes chosen automatically when not given)
