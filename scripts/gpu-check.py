@@ -371,9 +371,9 @@ def cmd_prompt(model):
 def summary_lines(meta, overall, steps, checks, bench, bench_rows):
     r = [f"==== gpu-check: {overall} ({meta.get('device', '?')}; {meta.get('elapsed_s', '?')} s of "
          f"{meta.get('budget_s', '?')}) ===="]
-    r.append(f"{'step':9} {'status':10} {'s':>4} {'limit':>5}  summary")
+    r.append(f"{'step':12} {'status':10} {'s':>4} {'limit':>5}  summary")
     for s in steps:
-        r.append(f"{s['name']:9} {s['status']:10} {s.get('seconds', 0):4} {s.get('timeout_s', 0):5}  "
+        r.append(f"{s['name']:12} {s['status']:10} {s.get('seconds', 0):4} {s.get('timeout_s', 0):5}  "
                  f"{s.get('summary', '')[:150]}")
     bad = [c for c in checks if not c.get("pass")]
     if bad:
