@@ -95,7 +95,9 @@ FAILED_CMDS=()   # commands of the cli/offload steps that failed (the sanitize s
 FAILED_TESTS=()  # "BINARY|FILTER" of the ops/golden steps
 
 DEVICE_DESC="no GPU (dry run)"
-[ "$DRY" = 1 ] || DEVICE_DESC=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)
+[ "$DRY" = 1 ] || DEVICE_DESC=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2> /dev/null |
+  head -1)
+[ -n "$DEVICE_DESC" ] || DEVICE_DESC="unknown (nvidia-smi failed)"
 COMMIT=$(git rev-parse --short HEAD 2> /dev/null || echo unknown)
 NVCC_VERSION=$(nvcc --version 2> /dev/null | grep -o 'release [0-9.]*' || echo 'no nvcc')
 meta() {
@@ -117,6 +119,7 @@ report() {
 
 run_step() {  # NAME: runs step_NAME within its budget (bench: all that is left)
   STEP=$1 STEP_STATUS=pass STEP_SUMMARY="" STEP_NOTES=() STEP_T0=$(now) CHECKS_PASSED=0 CHECKS_FAILED=0
+  CMDS_RUN=0 CMDS_FAILED=0 FIRST_ERROR=""
   local left=$((DEADLINE - STEP_T0))
   STEP_TIMEOUT=${BUDGET[$STEP]}
   if [ "$STEP" = "${STEP_ORDER[-1]}" ] || [ "$STEP_TIMEOUT" -gt "$left" ]; then STEP_TIMEOUT=$left; fi
@@ -150,7 +153,7 @@ t() {
 
 # check ID LOG SUBCOMMAND ARGS...: one comparison of scripts/gpu-check.py; its verdict line goes to LOG, its
 # details to WORK/checks/NN-ID.json (numbered in the order run); counted in CHECKS_PASSED / CHECKS_FAILED.
-CHECKS_RUN=0 CHECKS_PASSED=0 CHECKS_FAILED=0
+CHECKS_RUN=0 CHECKS_PASSED=0 CHECKS_FAILED=0 CMDS_RUN=0 CMDS_FAILED=0 FIRST_ERROR=""
 check() {
   local id=$1 log=$2
   shift 2
@@ -298,12 +301,24 @@ c() {
   rc=$?
   cat "$WORK/last.err" >> "$WORK/stderr.log"
   echo "\$ $*    # exit $rc, $(($(now) - t1)) s" >> "$logf"
+  CMDS_RUN=$((CMDS_RUN + 1))
   if [ $rc -ne 0 ]; then
+    CMDS_FAILED=$((CMDS_FAILED + 1))
+    [ -n "$FIRST_ERROR" ] ||
+      FIRST_ERROR="$(basename "$1") ${2:-}: $(grep -v '^\s*$' "$WORK/last.err" | tail -1 | cut -c1-160) (exit $rc)"
     tail -5 "$WORK/last.err" | sed 's/^/  | /' >> "$logf"
     [ $rc -ne 124 ] && [ $rc -ne 137 ] && FAILED_CMDS+=("$*")  # a timeout is no fault to look for
     fail
   fi
   return $rc
+}
+
+cmds_summary() {
+  if [ "$CMDS_FAILED" -eq 0 ]; then
+    echo "$CMDS_RUN commands ran"
+  else
+    echo "$CMDS_FAILED of $CMDS_RUN commands failed, first: $FIRST_ERROR"
+  fi
 }
 
 step_cli() {
@@ -328,7 +343,7 @@ step_cli() {
         check "generate-$m-cache$cache" "$L" generate "$WORK/gen-$m-$cache.json" "$m" $cache "$DEV"
     done
   done
-  STEP_SUMMARY="$CHECKS_PASSED checks passed, $CHECKS_FAILED failed"
+  STEP_SUMMARY="$CHECKS_PASSED checks passed, $CHECKS_FAILED failed; $(cmds_summary)"
   [ "$DRY" = 1 ] && STEP_NOTES+=("dry run: ran on the CPU (fp32) with the CPU's tolerances; on the GPU the same commands run with --device cuda")
 }
 
@@ -374,7 +389,7 @@ with open('$D', 'w') as f:
   check same-ga-host-async "$L" same "$R/ga_host" "$R/ga_host_async"
   check close-host-vs-device "$L" same "$R/default" "$R/host_async" --close
   check close-ga-host-vs-device "$L" same "$R/ga_default" "$R/ga_host_async" --close
-  STEP_SUMMARY="$CHECKS_PASSED comparisons passed, $CHECKS_FAILED failed"
+  STEP_SUMMARY="$CHECKS_PASSED comparisons passed, $CHECKS_FAILED failed; $(cmds_summary)"
   [ "$DRY" = 1 ] && STEP_NOTES+=("dry run: ran on the CPU, where host and device AdamW are the same code (bitwise)")
 }
 
@@ -441,7 +456,9 @@ step_bench() {
   fi
   # ~15 s per length (weight generation on one core, issue 19) + 4 steps: only 32K, the target, when short.
   [ $((STEP_DEADLINE - $(now))) -lt 75 ] && seqs=(32768) && STEP_NOTES+=("little time left: S = 32768 only")
-  t stdbuf -oL "$BUILD/bench_step_cuda" --layers 4 --json "$WORK/bench.json" "${seqs[@]}" > "$L" 2>&1
+  local lb=()  # line-buffered stdout: a timeout keeps the table rows of the lengths that finished
+  command -v stdbuf > /dev/null && lb=(stdbuf -oL)
+  t "${lb[@]}" "$BUILD/bench_step_cuda" --layers 4 --json "$WORK/bench.json" "${seqs[@]}" > "$L" 2>&1
   local rc=$?
   if [ $rc -eq 0 ]; then
     STEP_SUMMARY="$(grep -o 'GEMM.*TFLOP/s' "$L" | head -1); every length bitwise repeatable"
