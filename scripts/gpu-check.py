@@ -375,6 +375,9 @@ def summary_lines(meta, overall, steps, checks, bench, bench_rows):
     for s in steps:
         r.append(f"{s['name']:12} {s['status']:10} {s.get('seconds', 0):4} {s.get('timeout_s', 0):5}  "
                  f"{s.get('summary', '')[:150]}")
+    for s in steps:
+        if s.get("status") in ("fail", "timeout", "killed", "done"):
+            r += [f"  {s['name']}: " + re.sub(r"^=+\s*", "", n)[:160] for n in s.get("notes", [])[:4]]
     bad = [c for c in checks if not c.get("pass")]
     if bad:
         r.append(f"failed checks ({len(bad)} of {len(checks)}):")

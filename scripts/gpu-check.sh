@@ -119,7 +119,7 @@ report() {
 
 run_step() {  # NAME: runs step_NAME within its budget (bench: all that is left)
   STEP=$1 STEP_STATUS=pass STEP_SUMMARY="" STEP_NOTES=() STEP_T0=$(now) CHECKS_PASSED=0 CHECKS_FAILED=0
-  CMDS_RUN=0 CMDS_FAILED=0 FIRST_ERROR=""
+  CMDS_RUN=0 CMDS_FAILED=0 CMDS_SKIPPED=0 FIRST_ERROR=""
   local left=$((DEADLINE - STEP_T0))
   STEP_TIMEOUT=${BUDGET[$STEP]}
   if [ "$STEP" = "${STEP_ORDER[-1]}" ] || [ "$STEP_TIMEOUT" -gt "$left" ]; then STEP_TIMEOUT=$left; fi
@@ -153,7 +153,7 @@ t() {
 
 # check ID LOG SUBCOMMAND ARGS...: one comparison of scripts/gpu-check.py; its verdict line goes to LOG, its
 # details to WORK/checks/NN-ID.json (numbered in the order run); counted in CHECKS_PASSED / CHECKS_FAILED.
-CHECKS_RUN=0 CHECKS_PASSED=0 CHECKS_FAILED=0 CMDS_RUN=0 CMDS_FAILED=0 FIRST_ERROR=""
+CHECKS_RUN=0 CHECKS_PASSED=0 CHECKS_FAILED=0 CMDS_RUN=0 CMDS_FAILED=0 CMDS_SKIPPED=0 FIRST_ERROR=""
 check() {
   local id=$1 log=$2
   shift 2
@@ -171,8 +171,10 @@ fail() {  # a failed command or check
   return 0
 }
 
+exec 3>&1 4>&2  # the script's own stdout and stderr, for the exit trap (it may fire inside a redirected call)
 on_exit() {
   local rc=$?
+  exec 1>&3 2>&4
   if [ -n "$STEP" ]; then  # killed or interrupted inside a step
     STEP_STATUS=killed STEP_SUMMARY="interrupted (exit $rc) after $(($(now) - STEP_T0)) s"
     write_step
@@ -296,6 +298,11 @@ step_golden() { run_gtest golden test_grad_golden_cuda; }
 c() {
   local logf=$1 t1 rc
   shift
+  if [ $((STEP_DEADLINE - $(now))) -lt 1 ]; then
+    echo "\$ $*    # not run: the step's time is up" >> "$logf"
+    CMDS_SKIPPED=$((CMDS_SKIPPED + 1))
+    return 124
+  fi
   t1=$(now)
   t "$@" 2> "$WORK/last.err"
   rc=$?
@@ -304,8 +311,10 @@ c() {
   CMDS_RUN=$((CMDS_RUN + 1))
   if [ $rc -ne 0 ]; then
     CMDS_FAILED=$((CMDS_FAILED + 1))
-    [ -n "$FIRST_ERROR" ] ||
-      FIRST_ERROR="$(basename "$1") ${2:-}: $(grep -v '^\s*$' "$WORK/last.err" | tail -1 | cut -c1-160) (exit $rc)"
+    local why
+    why=$(grep -v '^\s*$' "$WORK/last.err" | tail -1 | cut -c1-160)
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="timed out after $(($(now) - t1)) s"
+    [ -n "$FIRST_ERROR" ] || FIRST_ERROR="$(basename "$1") ${2:-}: $why (exit $rc)"
     tail -5 "$WORK/last.err" | sed 's/^/  | /' >> "$logf"
     [ $rc -ne 124 ] && [ $rc -ne 137 ] && FAILED_CMDS+=("$*")  # a timeout is no fault to look for
     fail
@@ -314,10 +323,12 @@ c() {
 }
 
 cmds_summary() {
+  local skipped=""
+  [ "$CMDS_SKIPPED" -eq 0 ] || skipped=", $CMDS_SKIPPED not run (no time left)"
   if [ "$CMDS_FAILED" -eq 0 ]; then
-    echo "$CMDS_RUN commands ran"
+    echo "$CMDS_RUN commands ran$skipped"
   else
-    echo "$CMDS_FAILED of $CMDS_RUN commands failed, first: $FIRST_ERROR"
+    echo "$CMDS_FAILED of $CMDS_RUN commands failed$skipped, first: $FIRST_ERROR"
   fi
 }
 
@@ -416,9 +427,10 @@ step_sanitize() {
     echo "== compute-sanitizer --tool memcheck $bin --gtest_filter=$filter ==" >> "$L"
     sub 0.5 "${sync[@]}" "$SANITIZER" --tool memcheck "${san_opts[@]}" "$bin" --gtest_filter="$filter" >> "$L" 2>&1
     n=$((n + 1))
-    if [[ $filter == *ttention* ]] || [ "$filter" = '*' ]; then
-      local af=$filter
-      [ "$af" = '*' ] && af='*Attention*'
+    local af
+    af=$(tr ':' '\n' <<< "$filter" | grep -i attention | paste -sd:)  # racecheck: the attention cases only
+    [ "$filter" = '*' ] && af='*Attention*'
+    if [ -n "$af" ]; then
       echo "== compute-sanitizer --tool racecheck $bin --gtest_filter=$af ==" >> "$L"
       sub 0.6 "$SANITIZER" --tool racecheck --error-exitcode 99 --print-limit 10 "$bin" --gtest_filter="$af" >> "$L" 2>&1
     fi
