@@ -14,11 +14,7 @@ namespace miniseq::cli {
 
 namespace {
 
-std::string gib(size_t bytes) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return b;
-}
+std::string gib(size_t bytes) { return human_bytes(bytes); }
 
 // The demo's defaults, applied unless the flag was given on the command line.
 void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {

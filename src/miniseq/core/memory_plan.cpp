@@ -24,6 +24,8 @@ std::array<ArenaStorage, 2>& storages() {
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+}  // namespace
+
 std::string human_bytes(size_t b) {
   char buf[32];
   double v = static_cast<double>(b);
@@ -33,8 +35,6 @@ std::string human_bytes(size_t b) {
   else std::snprintf(buf, sizeof buf, "%zu B", b);
   return buf;
 }
-
-}  // namespace
 
 std::string_view mem_category_name(MemCategory c) {
   switch (c) {

@@ -38,6 +38,9 @@ struct MemBreakdown {
   size_t operator[](MemCategory c) const { return bytes[static_cast<size_t>(c)]; }
 };
 
+// "1.50 GiB", "12.00 MiB", "3.00 KiB", "512 B": sizes in messages, at the scale they have.
+std::string human_bytes(size_t bytes);
+
 struct MemReport {
   size_t peak_bytes = 0;             // most bytes live at once
   MemBreakdown at_peak;              // what was live at that moment, per category

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
+#include "miniseq/core/memory_plan.h"
 #include "miniseq/io/safetensors.h"
 
 namespace miniseq {
@@ -25,11 +26,7 @@ namespace {
 
 constexpr const char* kRunFile = ".miniseq-run";
 
-std::string gib(uint64_t bytes) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
-  return b;
-}
+std::string gib(uint64_t bytes) { return human_bytes(static_cast<size_t>(bytes)); }
 
 std::string new_run_id() {
   const auto now = std::chrono::system_clock::now().time_since_epoch();

@@ -65,11 +65,7 @@ struct HostPin {
   HostPin& operator=(const HostPin&) = delete;
 };
 
-std::string gib(double bytes) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
-  return b;
-}
+std::string gib(double bytes) { return human_bytes(static_cast<size_t>(bytes)); }
 
 std::string hms(double seconds) {
   const long s = static_cast<long>(std::max(0.0, seconds));
@@ -79,6 +75,65 @@ std::string hms(double seconds) {
 }
 
 }  // namespace
+
+std::string policy_flags(const PlanTarget& t) {
+  std::string f;
+  if (t.moments != DType::F32) f += " --moments_dtype bfloat16";
+  if (!t.master_weights) f += " --master_weights False";
+  if (t.grad_precision != DType::F32) f += " --grad_dtype bfloat16";
+  if (t.optimizer_in_backward) f += " --optimizer_in_backward True";
+  if (t.offload_optimizer) f += " --offload_optimizer True";
+  if (t.offload_layers != 0) f += " --offload_checkpoints " + std::to_string(t.offload_layers);
+  return f.empty() ? f : f.substr(1);
+}
+
+CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t budget) {
+  const Device device = a.device == "cuda" ? Device::CUDA : Device::CPU;
+  const char* where = a.max_memory_gib > 0 ? "--max_memory_gib" : device == Device::CPU ? "host memory" : "free on the GPU";
+  CheckedPlan out;
+  out.policy = policy_from(a);
+  // Chunk sizes not given: the largest chunks (fewest, most efficient GEMMs) that fit the budget.
+  if (a.mini_sequence && a.mlp_chunk_tokens == 0 && a.lm_head_chunks == 0 && budget > 0)
+    auto_chunks(config, a.per_device_train_batch_size, a.model_max_length, plan_target(a), budget, &out.policy);
+  out.run = plan_training_run(config, a, out.policy);
+  const size_t host_budget = a.max_host_memory_gib > 0 ? static_cast<size_t>(a.max_host_memory_gib * (1ull << 30))
+                                                       : available_ram_bytes();
+  if (out.run.host.arena_bytes > 0 && host_budget > 0)
+    MS_CHECK(out.run.host.arena_bytes <= host_budget, "the offloaded state needs ",
+             gib(static_cast<double>(out.run.host.arena_bytes)), " of host memory but only ",
+             gib(static_cast<double>(host_budget)),
+             " is available; offload fewer layers (--offload_checkpoints) or use --moments_dtype bfloat16");
+  if (budget == 0 || out.run.device.arena_bytes <= budget) return out;
+
+  // Refused: say what would fit, with the numbers (the planner's policy ladder, as `memplan --auto`).
+  std::string advice;
+  if (!(a.mini_sequence && a.gradient_checkpointing)) {
+    TrainArgs alt = a;
+    alt.mini_sequence = alt.gradient_checkpointing = true;
+    advice += "; with --mini_sequence True --gradient_checkpointing True it plans " +
+              gib(static_cast<double>(plan_training(config, alt, policy_from(alt)).arena_bytes));
+  }
+  PlanTarget t = plan_target(a);
+  StepPolicy p = policy_from(a);
+  p.mini_sequence = p.checkpointing = true;
+  std::string name;
+  if (auto_policy(config, a.per_device_train_batch_size, a.model_max_length, budget, a.max_host_memory_gib > 0 ? host_budget : 0,
+                  &t, &p, &name, a.gradient_accumulation_steps)) {
+    const RunPlan fits = plan_run(config, a.per_device_train_batch_size, a.model_max_length, p, t);
+    advice += "; the memory policy " + name + " fits (planned " + gib(static_cast<double>(fits.device.arena_bytes)) +
+              (fits.host.arena_bytes ? " + " + gib(static_cast<double>(fits.host.arena_bytes)) + " of host memory" : "") +
+              "): add " + policy_flags(t);
+  } else {
+    advice += "; no memory policy fits this length (docs/memory.md)";
+  }
+  char mem[32];  // a --memory value that memplan reads back
+  std::snprintf(mem, sizeof mem, "%.2fMiB", static_cast<double>(budget) / (1024.0 * 1024.0));
+  fail("the run needs ", gib(static_cast<double>(out.run.device.arena_bytes)), " (peak at ", out.run.device.peak_moment,
+       ") but only ", gib(static_cast<double>(budget)), " is available (", where,
+       "); lower --model_max_length or --per_device_train_batch_size", advice, ". `miniseq memplan --model ",
+       a.model_name_or_path.empty() ? "MODEL" : a.model_name_or_path, " --model_max_length ", a.model_max_length,
+       " --memory ", mem, device == Device::CUDA ? " --device cuda" : "", " --auto` lists the options");
+}
 
 size_t device_memory_budget(const TrainArgs& a, const Backend& be) {
   if (a.max_memory_gib > 0) return static_cast<size_t>(a.max_memory_gib * (1ull << 30));
@@ -134,37 +189,12 @@ TrainResult run_training(const TrainSetup& setup) {
   MS_CHECK(be->device() == device, "internal: the given backend is not on the run's device");
 
   // ---- plan the whole run before step 0, and refuse when it does not fit ----
-  const size_t budget = device_memory_budget(a, *be);
-  const char* budget_where = a.max_memory_gib > 0   ? "--max_memory_gib"
-                             : device == Device::CPU ? "host memory"
-                                                     : "free on the GPU";
-  // Chunk sizes not given: the largest chunks (fewest, most efficient GEMMs) that fit the budget.
-  if (a.mini_sequence && a.mlp_chunk_tokens == 0 && a.lm_head_chunks == 0 && budget > 0)
-    auto_chunks(config, a.per_device_train_batch_size, a.model_max_length, plan_target(a), budget, &policy);
-  const RunPlan run_plan = plan_training_run(config, a, policy);
+  const CheckedPlan checked = plan_or_refuse(config, a, device_memory_budget(a, *be));
+  const RunPlan& run_plan = checked.run;
+  policy = checked.policy;
   result.planned = run_plan.device;
   result.planned_host = run_plan.host;
   result.policy = policy;
-  const size_t host_budget = a.max_host_memory_gib > 0
-                                 ? static_cast<size_t>(a.max_host_memory_gib * (1ull << 30))
-                                 : available_ram_bytes();
-  if (run_plan.host.arena_bytes > 0 && host_budget > 0)
-    MS_CHECK(run_plan.host.arena_bytes <= host_budget, "the offloaded state needs ",
-             gib(static_cast<double>(run_plan.host.arena_bytes)), " of host memory but only ",
-             gib(static_cast<double>(host_budget)),
-             " is available; offload fewer layers (--offload_checkpoints) or use --moments_dtype bfloat16");
-  if (budget > 0 && result.planned.arena_bytes > budget) {
-    TrainArgs alt = a;
-    alt.mini_sequence = alt.gradient_checkpointing = true;
-    const MemReport best = plan_training(config, alt, policy_from(alt));
-    fail("the run needs ", gib(static_cast<double>(result.planned.arena_bytes)), " (peak at ",
-         result.planned.peak_moment, ") but only ", gib(static_cast<double>(budget)), " is available (", budget_where,
-         "); lower --model_max_length or --per_device_train_batch_size",
-         (a.mini_sequence && a.gradient_checkpointing)
-             ? std::string()
-             : ", or turn on --mini_sequence and --gradient_checkpointing (planned with both: " +
-                   gib(static_cast<double>(best.arena_bytes)) + ")");
-  }
 
   // ---- the output directory, checked and prepared before anything is loaded (train/output_dir.h) ----
   std::string resume = a.resume_from_checkpoint;

@@ -63,4 +63,14 @@ TrainResult run_training(const TrainSetup& setup);
 // --max_host_memory_gib or MemAvailable separately.
 size_t device_memory_budget(const TrainArgs& a, const Backend& be);
 
+// The run's plan, with chunk sizes chosen for `budget` when not given, or a refusal (Error) that gives the
+// numbers and the memory policy that would fit (the planner's ladder, as `memplan --auto`). budget 0: unchecked.
+struct CheckedPlan {
+  RunPlan run;
+  StepPolicy policy;
+};
+CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t budget);
+// The command-line flags that select a planner target's memory policy, e.g. "--moments_dtype bfloat16".
+std::string policy_flags(const PlanTarget& t);
+
 }  // namespace miniseq
