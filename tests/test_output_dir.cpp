@@ -203,3 +203,25 @@ TEST(OutputDir, DivergenceStopsBeforeSavingAndSkipSkips) {
   EXPECT_NE(run.out.find("non-finite loss or gradient norm at step 2"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("checkpoint-1"), std::string::npos) << run.out;
 }
+
+// A mistyped --model_max_length is refused before the data is read or a block is laid out (it used to end in
+// std::bad_alloc, or in unbounded growth of the padded block).
+TEST(OutputDir, MistypedLengthsAreRefusedAtOnce) {
+  test::TempDir tmp;
+  test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n");
+  const std::string base = "train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
+                           tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") + " --model_max_length ";
+  const std::pair<const char*, const char*> cases[] = {
+      {"99999999999999999999", "is out of range"},
+      {"1e9", "expects an integer"},
+      {"2147483648", "positions are 32-bit"},
+      {"1000000000", "the run needs at least"},
+      {"100000", "holds 11 tokens, less than one sequence of --model_max_length 100000"},
+  };
+  for (const auto& [len, want] : cases) {
+    const auto r = test::run_miniseq(base + len);
+    EXPECT_EQ(r.status, 2) << len << ": " << r.out;
+    EXPECT_NE(r.out.find(want), std::string::npos) << len << ": " << r.out;
+  }
+  EXPECT_FALSE(fs::exists(tmp.file("o")));  // nothing created for a refused run
+}

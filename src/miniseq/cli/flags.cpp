@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -110,14 +113,20 @@ bool Flags::parse(const std::vector<std::string>& args) {
       }
       case FlagKind::Int: {
         char* end = nullptr;
+        errno = 0;
         std::strtoll(value.c_str(), &end, 10);
         MS_CHECK(!value.empty() && *end == 0, "flag --", name, " expects an integer, got '", value, "'");
+        MS_CHECK(errno != ERANGE, "flag --", name, " value '", value, "' is out of range (at most ",
+                 std::to_string(INT64_MAX), ")");
         break;
       }
       case FlagKind::Float: {
         char* end = nullptr;
-        std::strtod(value.c_str(), &end);
+        errno = 0;
+        const double v = std::strtod(value.c_str(), &end);
         MS_CHECK(!value.empty() && *end == 0, "flag --", name, " expects a number, got '", value, "'");
+        MS_CHECK(errno != ERANGE || v == 0.0, "flag --", name, " value '", value, "' is out of range");
+        MS_CHECK(std::isfinite(v), "flag --", name, " must be a finite number, got '", value, "'");
         break;
       }
       case FlagKind::String: break;

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "miniseq/cli/commands.h"
+#include "miniseq/ops/dry_backend.h"
 #include "miniseq/train/demo_preset.h"
 #include "miniseq/train/model_setup.h"
 #include "miniseq/train/special_tokens.h"
@@ -90,10 +91,10 @@ int cmd_train(const Args& raw_args) {
       spec.pad_id = c.pad_token_id ? static_cast<int32_t>(*c.pad_token_id) : std::max(spec.eos_id, 0);
     }
     spec.vocab = setup.config.vocab_size;
-    data = Dataset::from_jsonl(a.data_path, spec, tokenize);
-    MS_CHECK(data.tokens_in_documents() >= a.model_max_length, a.data_path, " holds ", data.tokens_in_documents(),
-             " tokens, less than one sequence of --model_max_length ", a.model_max_length,
-             "; lower --model_max_length or give more data");
+    // The plan before the data: on the CPU a run that cannot fit is refused before the data is read (the
+    // device's own budget is checked in run_training, once the GPU is open).
+    if (a.device != "cuda") plan_or_refuse(setup.config, a, device_memory_budget(a, DryBackend()));
+    data = Dataset::from_jsonl(a.data_path, spec, tokenize);  // refuses data shorter than one sequence
     setup.tokenizer_dir = a.model_name_or_path;
   }
   setup.data = &data;

@@ -89,6 +89,10 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
     if (spec.eos_id >= 0) stream.push_back(spec.eos_id);
   }
   d.doc_tokens_ = static_cast<int64_t>(stream.size());
+  // Checked before the blocks are laid out: a mistyped --model_max_length must not pad one block to its length.
+  MS_CHECK(d.doc_tokens_ >= spec.seq, path, " holds ", d.doc_tokens_,
+           " tokens, less than one sequence of --model_max_length ", spec.seq,
+           "; lower --model_max_length or give more data");
   d.add_stream(stream, spec);
   return d;
 }

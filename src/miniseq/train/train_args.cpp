@@ -164,6 +164,8 @@ TrainArgs train_args_from(const cli::Flags& f) {
            "run full fine-tuning with --low_rank_training False");
   MS_CHECK(a.device == "cpu" || a.device == "cuda", "--device must be cpu or cuda, got '", a.device, "'");
   MS_CHECK(a.model_max_length >= 2, "--model_max_length must be at least 2, got ", a.model_max_length);
+  MS_CHECK(a.model_max_length <= INT32_MAX, "--model_max_length ", a.model_max_length,
+           " is beyond what any run can hold (positions are 32-bit: at most ", INT32_MAX, ")");
   MS_CHECK(a.per_device_train_batch_size >= 1, "--per_device_train_batch_size must be >= 1");
   MS_CHECK(a.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1");
   MS_CHECK(a.max_steps > 0 || a.num_train_epochs > 0, "give --max_steps > 0 or --num_train_epochs > 0");

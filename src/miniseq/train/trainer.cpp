@@ -90,6 +90,21 @@ std::string policy_flags(const PlanTarget& t) {
 CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t budget) {
   const Device device = a.device == "cuda" ? Device::CUDA : Device::CPU;
   const char* where = a.max_memory_gib > 0 ? "--max_memory_gib" : device == Device::CPU ? "host memory" : "free on the GPU";
+  // A floor without a dry run (which walks every chunk of every layer): the weights and one layer input per layer.
+  // A mistyped --model_max_length is refused here at once.
+  if (budget > 0) {
+    const PlanTarget t = plan_target(a);
+    const double floor = static_cast<double>(param_count(param_specs(config))) * static_cast<double>(dtype_size(t.params)) +
+                         static_cast<double>(config.num_hidden_layers) * static_cast<double>(a.per_device_train_batch_size) *
+                             static_cast<double>(a.model_max_length) * static_cast<double>(config.hidden_size) *
+                             static_cast<double>(dtype_size(t.activations)) *
+                             (a.offload_checkpoints != 0 ? 0.0 : 1.0);
+    MS_CHECK(floor <= static_cast<double>(budget), "the run needs at least ", gib(floor),
+             " (weights and the layer inputs of ", a.per_device_train_batch_size, " x ", a.model_max_length,
+             " tokens) but only ", gib(static_cast<double>(budget)), " is available (", where,
+             "); lower --model_max_length or --per_device_train_batch_size (`miniseq memplan --find_max_length` "
+             "gives the longest that fits)");
+  }
   CheckedPlan out;
   out.policy = policy_from(a);
   // Chunk sizes not given: the largest chunks (fewest, most efficient GEMMs) that fit the budget.
