@@ -103,3 +103,24 @@ TEST(InspectCli, ReadsHuggingFaceWrittenModels) {
   }
   EXPECT_GT(seen, 0);
 }
+
+// A stray word on any command line is an error (it used to be dropped: `generate --prompt The pass key is`
+// generated from "The"); inspect takes its one directory, and a config.json alone.
+TEST(InspectCli, StrayArgumentsAreRefused) {
+  const std::string model = test::source_dir() + "/tests/data/golden/llama_basic/model";
+  auto r = test::run_miniseq("generate --model " + model + " --prompt The pass key is");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("unexpected argument 'pass' for `miniseq generate`"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("quote values with spaces"), std::string::npos) << r.out;
+  for (const char* cmd : {"train --output_dir o extra", "eval extra", "passkey extra", "memplan extra",
+                          "grad extra", "tokenize extra", "tiny-model extra"}) {
+    r = test::run_miniseq(cmd);
+    EXPECT_EQ(r.status, 2) << cmd << ": " << r.out;
+    EXPECT_NE(r.out.find("unexpected argument 'extra'"), std::string::npos) << cmd << ": " << r.out;
+  }
+  r = test::run_miniseq("inspect " + model + " " + model);
+  EXPECT_EQ(r.status, 2) << r.out;
+  r = test::run_miniseq("inspect " + model + "/config.json");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("files       none: config.json only"), std::string::npos) << r.out;
+}

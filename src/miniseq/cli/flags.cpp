@@ -79,6 +79,14 @@ bool Flags::parse(const std::vector<std::string>& args) {
       return false;
     }
     if (a.rfind("--", 0) != 0 || a.size() == 2) {
+      if (positional_.size() >= max_positional_) {
+        const bool after_value = i >= 2 && args[i - 2].rfind("--", 0) == 0 && args[i - 2].find('=') == std::string::npos;
+        fail("unexpected argument '", a, "' for `miniseq ", command_, "`",
+             after_value ? "; a flag takes one value: quote values with spaces, e.g. " + args[i - 2] + " \"" +
+                               args[i - 1] + " " + a + " ...\""
+                         : std::string(),
+             " (see `miniseq ", command_, " --help`)");
+      }
       positional_.push_back(a);
       continue;
     }

@@ -28,6 +28,9 @@ class Flags {
   // Parses args (without the program and command names). Throws miniseq::Error on bad input. Returns false
   // when --help was given (help already printed to stdout).
   bool parse(const std::vector<std::string>& args);
+  // Arguments that are not flags: none unless allowed here (a stray word is an error, never silently dropped:
+  // `--prompt The pass key is` would otherwise generate from "The").
+  void allow_positional(size_t n) { max_positional_ = n; }
 
   bool has(const std::string& name) const;  // set on the command line or by a non-empty default
   bool given(const std::string& name) const { return given_.count(name) != 0; }  // set on the command line
@@ -47,6 +50,7 @@ class Flags {
   std::map<std::string, std::string> values_;
   std::map<std::string, bool> given_;
   std::vector<std::string> positional_;
+  size_t max_positional_ = 0;
 };
 
 bool parse_bool(const std::string& s, bool* out);

@@ -54,6 +54,7 @@ std::string rope_summary(const ModelConfig& c) {
 
 int cmd_inspect(const Args& args) {
   Flags f("inspect", "miniseq inspect MODEL_DIR|config.json", {});
+  f.allow_positional(1);
   if (!f.parse(args)) return 0;
   MS_CHECK(f.positional().size() == 1,
            "inspect: give exactly one model directory or config.json (miniseq inspect MODEL_DIR)");

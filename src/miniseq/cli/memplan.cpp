@@ -91,8 +91,6 @@ int cmd_memplan(const Args& args) {
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
           });
   if (!f.parse(args)) return 0;
-  MS_CHECK(f.positional().empty(), "memplan: unexpected argument '", f.positional().empty() ? "" : f.positional()[0],
-           "'");
   MS_CHECK(f.has("model"), "memplan: --model is required (a model directory or a config.json)");
   const ModelConfig c = load_model_config(f.str("model"));
   const std::string device = f.str("device");

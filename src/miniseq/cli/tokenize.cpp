@@ -43,8 +43,6 @@ int cmd_tokenize(const Args& args) {
             "with --decode: leave special tokens out of the text"},
            {"threads", FlagKind::Int, "0", "encoding threads (0 = all cores)"}});
   if (!f.parse(args)) return 0;
-  MS_CHECK(f.positional().empty(), "tokenize: unexpected argument '", f.positional()[0],
-           "' (see `miniseq tokenize --help`)");
   MS_CHECK(!f.str("tokenizer").empty(),
            "tokenize: --tokenizer DIR is required (a model or tokenizer directory)");
   const tok::Tokenizer t = tok::Tokenizer::load(f.str("tokenizer"));

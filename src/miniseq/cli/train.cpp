@@ -34,8 +34,6 @@ void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {
 int cmd_train(const Args& raw_args) {
   Flags f = train_flags();
   if (!f.parse(raw_args)) return 0;
-  MS_CHECK(f.positional().empty(), "train: unexpected argument '", f.positional().empty() ? "" : f.positional()[0],
-           "' (flags are --name value or --name=value; see `miniseq train --help`)");
   TrainSetup setup;
   Dataset data;
   if (f.str("preset") == "demo") {
