@@ -95,45 +95,53 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (name == "__metadata__") {
         MS_CHECK(v.is_object(), path, ": __metadata__ must be an object of strings");
         for (auto m = v.begin(); m != v.end(); ++m) {
-          MS_CHECK(m.value().is_string(), path, ": __metadata__ value of '", m.key(), "' is not a string");
+          MS_CHECK(m.value().is_string(), path, ": __metadata__ value of '", jsonio::excerpt(m.key(), 200),
+                   "' is not a string");
           metadata_[m.key()] = m.value().get<std::string>();
         }
         continue;
       }
-      MS_CHECK(v.is_object(), path, ": entry for tensor '", name, "' is not an object");
+      MS_CHECK(v.is_object(), path, ": entry for tensor '", jsonio::excerpt(name, 200), "' is not an object");
       SafetensorInfo t;
       t.name = name;
-      MS_CHECK(v.contains("dtype") && v["dtype"].is_string(), path, ": tensor '", name, "' has no dtype string");
+      MS_CHECK(v.contains("dtype") && v["dtype"].is_string(), path, ": tensor '", jsonio::excerpt(name, 200),
+               "' has no dtype string");
       t.dtype_name = v["dtype"].get<std::string>();
       t.element_size = known_dtype_size(t.dtype_name);
-      MS_CHECK(t.element_size, path, ": tensor '", name, "' has unknown dtype '", t.dtype_name,
+      MS_CHECK(t.element_size, path, ": tensor '", jsonio::excerpt(name, 200), "' has unknown dtype '",
+               jsonio::excerpt(t.dtype_name),
                "' (safetensors dtypes: BOOL U8 I8 I16 U16 I32 U32 I64 U64 F8_E4M3 F8_E5M2 F16 BF16 F32 F64)");
       t.is_float = dtype_from_name(t.dtype_name, &t.dtype);
-      MS_CHECK(v.contains("shape") && v["shape"].is_array(), path, ": tensor '", name, "' has no shape array");
+      MS_CHECK(v.contains("shape") && v["shape"].is_array(), path, ": tensor '", jsonio::excerpt(name, 200),
+               "' has no shape array");
       uint64_t numel = 1;
       for (const auto& d : v["shape"]) {
         MS_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), path,
-                 ": tensor '", name,
+                 ": tensor '", jsonio::excerpt(name, 200),
                  "' has a shape entry that is not a non-negative integer: ", jsonio::describe(d));
         uint64_t dim = d.get<uint64_t>();
-        MS_CHECK(!mul_overflows(numel, dim, &numel) && numel <= (1ull << 62), path, ": tensor '", name,
-                 "' shape ", jsonio::excerpt(v["shape"].dump()), " overflows");
+        MS_CHECK(!mul_overflows(numel, dim, &numel) && numel <= (1ull << 62), path, ": tensor '",
+                 jsonio::excerpt(name, 200), "' shape ", jsonio::excerpt(v["shape"].dump()), " overflows");
         t.shape.push_back(static_cast<int64_t>(dim));
       }
-      MS_CHECK(t.shape.size() <= static_cast<size_t>(kMaxDims) || !t.is_float, path, ": tensor '", name,
-               "' has rank ", t.shape.size(), "; miniseq handles at most ", kMaxDims);
+      MS_CHECK(t.shape.size() <= static_cast<size_t>(kMaxDims) || !t.is_float, path, ": tensor '",
+               jsonio::excerpt(name, 200), "' has rank ", t.shape.size(), "; miniseq handles at most ",
+               kMaxDims);
       const json& off = v.contains("data_offsets") ? v["data_offsets"] : json();
-      MS_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
-               path, ": tensor '", name, "' needs data_offsets [begin, end] of non-negative integers");
+      MS_CHECK(
+          off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
+          path, ": tensor '", jsonio::excerpt(name, 200),
+          "' needs data_offsets [begin, end] of non-negative integers");
       t.begin = off[0].get<uint64_t>();
       t.end = off[1].get<uint64_t>();
-      MS_CHECK(t.begin <= t.end, path, ": tensor '", name, "' has data_offsets [", t.begin, ", ", t.end,
-               "] with begin after end");
-      MS_CHECK(t.end <= data_len, path, ": tensor '", name, "' data_offsets [", t.begin, ", ", t.end,
-               "] run past the data section (", data_len, " bytes); the file is truncated or corrupt");
+      MS_CHECK(t.begin <= t.end, path, ": tensor '", jsonio::excerpt(name, 200), "' has data_offsets [",
+               t.begin, ", ", t.end, "] with begin after end");
+      MS_CHECK(t.end <= data_len, path, ": tensor '", jsonio::excerpt(name, 200), "' data_offsets [", t.begin,
+               ", ", t.end, "] run past the data section (", data_len,
+               " bytes); the file is truncated or corrupt");
       uint64_t expect = 0;
       MS_CHECK(!mul_overflows(numel, t.element_size, &expect) && expect == t.end - t.begin, path,
-               ": tensor '", name, "' holds ", t.end - t.begin, " bytes but shape ",
+               ": tensor '", jsonio::excerpt(name, 200), "' holds ", t.end - t.begin, " bytes but shape ",
                jsonio::excerpt(v["shape"].dump()), " of ", t.dtype_name, " needs ", numel * t.element_size);
       tensors_.push_back(std::move(t));
     }
@@ -148,11 +156,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     const SafetensorInfo* prev = nullptr;
     for (const SafetensorInfo* t : order) {
       if (t->begin < expected_begin)
-        fail(path, ": tensor '", t->name, "' [", t->begin, ", ", t->end, ") overlaps tensor '", prev->name, "' [",
-             prev->begin, ", ", prev->end, ")");
+        fail(path, ": tensor '", jsonio::excerpt(t->name, 200), "' [", t->begin, ", ", t->end,
+             ") overlaps tensor '", jsonio::excerpt(prev->name, 200), "' [", prev->begin, ", ", prev->end,
+             ")");
       if (t->begin > expected_begin)
         fail(path, ": data is not contiguous: ", t->begin - expected_begin, " unused bytes before tensor '",
-             t->name, "' at offset ", expected_begin);
+             jsonio::excerpt(t->name, 200), "' at offset ", expected_begin);
       expected_begin = t->end;
       prev = t;
     }
@@ -209,7 +218,8 @@ SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
     std::map<std::string, std::string> weight_map;
     std::map<std::string, size_t> shard_ids;
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      MS_CHECK(it.value().is_string(), index_path.string(), ": weight_map entry '", it.key(), "' is not a file name");
+      MS_CHECK(it.value().is_string(), index_path.string(), ": weight_map entry '",
+               jsonio::excerpt(it.key(), 200), "' is not a file name");
       std::string shard = it.value().get<std::string>();
       MS_CHECK(shard.find('/') == std::string::npos && shard.find('\0') == std::string::npos &&
                    shard != "." && shard != ".." && !shard.empty() && shard.size() <= kMaxFileName,
@@ -222,8 +232,9 @@ SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
         const bool exists = fs::exists(shard_path, ec);
         MS_CHECK(!ec, index_path.string(), " names shard '", jsonio::excerpt(shard),
                  "', which cannot be read: ", ec.message());
-        MS_CHECK(exists, index_path.string(), " names shard '", shard, "' (for tensor '", it.key(), "') but ",
-                 shard_path.string(), " does not exist; the download is incomplete");
+        MS_CHECK(exists, index_path.string(), " names shard '", shard, "' (for tensor '",
+                 jsonio::excerpt(it.key(), 200), "') but ", shard_path.string(),
+                 " does not exist; the download is incomplete");
         shard_ids[shard] = files_.size();
         files_.push_back(std::make_unique<SafetensorsFile>(shard_path.string()));
       }
@@ -232,16 +243,16 @@ SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
       const std::string shard = fs::path(f->path()).filename().string();
       for (const auto& t : f->tensors()) {
         auto w = weight_map.find(t.name);
-        MS_CHECK(w != weight_map.end(), f->path(), ": tensor '", t.name, "' is not listed in ",
-                 index_path.string());
-        MS_CHECK(w->second == shard, f->path(), ": tensor '", t.name, "' is also here although the index puts it in ",
-                 w->second);
+        MS_CHECK(w != weight_map.end(), f->path(), ": tensor '", jsonio::excerpt(t.name, 200),
+                 "' is not listed in ", index_path.string());
+        MS_CHECK(w->second == shard, f->path(), ": tensor '", jsonio::excerpt(t.name, 200),
+                 "' is also here although the index puts it in ", w->second);
         entries_[t.name] = Entry{f.get(), &t};
       }
     }
     for (const auto& [name, shard] : weight_map)
-      MS_CHECK(entries_.count(name), index_path.string(), " puts tensor '", name, "' in ", shard,
-               " but that shard does not contain it");
+      MS_CHECK(entries_.count(name), index_path.string(), " puts tensor '", jsonio::excerpt(name, 200),
+               "' in ", shard, " but that shard does not contain it");
   } else {
     MS_CHECK(fs::exists(single_path), dir, ": no model.safetensors or model.safetensors.index.json (miniseq reads "
              "safetensors weights; convert .bin checkpoints with transformers' save_pretrained)");
