@@ -371,15 +371,24 @@ TEST(EvalCli, CommandsRunOnATrainedCheckpoint) {
   ASSERT_EQ(r.status, 0) << r.out;
   ASSERT_TRUE(fs::exists(out + "/tokenizer.json"));
 
-  r = test::run_miniseq("passkey --model " + out + " --max_tokens 200 --interval 80 --trials 2 --json " +
-                        tmp.file("pk.json") + " --progress False");
+  // Every prompt (and its answer) stays within --max_tokens; task and question alone are ~250 bytes.
+  r = test::run_miniseq("passkey --model " + out + " --max_tokens 200 --interval 80 --trials 2 --progress False");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--max_tokens 200 is too short for even the shortest prompt"), std::string::npos) << r.out;
+  // LongLoRA's filler for 2550 tokens at 1.3 characters per token is 3072 characters: with the task's ~250 tokens
+  // on this byte-level vocabulary that passes 2600, so it shrinks to 2048.
+  r = test::run_miniseq("passkey --model " + out + " --max_tokens 2600 --interval 1275 --chars_per_token 1.3 " +
+                        "--trials 2 --progress False --json " + tmp.file("pk.json"));
   ASSERT_EQ(r.status, 0) << r.out;
   const auto pk = nlohmann::json::parse(test::read_text(tmp.file("pk.json")));
-  ASSERT_EQ(pk["results"].size(), 2u);  // lengths 80 and 160
+  ASSERT_EQ(pk["results"].size(), 2u);  // lengths 1275 and 2550
   for (const auto& row : pk["results"]) {
     EXPECT_EQ(row["trials"].get<int64_t>(), 2);
-    EXPECT_GT(row["tokens"].get<int64_t>(), 100);  // task + question alone are ~200 bytes
+    EXPECT_GT(row["tokens"].get<int64_t>(), 1000);
+    EXPECT_LE(row["tokens"].get<int64_t>(), 2600 - 5);  // room for the 5-digit answer
   }
+  EXPECT_EQ(pk["results"][0]["filler_chars"].get<int64_t>(), 1024);
+  EXPECT_EQ(pk["results"][1]["filler_chars"].get<int64_t>(), 2048);
 
   r = test::run_miniseq("generate --model " + out + " --prompt 'The pass key is' --max_new_tokens 6 --json");
   ASSERT_EQ(r.status, 0) << r.out;

@@ -43,7 +43,8 @@ int cmd_passkey(const Args& args) {
                            : passkey_chars_per_token([&](const std::string& s) {
                                return static_cast<int64_t>(tokenizer->encode(s, false).size());
                              });
-  const std::vector<int64_t> fillers = passkey_filler_lengths(f.i64("max_tokens"), f.i64("interval"), ratio);
+  std::vector<int64_t> fillers = passkey_filler_lengths(f.i64("max_tokens"), f.i64("interval"), ratio);
+  const int64_t max_tokens = f.i64("max_tokens");
   const int64_t trials = f.i64("trials");
 
   // All prompts first: the memory plan is made for the longest.
@@ -56,16 +57,36 @@ int cmd_passkey(const Args& args) {
   };
   std::vector<std::vector<Trial>> runs;
   int64_t longest = 0, answer_max = 0;
+  std::vector<int64_t> tested;  // the fillers that stay distinct once fitted to --max_tokens
   for (int64_t n_garbage : fillers) {
-    runs.emplace_back();
-    for (int64_t i = 0; i < trials; ++i) {
-      const PasskeyPrompt p = passkey_prompt(n_garbage, static_cast<uint64_t>(f.i64("seed") + i));
-      Trial t{tokenizer->encode(p.text), passkey_answer(p.text, p.answer, encode)};
+    // The whole context (prompt and answer) stays within --max_tokens: the filler of a length whose prompts
+    // would pass it (the instructions and the key add tokens to the filler's) shrinks by 1024 characters at a
+    // time, LongLoRA's granularity.
+    std::vector<Trial> length;
+    for (;;) {
+      length.clear();
+      int64_t over = 0;
+      for (int64_t i = 0; i < trials; ++i) {
+        const PasskeyPrompt p = passkey_prompt(n_garbage, static_cast<uint64_t>(f.i64("seed") + i));
+        Trial t{tokenizer->encode(p.text), passkey_answer(p.text, p.answer, encode)};
+        over = std::max<int64_t>(over, static_cast<int64_t>(t.prompt.size() + t.answer.tokens.size()) - max_tokens);
+        length.push_back(std::move(t));
+      }
+      if (over <= 0 || n_garbage < 1024) break;
+      n_garbage -= 1024;
+    }
+    MS_CHECK(static_cast<int64_t>(length[0].prompt.size() + length[0].answer.tokens.size()) <= max_tokens,
+             "passkey: --max_tokens ", max_tokens, " is too short for even the shortest prompt (",
+             length[0].prompt.size(), " tokens)");
+    if (!tested.empty() && n_garbage <= tested.back()) continue;  // shrunk onto the previous length
+    tested.push_back(n_garbage);
+    for (const Trial& t : length) {
       longest = std::max<int64_t>(longest, static_cast<int64_t>(t.prompt.size()));
       answer_max = std::max<int64_t>(answer_max, static_cast<int64_t>(t.answer.tokens.size()));
-      runs.back().push_back(std::move(t));
     }
+    runs.push_back(std::move(length));
   }
+  fillers = tested;
   GenerateOptions opt;
   opt.max_new_tokens = answer_max;
   opt.eos_id = tokenizer->eos_id();
