@@ -7,6 +7,8 @@
 #include <cmath>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "miniseq/train/checkpoint.h"
 #include "miniseq/train/output_dir.h"
 #include "miniseq/train/trainer.h"
@@ -224,4 +226,28 @@ TEST(OutputDir, MistypedLengthsAreRefusedAtOnce) {
     EXPECT_NE(r.out.find(want), std::string::npos) << len << ": " << r.out;
   }
   EXPECT_FALSE(fs::exists(tmp.file("o")));  // nothing created for a refused run
+}
+
+// The saved config.json names the dtype its weights were saved in (a fp32 save of a bf16 model said bfloat16).
+TEST(OutputDir, SavedConfigNamesTheSavedDtype) {
+  test::TempDir tmp;
+  std::string ids;
+  for (int i = 0; i < 100; ++i) ids += (i ? ", " : "") + std::to_string((i * 11 + 5) % 131);
+  test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [" + ids + "]}\n");
+  const std::string model = test::source_dir() + "/tests/data/golden/llama_bf16/model";
+  for (const bool bf16 : {false, true}) {
+    const std::string out = tmp.file(bf16 ? "bf16" : "fp32");
+    const auto r = test::run_miniseq("train --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") +
+                                     " --output_dir " + out + " --model_max_length 16 --max_steps 1 " +
+                                     "--per_device_train_batch_size 1 --save_steps 1 --bf16 " +
+                                     (bf16 ? "True" : "False"));
+    ASSERT_EQ(r.status, 0) << r.out;
+    for (const std::string& dir : {out, out + "/checkpoint-1"}) {
+      const auto j = nlohmann::json::parse(test::read_text(dir + "/config.json"));
+      EXPECT_EQ(j["torch_dtype"], bf16 ? "bfloat16" : "float32") << dir;
+      if (j.contains("dtype")) {
+        EXPECT_EQ(j["dtype"], j["torch_dtype"]) << dir;
+      }
+    }
+  }
 }

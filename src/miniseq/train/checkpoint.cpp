@@ -61,7 +61,13 @@ struct HostSet {
 };
 
 void write_model(const SaveRequest& r, const fs::path& dir) {
-  write_file_atomic((dir / "config.json").string(), r.config->to_json().dump(2) + "\n");
+  // The config names the dtype the weights are saved in (transformers loads "auto" dtype from it), whatever the
+  // base model's was: a fp32 save of a bf16 model says float32.
+  ModelConfig saved = *r.config;
+  saved.torch_dtype = r.weights_dtype;
+  nlohmann::json config = saved.to_json();
+  if (config.contains("dtype")) config["dtype"] = config["torch_dtype"];  // transformers 5's key, kept in step
+  write_file_atomic((dir / "config.json").string(), config.dump(2) + "\n");
   count_file("config.json");
   const HostSet weights(*r.weights, r.backend);
   std::vector<TensorToWrite> tensors;
