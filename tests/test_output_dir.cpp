@@ -251,3 +251,29 @@ TEST(OutputDir, SavedConfigNamesTheSavedDtype) {
     }
   }
 }
+
+// What the log says without a terminal: a progress line on stderr after the first step, a line per save, a summary
+// loss that is one of the logged ones, and a plain "nothing to train" when resuming a finished run.
+TEST(OutputDir, TheLogSaysWhatHappened) {
+  test::TempDir tmp;
+  std::string ids;
+  for (int i = 0; i < 200; ++i) ids += (i ? ", " : "") + std::to_string((i * 13 + 7) % 131);
+  test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [" + ids + "]}\n");
+  const std::string base = "train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
+                           tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
+                           " --model_max_length 16 --per_device_train_batch_size 1 --save_steps 2 --logging_steps 2";
+  auto r = test::run_miniseq(base + " --max_steps 4");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("progress: step 1/4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("saved " + tmp.file("o") + "/checkpoint-2 in "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("saved " + tmp.file("o") + "/checkpoint-4 in "), std::string::npos) << r.out;
+  const auto losses = test::logged(tmp.file("o"), "loss");
+  ASSERT_EQ(losses.size(), 2u);
+  char want[96];
+  std::snprintf(want, sizeof want, "logged loss %.4f -> %.4f over 4 steps of this run", losses[0], losses[1]);
+  EXPECT_NE(r.out.find(want), std::string::npos) << r.out;
+  r = test::run_miniseq(base + " --max_steps 4 --resume_from_checkpoint True");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("nothing to train: the run is at step 4 of 4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no steps run: the run was already at step 4"), std::string::npos) << r.out;
+}

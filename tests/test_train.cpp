@@ -270,14 +270,28 @@ TEST(TrainSetupRules, RopeFactorAndVocabularyGrowth) {
 TEST(TrainCli, RefusesARunThatDoesNotFit) {
   test::TempDir tmp;
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8]}\n");
+  // Below even the weights, moments and layer inputs: refused at once, before any dry run.
   auto r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
                              " --output_dir " + tmp.file("o") + " --model_max_length 8 --max_steps 1 " +
                              "--max_memory_gib 0.0001 --mini_sequence False");
   EXPECT_EQ(r.status, 2) << r.out;
-  EXPECT_NE(r.out.find("only 104.86 KiB is available (--max_memory_gib)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("needs at least 772.25 KiB (weights, AdamW moments and the layer inputs of 8 x 8 tokens) "
+                       "but only 104.86 KiB is available (--max_memory_gib)"),
+            std::string::npos)
+      << r.out;
+  // Above that floor but below the plan: the refusal names the policy that fits and its flags.
+  r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
+                        " --output_dir " + tmp.file("o") + " --model_max_length 8 --max_steps 1 " +
+                        "--max_memory_gib 0.001 --mini_sequence False");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("only 1.02 MiB is available (--max_memory_gib)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("with --mini_sequence True --gradient_checkpointing True it plans"), std::string::npos)
       << r.out;
+  EXPECT_NE(r.out.find("the memory policy bf16 moments fits (planned 959.50 KiB): add --moments_dtype bfloat16"),
+            std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("--auto` lists the options"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(tmp.file("o")));
   r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
                         " --output_dir " + tmp.file("o") + " --model_max_length 16");
   EXPECT_EQ(r.status, 2) << r.out;

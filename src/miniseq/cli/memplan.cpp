@@ -36,6 +36,17 @@ size_t parse_memory(const std::string& s) {
   return static_cast<size_t>(v * mult);
 }
 
+// "7.242B", "124.4M", "250.4K", "96": a parameter count at its scale.
+std::string count_label(int64_t n) {
+  char buf[32];
+  const auto v = static_cast<double>(n);
+  if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.3fB", v / 1e9);
+  else if (n >= 1000000) std::snprintf(buf, sizeof buf, "%.1fM", v / 1e6);
+  else if (n >= 1000) std::snprintf(buf, sizeof buf, "%.1fK", v / 1e3);
+  else std::snprintf(buf, sizeof buf, "%lld", (long long)n);
+  return buf;
+}
+
 std::string gib(size_t b) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1ull << 30));
@@ -147,9 +158,9 @@ int cmd_memplan(const Args& args) {
                         {"batch", B}};
   const bool text = !f.boolean("json");
   if (text)
-    std::printf("memplan: %s, %.3fB parameters, batch %lld, device %s (%s weights%s, %s grads%s%s, %s activations, "
+    std::printf("memplan: %s, %s parameters, batch %lld, device %s (%s weights%s, %s grads%s%s, %s activations, "
                 "%s AdamW moments)\n",
-                std::string(arch_name(c.arch)).c_str(), static_cast<double>(param_count(param_specs(c))) / 1e9,
+                std::string(arch_name(c.arch)).c_str(), count_label(param_count(param_specs(c))).c_str(),
                 (long long)B, device.c_str(), std::string(dtype_name(target.params)).c_str(),
                 keeps_master(target)      ? " + fp32 master"
                 : !target.master_weights ? " without master (stochastic rounding)"

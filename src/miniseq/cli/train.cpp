@@ -114,7 +114,11 @@ int cmd_train(const Args& raw_args) {
                      : ("Resume from " + r.last_good_checkpoint + " (--resume_from_checkpoint True)").c_str());
     return 4;
   }
-  std::printf("loss %.4f -> %.4f over %lld steps\n", r.first_loss, r.last_loss, (long long)r.steps);
+  if (r.steps_this_run == 0)
+    std::printf("no steps run: the run was already at step %lld\n", (long long)r.steps);
+  else
+    std::printf("logged loss %.4f -> %.4f over %lld steps of this run (step %lld of the run)\n", r.first_logged_loss,
+                r.last_logged_loss, (long long)r.steps_this_run, (long long)r.steps);
   // What MsT bought: the same run planned without it.
   StepPolicy no_mst = r.policy;
   no_mst.mini_sequence = false;

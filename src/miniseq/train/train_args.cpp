@@ -56,8 +56,12 @@ cli::Flags train_flags() {
            "a NaN/inf loss or gradient norm skips that step (no update) instead of stopping the run (exit 4)"},
           // miniseq's memory policy.
           {"mini_sequence", FlagKind::Bool, "True", "Mini-Sequence Transformer: chunked MLP and LM head + loss"},
-          {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
-          {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
+          {"mlp_chunk_tokens", FlagKind::Int, "0",
+           "rows per MLP chunk (0, with --lm_head_chunks 0: the largest chunks that fit the memory budget; "
+           "0 with --lm_head_chunks given: hidden_size, the paper's)"},
+          {"lm_head_chunks", FlagKind::Int, "0",
+           "LM-head chunks (0, with --mlp_chunk_tokens 0: the fewest that fit the memory budget; 0 with "
+           "--mlp_chunk_tokens given: ceil(vocab / hidden), the paper's)"},
           {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs, recompute layers in backward"},
           {"max_memory_gib", FlagKind::Float, "0", "memory budget checked before step 0 (0 = available RAM)"},
           {"optimizer_in_backward", FlagKind::Bool, "False",

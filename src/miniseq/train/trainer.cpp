@@ -94,13 +94,15 @@ CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t
   // A mistyped --model_max_length is refused here at once.
   if (budget > 0) {
     const PlanTarget t = plan_target(a);
-    const double floor = static_cast<double>(param_count(param_specs(config))) * static_cast<double>(dtype_size(t.params)) +
+    const double per_param = static_cast<double>(dtype_size(t.params)) +
+                             (t.offload_optimizer ? 0.0 : 2.0 * static_cast<double>(dtype_size(t.moments)));
+    const double floor = static_cast<double>(param_count(param_specs(config))) * per_param +
                          static_cast<double>(config.num_hidden_layers) * static_cast<double>(a.per_device_train_batch_size) *
                              static_cast<double>(a.model_max_length) * static_cast<double>(config.hidden_size) *
                              static_cast<double>(dtype_size(t.activations)) *
                              (a.offload_checkpoints != 0 ? 0.0 : 1.0);
     MS_CHECK(floor <= static_cast<double>(budget), "the run needs at least ", gib(floor),
-             " (weights and the layer inputs of ", a.per_device_train_batch_size, " x ", a.model_max_length,
+             " (weights, AdamW moments and the layer inputs of ", a.per_device_train_batch_size, " x ", a.model_max_length,
              " tokens) but only ", gib(static_cast<double>(budget)), " is available (", where,
              "); lower --model_max_length or --per_device_train_batch_size (`miniseq memplan --find_max_length` "
              "gives the longest that fits)");
@@ -316,7 +318,13 @@ TrainResult run_training(const TrainSetup& setup) {
   };
   auto save_checkpoint_now = [&]() {
     save.dir = (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).string();
+    const auto t0 = std::chrono::steady_clock::now();
     save_checkpoint(save);
+    if (!setup.quiet) {
+      std::printf("%ssaved %s in %.1f s\n", isatty(STDOUT_FILENO) ? "\n" : "", save.dir.c_str(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      std::fflush(stdout);
+    }
     prune_run_checkpoints(a.output_dir, progress.run_id, a.save_total_limit);
     write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history));
   };
@@ -353,12 +361,18 @@ TrainResult run_training(const TrainSetup& setup) {
                   gib(static_cast<double>(run_plan.host.arena_bytes)).c_str());
     std::fflush(stdout);
   }
+  if (progress.global_step >= progress.total_steps && !setup.quiet)
+    std::printf("nothing to train: the run is at step %lld of %lld (raise --max_steps to continue it)\n",
+                (long long)progress.global_step, (long long)progress.total_steps);
   std::vector<int64_t> order = data.order(progress.seed, progress.epoch);
   double window_loss = 0.0;
   int64_t window_steps = 0;
   const auto t_start = std::chrono::steady_clock::now();
   int64_t tokens_this_run = 0, steps_this_run = 0;
   bool first = true;
+  // Without a terminal: a progress line on stderr after the first step and then every minute, between logging steps.
+  auto last_note = t_start;
+  bool noted_first = false, logged_any = false;
 
   while (progress.global_step < progress.total_steps) {
     // ---- one optimizer step: up to GA micro-batches of this epoch ----
@@ -474,6 +488,9 @@ TrainResult run_training(const TrainSetup& setup) {
                             {"peak_memory_bytes", peak},
                             {"elapsed_seconds", elapsed}};
       progress.log_history.push_back(rec);
+      if (!logged_any) result.first_logged_loss = rec["loss"].get<double>();
+      logged_any = true;
+      result.last_logged_loss = rec["loss"].get<double>();
       write_metrics_jsonl((fs::path(a.output_dir) / "metrics.jsonl").string(), progress.log_history);
       window_loss = 0.0;
       window_steps = 0;
@@ -483,6 +500,15 @@ TrainResult run_training(const TrainSetup& setup) {
                     norm, tok_s, gib(static_cast<double>(peak)).c_str(), epoch_f);
         std::fflush(stdout);
       }
+    }
+    if (!tty && !setup.quiet &&
+        (!noted_first || std::chrono::steady_clock::now() - last_note > std::chrono::seconds(60))) {
+      const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, steps_this_run));
+      std::fprintf(stderr, "progress: step %lld/%lld, loss %.4f, %.0f tokens/s, ETA %s\n",
+                   (long long)progress.global_step, (long long)progress.total_steps, loss, tok_s,
+                   hms(per_step * static_cast<double>(progress.total_steps - progress.global_step)).c_str());
+      noted_first = true;
+      last_note = std::chrono::steady_clock::now();
     }
     if (tty) {
       const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, steps_this_run));
@@ -521,6 +547,7 @@ TrainResult run_training(const TrainSetup& setup) {
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   result.steps = progress.global_step;
+  result.steps_this_run = steps_this_run;
   if (!result.interrupted && result.nonfinite_step == 0) {
     SaveRequest final_save = save;
     final_save.dir = a.output_dir;

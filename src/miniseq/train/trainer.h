@@ -35,6 +35,10 @@ struct TrainResult {
   int64_t steps = 0;          // optimizer steps done in total
   double last_loss = 0.0;     // loss of the last step
   double first_loss = 0.0;    // loss of the first step of this run
+  int64_t steps_this_run = 0;  // optimizer steps run by this call (0: a resumed run already at its last step)
+  // The first and last "loss" this run wrote to metrics.jsonl (averages over --logging_steps): the summary line
+  // quotes these, so it matches the log.
+  double first_logged_loss = 0.0, last_logged_loss = 0.0;
   bool interrupted = false;
   // A non-finite loss or gradient norm stopped the run at this step (0: it did not); nothing was saved from it.
   int64_t nonfinite_step = 0;
