@@ -36,13 +36,13 @@ set -uo pipefail
 # another list (scripts/gpu-offload-check.sh: the host-offload throughput at Mistral-7B scale, its own lease).
 read -r -a STEP_ORDER <<< "${GPU_CHECK_STEPS:-deps build ops golden cli offload sanitize bench}"
 declare -A BUDGET=(
-  [deps]=10       # dpkg -x of 15 carried packages: ~3 s
-  [build]=250     # 16 cores: ~60 s expected (docs/cuda.md); nothing else can run without it: a wide margin
-  [ops]=40        # test_ops_cuda: CUDA context + ~10 op families with double-precision CPU references
-  [golden]=40     # test_grad_golden_cuda: 15 tiny models x policies
-  [cli]=35        # 1 grad + 4 eval + 6 generate processes, ~1-2 s each (CUDA context, cuBLASLt)
-  [offload]=45    # 10 short training runs of the tiny Llama
-  [sanitize]=80   # only after a failure; memcheck is 10-100x slower than a plain run
+  [deps]=20       # dpkg -x of 15 carried packages: 3-6 s here (a VM's file system may be slower)
+  [build]=240     # 16 cores: ~60 s expected (docs/cuda.md); nothing else can run without it: a wide margin
+  [ops]=35        # test_ops_cuda: CUDA context + ~10 op families with double-precision CPU references
+  [golden]=35     # test_grad_golden_cuda: 15 tiny models x policies
+  [cli]=50        # 1 grad + 4 eval + 6 generate processes, ~1-2 s each (CUDA context, cuBLASLt); 4 s each fit
+  [offload]=60    # 10 short training runs of the tiny Llama (~2 s each, 5 s fit)
+  [sanitize]=60   # only after a failure; memcheck is 10-100x slower than a plain run
   [bench]=40      # plus whatever the earlier steps left unused (it runs last)
   [offload_perf]=280  # not in the default list: a random Mistral-7B (14.5 GB) and 3 runs of 3 steps at 32K
 )
