@@ -1,4 +1,4 @@
-# miniseq: `make demo` builds everything and runs the main job; `make test` builds and runs every test.
+# miniseq: `make demo` builds the program (only) and runs the main job; `make test` builds everything and runs every test.
 BUILD ?= build
 JOBS ?= $(shell nproc)
 MINISEQ_CUDA ?= auto
@@ -20,11 +20,20 @@ build: configure
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L cpu
 
-demo: build
-	bash scripts/demo.sh $(BUILD)
+# `make demo` builds only the program it runs, in its own folder, with the CUDA backend only where a GPU answers
+# (MINISEQ_CUDA=ON make demo forces it); `make test` keeps the full build. The build's output goes to a log.
+DEMO_BUILD ?= build-demo
+DEMO_CUDA ?= $(if $(filter ON,$(MINISEQ_CUDA)),ON,$(shell nvidia-smi -L > /dev/null 2>&1 && echo ON || echo OFF))
+
+demo: deps
+	@echo "make demo: building miniseq (CUDA backend $(DEMO_CUDA)); log: $(DEMO_BUILD).log"
+	@{ cmake -S . -B $(DEMO_BUILD) -DCMAKE_BUILD_TYPE=Release -DMINISEQ_CUDA=$(DEMO_CUDA) && \
+	   cmake --build $(DEMO_BUILD) -j $(JOBS) --target miniseq; } > $(DEMO_BUILD).log 2>&1 || \
+	   { tail -30 $(DEMO_BUILD).log; exit 1; }
+	@bash scripts/demo.sh $(DEMO_BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(DEMO_BUILD)

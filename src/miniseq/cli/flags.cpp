@@ -186,10 +186,17 @@ std::string Flags::help() const {
 
 std::string Flags::effective_config() const {
   std::ostringstream os;
+  size_t defaults = 0;
   for (const auto& s : specs_) {
     auto it = values_.find(s.name);
-    os << "  " << s.name << " = " << (it == values_.end() ? "(unset)" : it->second) << "\n";
+    const std::string value = it == values_.end() ? "" : it->second;
+    if (!given(s.name) && value == s.default_value) {
+      ++defaults;
+      continue;
+    }
+    os << "  " << s.name << " = " << value << "\n";
   }
+  if (defaults) os << "  (" << defaults << " more at their defaults: `miniseq " << command_ << " --help`)\n";
   return os.str();
 }
 

@@ -41,7 +41,8 @@ class Flags {
   const std::vector<std::string>& positional() const { return positional_; }
 
   std::string help() const;
-  std::string effective_config() const;  // "name = value" per flag, for logs
+  // "name = value" for each flag given or set away from its default, and how many keep their defaults (logs).
+  std::string effective_config() const;
 
  private:
   const FlagSpec& spec(const std::string& name) const;

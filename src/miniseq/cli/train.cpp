@@ -96,7 +96,7 @@ int cmd_train(const Args& raw_args) {
     setup.tokenizer_dir = a.model_name_or_path;
   }
   setup.data = &data;
-  std::printf("miniseq train, effective configuration:\n%s", f.effective_config().c_str());
+  std::printf("miniseq train:\n%s", f.effective_config().c_str());
   if (setup.config.rope.type != setup.file_config.rope.type || setup.config.rope.factor != setup.file_config.rope.factor)
     std::printf("RoPE %s scaling: factor %g for model_max_length %lld (native context %lld)\n",
                 std::string(rope_type_name(setup.config.rope.type)).c_str(), setup.config.rope.factor,

@@ -119,6 +119,7 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
   const float alpha = 1.0f;
   MS_CUBLAS_CHECK(cublasLtMatmul(lt_, call.op, &alpha, A, call.a, B, call.b, &beta, C, call.c, C, call.c,
                                  &heur.algo, lt_workspace_, lt_workspace_bytes_, /*stream=*/0));
+  if (sync_after_launch()) MS_CUDA_CHECK(cudaDeviceSynchronize());  // MINISEQ_CUDA_SYNC=1 (common.cuh)
 }
 
 void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {

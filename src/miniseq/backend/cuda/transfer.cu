@@ -4,6 +4,7 @@
 
 #include "miniseq/backend/cuda/cuda_backend.h"
 #include "miniseq/backend/cuda/cuda_check.h"
+#include "miniseq/backend/cuda/common.cuh"
 #include "miniseq/backend/cuda/cuda_ops.h"
 
 namespace miniseq::cuda {
@@ -84,6 +85,7 @@ uint64_t CudaBackend::copy_async(void* dst, const void* src, size_t bytes, bool 
                                   to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, copy_stream_));
   const uint64_t ticket = ++copies_;
   MS_CUDA_CHECK(cudaEventRecord(copied_[ticket % kCopyEvents], copy_stream_));
+  if (sync_after_launch()) MS_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));  // MINISEQ_CUDA_SYNC=1
   return ticket;
 }
 
