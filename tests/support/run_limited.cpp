@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace miniseq::test {
@@ -27,6 +28,10 @@ LimitedRun run_miniseq_limited(const std::vector<std::string>& args, int64_t add
     const rlimit mem{as, as}, cpu{static_cast<rlim_t>(cpu_seconds), static_cast<rlim_t>(cpu_seconds)};
     setrlimit(RLIMIT_AS, &mem);
     setrlimit(RLIMIT_CPU, &cpu);
+    // Few threads and malloc arenas: the address space a run reserves must not grow with the core count.
+    setenv("OMP_NUM_THREADS", "2", 1);
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    setenv("MALLOC_ARENA_MAX", "2", 1);
     const rlimit no_core{0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
     dup2(fds[1], STDOUT_FILENO);

@@ -17,7 +17,8 @@ struct LimitedRun {
 
 // args: the arguments after the program name (no shell: nothing needs quoting). The address space is capped
 // at address_space_mb (an allocation beyond it fails instead of swamping the machine) and CPU time at
-// cpu_seconds.
+// cpu_seconds. It runs with 2 OpenMP threads and 2 malloc arenas, so what it reserves does not grow with the
+// cores.
 LimitedRun run_miniseq_limited(const std::vector<std::string>& args, int64_t address_space_mb = 8192,
                                int cpu_seconds = 60);
 
