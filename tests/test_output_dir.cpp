@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/train/checkpoint.h"
+#include "miniseq/train/metrics.h"
 #include "miniseq/train/output_dir.h"
 #include "miniseq/train/trainer.h"
 #include "support/tmpdir.h"
@@ -211,8 +212,9 @@ TEST(OutputDir, DivergenceStopsBeforeSavingAndSkipSkips) {
 TEST(OutputDir, MistypedLengthsAreRefusedAtOnce) {
   test::TempDir tmp;
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n");
-  const std::string base = "train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
-                           tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") + " --model_max_length ";
+  const std::string base = "train --model_name_or_path " + test::train_test_model().string() +
+                           " --data_path " + tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
+                           " --model_max_length ";
   const std::pair<const char*, const char*> cases[] = {
       {"99999999999999999999", "is out of range"},
       {"1e9", "expects an integer"},
@@ -228,7 +230,8 @@ TEST(OutputDir, MistypedLengthsAreRefusedAtOnce) {
   EXPECT_FALSE(fs::exists(tmp.file("o")));  // nothing created for a refused run
 }
 
-// The saved config.json names the dtype its weights were saved in (a fp32 save of a bf16 model said bfloat16).
+// The saved config.json names the dtype its weights were saved in (a fp32 save of a bf16 model said
+// bfloat16).
 TEST(OutputDir, SavedConfigNamesTheSavedDtype) {
   test::TempDir tmp;
   std::string ids;
@@ -237,10 +240,10 @@ TEST(OutputDir, SavedConfigNamesTheSavedDtype) {
   const std::string model = test::source_dir() + "/tests/data/golden/llama_bf16/model";
   for (const bool bf16 : {false, true}) {
     const std::string out = tmp.file(bf16 ? "bf16" : "fp32");
-    const auto r = test::run_miniseq("train --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") +
-                                     " --output_dir " + out + " --model_max_length 16 --max_steps 1 " +
-                                     "--per_device_train_batch_size 1 --save_steps 1 --bf16 " +
-                                     (bf16 ? "True" : "False"));
+    const auto r = test::run_miniseq(
+        "train --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") + " --output_dir " +
+        out + " --model_max_length 16 --max_steps 1 " +
+        "--per_device_train_batch_size 1 --save_steps 1 --bf16 " + (bf16 ? "True" : "False"));
     ASSERT_EQ(r.status, 0) << r.out;
     for (const std::string& dir : {out, out + "/checkpoint-1"}) {
       const auto j = nlohmann::json::parse(test::read_text(dir + "/config.json"));
@@ -252,16 +255,17 @@ TEST(OutputDir, SavedConfigNamesTheSavedDtype) {
   }
 }
 
-// What the log says without a terminal: a progress line on stderr after the first step, a line per save, a summary
-// loss that is one of the logged ones, and a plain "nothing to train" when resuming a finished run.
+// What the log says without a terminal: a progress line on stderr after the first step, a line per save, a
+// summary loss that is one of the logged ones, and a plain "nothing to train" when resuming a finished run.
 TEST(OutputDir, TheLogSaysWhatHappened) {
   test::TempDir tmp;
   std::string ids;
   for (int i = 0; i < 200; ++i) ids += (i ? ", " : "") + std::to_string((i * 13 + 7) % 131);
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [" + ids + "]}\n");
-  const std::string base = "train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
-                           tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
-                           " --model_max_length 16 --per_device_train_batch_size 1 --save_steps 2 --logging_steps 2";
+  const std::string base =
+      "train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
+      tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
+      " --model_max_length 16 --per_device_train_batch_size 1 --save_steps 2 --logging_steps 2";
   auto r = test::run_miniseq(base + " --max_steps 4");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("progress: step 1/4"), std::string::npos) << r.out;
@@ -276,4 +280,28 @@ TEST(OutputDir, TheLogSaysWhatHappened) {
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("nothing to train: the run is at step 4 of 4"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("no steps run: the run was already at step 4"), std::string::npos) << r.out;
+}
+
+// training.svg: loss, learning rate and memory panels with ticks; a flat series still gets distinct axis
+// labels; the measured and planned memory are both drawn and labelled.
+TEST(OutputDir, TrainingPlotHasTicksLearningRateAndLabelledMemory) {
+  nlohmann::json log = nlohmann::json::array();
+  for (int s = 1; s <= 5; ++s)
+    log.push_back({{"step", s},
+                   {"loss", 5.0 - 0.5 * s},
+                   {"learning_rate", 1e-3 * s},
+                   {"peak_memory_bytes", 200.0 * (1 << 20)}});
+  const std::string svg = training_svg(log, size_t{40} << 20);
+  EXPECT_NE(svg.find("learning rate"), std::string::npos);
+  EXPECT_NE(svg.find("process peak RSS"), std::string::npos);
+  EXPECT_NE(svg.find("planned arena"), std::string::npos);
+  EXPECT_NE(svg.find("memory (MiB)"), std::string::npos);
+  EXPECT_NE(svg.find(">200<"), std::string::npos);  // the flat measured line's value is a tick
+  EXPECT_NE(svg.find(">40<"), std::string::npos);   // the planned one's too
+  EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);
+  // A flat series alone: its ticks are a range around the value, not one value repeated.
+  const std::string flat =
+      training_svg(nlohmann::json::array({{{"step", 1}, {"loss", 2.0}}, {{"step", 2}, {"loss", 2.0}}}));
+  EXPECT_NE(flat.find(">1.9<"), std::string::npos) << flat;
+  EXPECT_NE(flat.find(">2.1<"), std::string::npos) << flat;
 }

@@ -326,7 +326,7 @@ TrainResult run_training(const TrainSetup& setup) {
       std::fflush(stdout);
     }
     prune_run_checkpoints(a.output_dir, progress.run_id, a.save_total_limit);
-    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history));
+    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history, result.planned.arena_bytes));
   };
 
   struct sigaction sa {};
@@ -552,7 +552,7 @@ TrainResult run_training(const TrainSetup& setup) {
     SaveRequest final_save = save;
     final_save.dir = a.output_dir;
     save_model_files(final_save);
-    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history));
+    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history, result.planned.arena_bytes));
     result.final_dir = a.output_dir;
   }
   return result;

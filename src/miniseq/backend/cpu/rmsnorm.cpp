@@ -45,11 +45,14 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
   const float* pr = rstd.f32();
   float* pdx = dx.f32();
   float* pdw = dw.f32();
-  std::vector<float> dw_total(static_cast<size_t>(d), 0.0f);
-#pragma omp parallel if (T * d > (1 << 14))
+  // Per-thread partials Σ_t dy·n, summed in thread order afterwards: the same bits on every run with the same
+  // thread count (a critical section would add them in the order the threads finish).
+  const bool parallel = T * d > (1 << 14);
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<float> partials(static_cast<size_t>(threads) * static_cast<size_t>(d), 0.0f);
+#pragma omp parallel if (parallel) num_threads(threads)
   {
-    std::vector<float> dw_local(static_cast<size_t>(d), 0.0f);  // per-thread partial Σ_t dy·n
-    float* dwl = dw_local.data();
+    float* dwl = partials.data() + static_cast<size_t>(omp_get_thread_num()) * static_cast<size_t>(d);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* g = pdy + t * d;
@@ -70,10 +73,12 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
 #pragma omp simd
       for (int64_t c = 0; c < d; ++c) dwl[c] += g[c] * (xr[c] * r);
     }
-#pragma omp critical(miniseq_rmsnorm_dw)
-    for (int64_t c = 0; c < d; ++c) dw_total[static_cast<size_t>(c)] += dwl[c];
   }
-  for (int64_t c = 0; c < d; ++c) pdw[c] += dw_total[static_cast<size_t>(c)];
+  for (int64_t c = 0; c < d; ++c) {
+    float total = 0.0f;
+    for (int k = 0; k < threads; ++k) total += partials[static_cast<size_t>(k) * static_cast<size_t>(d) + c];
+    pdw[c] += total;
+  }
   store_grad(dw);
 }
 
