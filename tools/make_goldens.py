@@ -56,6 +56,17 @@ BASE = dict(
     tie_word_embeddings=False,
 )
 
+def tied_qwen():
+    """Qwen2/Qwen3 shape with tied embeddings, rope_theta 1e6, eps 1e-6 (a fresh dict: transformers fills it in)."""
+    return dict(
+        BASE,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+        use_sliding_window=False,
+    )
+
+
 WEIGHT_NOTES = (
     "weights: N(0, 0.02) (HF initializer_range) except q_proj/k_proj N(0, 0.1) so attention is far from uniform; "
     "RMSNorm weights 1 + N(0, 0.1); biases N(0, 0.05). Inputs uniform over the vocab; labels = input_ids with -100 "
@@ -132,13 +143,7 @@ CASES = [
     dict(
         name="qwen2_bias_tied",
         arch="Qwen2ForCausalLM",
-        config=dict(
-            BASE,
-            tie_word_embeddings=True,
-            rms_norm_eps=1e-6,
-            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
-            use_sliding_window=False,
-        ),
+        config=tied_qwen(),
         seq_len=33,
         batch=1,
         description="Qwen2 with q/k/v biases and tie_word_embeddings: the file has no lm_head.weight; "
@@ -246,13 +251,7 @@ CASES = [
     dict(
         name="qwen3_tied",
         arch="Qwen3ForCausalLM",
-        config=dict(
-            BASE,
-            tie_word_embeddings=True,
-            rms_norm_eps=1e-6,
-            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
-            use_sliding_window=False,
-        ),
+        config=tied_qwen(),
         seq_len=41,
         batch=1,
         seed=3004,

@@ -34,6 +34,16 @@ std::string_view rope_type_name(RopeType t) {
   return "?";
 }
 
+namespace {
+// The value of `all` whose name is `s` (the inverse of arch_name / rope_type_name).
+template <typename E>
+bool named(std::string_view s, std::initializer_list<E> all, std::string_view (*name)(E), E* out) {
+  for (E e : all)
+    if (name(e) == s) return *out = e, true;
+  return false;
+}
+}  // namespace
+
 int64_t ModelConfig::native_context() const {
   const auto mp = static_cast<double>(max_position_embeddings);
   switch (rope.type) {
@@ -133,14 +143,11 @@ void parse_rope(const json& j, const std::string& where, ModelConfig& c) {
   if (auto prf = rope_number(d, "partial_rotary_factor", where, dict))
     MS_CHECK(*prf == 1.0, where, ": partial_rotary_factor ", *prf, " is not supported (RoPE on the whole head only)");
   RopeScaling& r = c.rope;
-  if (type == "default") return;
-  if (type == "linear") r.type = RopeType::Linear;
-  else if (type == "dynamic") r.type = RopeType::Dynamic;
-  else if (type == "yarn") r.type = RopeType::Yarn;
-  else if (type == "llama3") r.type = RopeType::Llama3;
-  else
+  if (!named(type, {RopeType::Default, RopeType::Linear, RopeType::Dynamic, RopeType::Yarn, RopeType::Llama3},
+             rope_type_name, &r.type))
     fail(where, ": rope scaling type \"", jsonio::excerpt(type),
          "\" is not supported; miniseq implements default, linear, dynamic, yarn and llama3");
+  if (r.type == RopeType::Default) return;
 
   auto require = [&](const char* key) {
     auto v = rope_number(d, key, where, dict);
@@ -199,11 +206,7 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
   MS_CHECK(r.present("model_type") && j["model_type"].is_string(), where,
            ": no \"model_type\"; miniseq needs a llama, mistral, qwen2 or qwen3 config.json");
   const std::string type = j["model_type"].get<std::string>();
-  if (type == "llama") c.arch = Arch::Llama;
-  else if (type == "mistral") c.arch = Arch::Mistral;
-  else if (type == "qwen2") c.arch = Arch::Qwen2;
-  else if (type == "qwen3") c.arch = Arch::Qwen3;
-  else
+  if (!named(type, {Arch::Llama, Arch::Mistral, Arch::Qwen2, Arch::Qwen3}, arch_name, &c.arch))
     fail(where, ": model_type \"", jsonio::excerpt(type),
          "\" is not supported (supported: llama, mistral, qwen2, qwen3)");
 
