@@ -2,6 +2,8 @@
 // the loop: train/trainer.cpp; `--preset demo` trains a tiny Mistral on synthetic passkey documents.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "miniseq/cli/commands.h"
@@ -92,7 +94,15 @@ int cmd_train(const Args& raw_args) {
     // The plan before the data: on the CPU a run that cannot fit is refused before the data is read (the
     // device's own budget is checked in run_training, once the GPU is open).
     if (a.device != "cuda") plan_or_refuse(setup.config, a, device_memory_budget(a, DryBackend()));
-    data = Dataset::from_jsonl(a.data_path, spec, tokenize);  // refuses data shorter than one sequence
+    // Tokenized once into the token cache beside the data and memory-mapped (train/token_cache.h); the key names
+    // the tokenization: tokenizer.json and the special tokens added to it.
+    std::string key = "no tokenizer";
+    if (tokenizer) {
+      std::ifstream in(std::filesystem::path(a.model_name_or_path) / "tokenizer.json", std::ios::binary);
+      key.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      key += setup.tokenizer_overrides.dump();
+    }
+    data = Dataset::from_jsonl_cached(a.data_path, spec, tokenize, key, /*progress=*/true);  // refuses too little data
     setup.tokenizer_dir = a.model_name_or_path;
   }
   setup.data = &data;

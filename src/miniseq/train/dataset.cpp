@@ -5,6 +5,7 @@
 
 #include "miniseq/core/check.h"
 #include "miniseq/core/random.h"
+#include "miniseq/train/token_cache.h"
 
 namespace miniseq {
 
@@ -21,6 +22,7 @@ void Dataset::add_stream(const std::vector<int32_t>& tokens, const DataSpec& spe
       labels_.push_back(kIgnoreIndex);
     }
   }
+  blocks_ = static_cast<int64_t>(ids_.size()) / spec.seq;
 }
 
 Dataset Dataset::from_stream(const std::vector<int32_t>& tokens, const DataSpec& spec) {
@@ -82,6 +84,7 @@ Dataset Dataset::from_jsonl(const std::string& path, const DataSpec& spec, const
       d.labels_.insert(d.labels_.end(), records_labels[r].begin(), records_labels[r].end());
       d.doc_tokens_ += spec.seq;
     }
+    d.blocks_ = static_cast<int64_t>(records_ids.size());
     return d;
   }
   for (const auto& doc : records_ids) {
@@ -105,10 +108,59 @@ std::vector<int64_t> Dataset::order(uint64_t seed, int64_t epoch) const {
   return o;
 }
 
+Dataset Dataset::from_jsonl_cached(const std::string& path, const DataSpec& spec, const TokenizeFn& tokenize,
+                                   const std::string& key, bool progress) {
+  // Pre-tokenized blocks keep their labels: read in memory, as from_jsonl does.
+  bool blocks = false;
+  {
+    std::ifstream in(path);
+    MS_CHECK(in.good(), path, ": cannot read the training data (--data_path)");
+    std::string line;
+    while (std::getline(in, line) && line.find_first_not_of(" \t\r") == std::string::npos) {
+    }
+    try {
+      const auto j = nlohmann::json::parse(line);
+      blocks = j.is_object() && j.contains("input_ids") && j["input_ids"].is_array() &&
+               static_cast<int64_t>(j["input_ids"].size()) == spec.seq;
+    } catch (const std::exception&) {
+      // from_jsonl names the problem
+    }
+  }
+  if (blocks) return from_jsonl(path, spec, tokenize);
+  auto ids = [&](const nlohmann::json& j, int64_t lineno) {
+    MS_CHECK(j.is_object() && j.contains("input_ids"), path, ":", lineno, ": a record needs \"text\" or \"input_ids\"");
+    return json_token_ids(j, "input_ids", false, spec.vocab, path, lineno);
+  };
+  auto cache = std::make_shared<TokenCache>(
+      TokenCache::open_or_build(path, key, spec.eos_id, spec.vocab, tokenize, ids, progress));
+  Dataset d;
+  d.seq_ = spec.seq;
+  d.pad_id_ = spec.pad_id;
+  d.doc_tokens_ = cache->size();
+  MS_CHECK(d.doc_tokens_ >= spec.seq, path, " holds ", d.doc_tokens_,
+           " tokens, less than one sequence of --model_max_length ", spec.seq,
+           "; lower --model_max_length or give more data");
+  // The stream's blocks as add_stream cuts them: full blocks, and a last partial one of at least 2 tokens.
+  d.blocks_ = d.doc_tokens_ / spec.seq + (d.doc_tokens_ % spec.seq >= 2 ? 1 : 0);
+  d.cache_ = std::move(cache);
+  return d;
+}
+
 TokenBatch Dataset::batch(const std::vector<int64_t>& blocks) const {
   TokenBatch b;
   b.batch = static_cast<int64_t>(blocks.size());
   b.seq = seq_;
+  if (cache_) {  // cut from the mapped stream; the last block padded (labels -100)
+    b.input_ids.resize(static_cast<size_t>(b.batch * seq_), pad_id_);
+    b.labels.resize(static_cast<size_t>(b.batch * seq_), kIgnoreIndex);
+    for (size_t r = 0; r < blocks.size(); ++r) {
+      const int64_t begin = blocks[r] * seq_, n = std::min(seq_, doc_tokens_ - begin);
+      int32_t* ids = b.input_ids.data() + r * static_cast<size_t>(seq_);
+      cache_->read(begin, n, ids);
+      std::copy(ids, ids + n, b.labels.data() + r * static_cast<size_t>(seq_));
+    }
+    return b;
+  }
   for (int64_t blk : blocks) {
     const auto begin = static_cast<ptrdiff_t>(blk * seq_);
     b.input_ids.insert(b.input_ids.end(), ids_.begin() + begin, ids_.begin() + begin + seq_);

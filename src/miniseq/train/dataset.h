@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,10 +29,15 @@ class Dataset {
  public:
   // Reads `path`. Text records need `tokenize` (a clear error otherwise).
   static Dataset from_jsonl(const std::string& path, const DataSpec& spec, const TokenizeFn& tokenize);
+  // The same blocks from the token cache beside `path` (train/token_cache.h, built when missing or stale; `key`
+  // names the tokenizer), read block by block: memory does not grow with the data. Pre-tokenized blocks
+  // (a first record of exactly model_max_length input_ids) are read as from_jsonl does.
+  static Dataset from_jsonl_cached(const std::string& path, const DataSpec& spec, const TokenizeFn& tokenize,
+                                   const std::string& key, bool progress);
   // From a token stream already joined (the demo's synthetic documents).
   static Dataset from_stream(const std::vector<int32_t>& tokens, const DataSpec& spec);
 
-  int64_t size() const { return static_cast<int64_t>(ids_.size()) / seq_; }  // blocks
+  int64_t size() const { return blocks_; }  // blocks
   int64_t seq() const { return seq_; }
   int64_t tokens_in_documents() const { return doc_tokens_; }
   // Block indices of epoch `epoch` in training order.
@@ -43,7 +49,10 @@ class Dataset {
   void add_stream(const std::vector<int32_t>& tokens, const DataSpec& spec);
   int64_t seq_ = 0;
   int64_t doc_tokens_ = 0;
-  std::vector<int32_t> ids_, labels_;  // [blocks, seq]
+  int64_t blocks_ = 0;
+  std::vector<int32_t> ids_, labels_;  // [blocks, seq] (in memory)
+  std::shared_ptr<const class TokenCache> cache_;  // or the joined stream on disk: blocks cut on the fly
+  int32_t pad_id_ = 0;
 };
 
 }  // namespace miniseq
