@@ -22,7 +22,7 @@ namespace {
 
 constexpr char kMagic[8] = {'M', 'S', 'T', 'O', 'K', 'E', 'N', '1'};
 constexpr size_t kHeader = 64;
-constexpr size_t kChunkBytes = size_t{32} << 20;  // text tokenized per batch: memory stays bounded
+constexpr size_t kChunkBytes = size_t{8} << 20;  // text tokenized per batch (ids: up to 4x): memory stays bounded
 
 struct Header {
   char magic[8];
