@@ -195,26 +195,32 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
     MS_CHECK(opt.find("exp_avg_sq." + s.name), opt_path.string(), ": no optimizer state for '", s.name, "'");
     read_into(opt, "exp_avg_sq." + s.name, t);
   });
-  const nlohmann::json j = jsonio::parse(read_file(state_path), state_path.string());
-  const jsonio::Obj o(j, state_path.string(), /*file_level=*/true);
   LoadedState st;
-  st.progress.global_step = o.integer("global_step", 0);
-  st.progress.epoch = o.integer("epoch", 0);
-  st.progress.micro_in_epoch = o.integer("micro_in_epoch", 0);
-  st.progress.total_steps = o.integer("total_steps", 0);
+  st.progress = parse_trainer_state(read_file(state_path), state_path.string());
+  return st;
+}
+
+TrainProgress parse_trainer_state(const std::string& text, const std::string& where) {
+  const nlohmann::json j = jsonio::parse(text, where);
+  const jsonio::Obj o(j, where, /*file_level=*/true);
+  TrainProgress p;
+  p.global_step = o.integer("global_step", 0);
+  p.epoch = o.integer("epoch", 0);
+  p.micro_in_epoch = o.integer("micro_in_epoch", 0);
+  p.total_steps = o.integer("total_steps", 0);
   const nlohmann::json& seed = o.get("seed");
   MS_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed.get<int64_t>() >= 0), o.at("seed"),
            ": expected a non-negative integer, found ", jsonio::describe(seed));
-  st.progress.seed = seed.get<uint64_t>();
-  st.progress.tokens_seen = o.integer_or("tokens_seen", 0, 0);
-  st.progress.log_history = o.has("log_history") ? o.array("log_history") : nlohmann::json::array();
+  p.seed = seed.get<uint64_t>();
+  p.tokens_seen = o.integer_or("tokens_seen", 0, 0);
+  p.log_history = o.has("log_history") ? o.array("log_history") : nlohmann::json::array();
   // The records are drawn again (train/metrics.cpp): each is an object whose step and numbers are numbers.
-  for (size_t i = 0; i < st.progress.log_history.size(); ++i) {
-    const jsonio::Obj rec(st.progress.log_history[i], o.at("log_history[") + std::to_string(i) + "]");
+  for (size_t i = 0; i < p.log_history.size(); ++i) {
+    const jsonio::Obj rec(p.log_history[i], o.at("log_history[") + std::to_string(i) + "]");
     if (rec.has("loss")) rec.get("step");  // a loss needs its step
     for (const char* key : {"step", "loss", "peak_memory_bytes"}) rec.opt_number(key);
   }
-  return st;
+  return p;
 }
 
 }  // namespace miniseq

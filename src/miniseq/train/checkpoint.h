@@ -58,6 +58,10 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
                             const ParamSet& exp_avg_sq, Backend* backend = nullptr,
                             const ParamSet* master = nullptr);
 
+// The progress recorded in a checkpoint's trainer_state.json (text: the file's contents; where: its path for
+// errors). Hostile files end in an Error naming the file (issue 20).
+TrainProgress parse_trainer_state(const std::string& text, const std::string& where);
+
 // (Listing, rotation and the latest checkpoint of a run: train/output_dir.h.)
 
 // Test hook: make the next save throw after `files` files were written (simulates a crash mid-save). -1 = off.
