@@ -17,7 +17,12 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The parsers of outside input are also fuzzed for FUZZ_SECONDS each (scripts/fuzz-smoke.sh; clang, ASan + UBSan).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 10
+
 test: build
+	@bash scripts/fuzz-smoke.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L cpu
 
 # `make demo` builds only the program it runs, in its own folder, with the CUDA backend only where a GPU answers
@@ -36,4 +41,4 @@ format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
-	rm -rf $(BUILD) $(DEMO_BUILD)
+	rm -rf $(BUILD) $(DEMO_BUILD) $(FUZZ_BUILD)

@@ -6,6 +6,7 @@ packages=(
   libopenblas-openmp-dev libomp-dev
   nlohmann-json3-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do
