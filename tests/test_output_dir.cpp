@@ -122,6 +122,13 @@ TEST(OutputDir, ModelDirectoryAndUncreatablePathsAreRefused) {
   msg = error_of(args(tmp.file("file")), data);
   EXPECT_NE(msg.find("exists and is not a directory"), std::string::npos) << msg;
 
+  // An existing directory that cannot be written (even by root: /proc/sys refuses new files): refused before step 0
+  // by the probe write, not at the first save.
+  if (fs::is_directory("/proc/sys")) {
+    msg = error_of(args("/proc/sys", {"--overwrite_output_dir", "True"}), data);
+    EXPECT_NE(msg.find("--output_dir /proc/sys is not writable"), std::string::npos) << msg;
+  }
+
   // Too little free space for a checkpoint and the final model: refused up front.
   OutputDirRequest r;
   r.output_dir = tmp.file("big");
