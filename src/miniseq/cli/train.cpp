@@ -17,8 +17,6 @@ namespace miniseq::cli {
 
 namespace {
 
-std::string gib(size_t bytes) { return human_bytes(bytes); }
-
 // The demo's defaults, applied unless the flag was given on the command line.
 void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {
   const std::pair<const char*, const char*> defaults[] = {
@@ -134,7 +132,7 @@ int cmd_train(const Args& raw_args) {
   no_mst.mini_sequence = false;
   const MemReport without = plan_training(setup.config, setup.args, no_mst);
   std::printf("planned peak: %s with mini-sequence, %s without (checkpointing %s)\n",
-              gib(r.planned.arena_bytes).c_str(), gib(without.arena_bytes).c_str(),
+              human_bytes(r.planned.arena_bytes).c_str(), human_bytes(without.arena_bytes).c_str(),
               setup.args.gradient_checkpointing ? "on" : "off");
   if (r.interrupted) return 130;
   std::printf("final model: %s (checkpoints: %s/checkpoint-*)\n", r.final_dir.c_str(), setup.args.output_dir.c_str());

@@ -26,8 +26,6 @@ namespace {
 
 constexpr const char* kRunFile = ".miniseq-run";
 
-std::string gib(uint64_t bytes) { return human_bytes(static_cast<size_t>(bytes)); }
-
 std::string new_run_id() {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   std::random_device rd;
@@ -188,9 +186,9 @@ OutputDir prepare_output_dir(const OutputDirRequest& r, const std::string& resum
   const uint64_t need = r.checkpoint_bytes + r.final_model_bytes;
   const fs::space_info space = fs::space(out, ec);
   if (!ec && need > 0)
-    MS_CHECK(space.available >= need, "--output_dir ", r.output_dir, ": ", gib(space.available),
-             " free, but a checkpoint (", gib(r.checkpoint_bytes), ") and the final model (",
-             gib(r.final_model_bytes), ") need ", gib(need),
+    MS_CHECK(space.available >= need, "--output_dir ", r.output_dir, ": ", human_bytes(space.available),
+             " free, but a checkpoint (", human_bytes(r.checkpoint_bytes), ") and the final model (",
+             human_bytes(r.final_model_bytes), ") need ", human_bytes(need),
              "; free space, use another disk, or save fewer/smaller checkpoints (--save_strategy no, --bf16 "
              "True)");
   result.run_id = resume_run_id.empty() ? new_run_id() : resume_run_id;

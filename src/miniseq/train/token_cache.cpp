@@ -22,7 +22,8 @@ namespace {
 
 constexpr char kMagic[8] = {'M', 'S', 'T', 'O', 'K', 'E', 'N', '1'};
 constexpr size_t kHeader = 64;
-constexpr size_t kChunkBytes = size_t{8} << 20;  // text tokenized per batch (ids: up to 4x): memory stays bounded
+constexpr size_t kChunkBytes = size_t{8}
+                               << 20;  // text tokenized per batch (ids: up to 4x): memory stays bounded
 
 struct Header {
   char magic[8];
@@ -130,10 +131,8 @@ TokenCache TokenCache::open_or_build(const std::string& jsonl, const std::string
         buf.clear();
         buf.reserve((doc.size() + 1) * static_cast<size_t>(width));
         auto put = [&](int32_t id) {
-          MS_CHECK(id >= 0 && id<vocab, jsonl, ":", line, ": token id ", id,
-                                 " is outside the model's vocabulary [0, ", vocab, ")", line> 0
-                       ? ""
-                       : "");
+          MS_CHECK(id >= 0 && id < vocab, jsonl, ":", line, ": token id ", id,
+                   " is outside the model's vocabulary [0, ", vocab, ")");
           const auto u = static_cast<uint32_t>(id);
           for (int b = 0; b < width; ++b) buf.push_back(static_cast<unsigned char>(u >> (8 * b)));
         };
