@@ -29,6 +29,10 @@ struct AttentionParams {
   // Forward only (KV-cache decoding): q holds Sq ≤ Sk newest positions, query row i sits at key row
   // i + q_offset (ops/attention_mask.h). Backward requires q_offset = 0 and Sq = Sk.
   int64_t q_offset = 0;
+  // S²-Attn group size G (training with --use_full_attn False): 0 = full attention. Heads [0, H/2) attend within
+  // groups of G positions, heads [H/2, H) within groups shifted by G/2, with no group wrapping around
+  // (ops/attention_mask.h, AttentionMask::for_head). Forward and backward take the same value.
+  int64_t s2_group = 0;
 };
 
 // Loss-only cross-entropy of a chunk (evaluation): Σ loss and the count of rows whose argmax (first maximum,
