@@ -1,6 +1,7 @@
 // Attention: gradient check of the double reference, then the tiled CPU kernel against it over shapes that
 // hit every remainder path (S and D around the tile size 64 and the vector width 16, S = 1, GQA, sliding
-// windows shorter than S, batch 2, non-causal).
+// windows shorter than S, batch 2, non-causal, S²-Attn groups with kv heads serving shifted and unshifted
+// query heads).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,12 +20,13 @@ struct Case {
   int64_t B, S, H, Hkv, D;
   bool causal;
   int64_t window;
+  int64_t group = 0;  // S²-Attn group size (AttentionParams::s2_group)
 };
 
 std::string name(const Case& c) {
   std::ostringstream os;  // (not operator+ on strings: GCC 12 warns falsely with -Wrestrict there)
   os << "B" << c.B << " S" << c.S << " H" << c.H << " Hkv" << c.Hkv << " D" << c.D
-     << (c.causal ? " causal" : " full") << " window" << c.window;
+     << (c.causal ? " causal" : " full") << " window" << c.window << " group" << c.group;
   return os.str();
 }
 
@@ -45,6 +47,7 @@ Outputs run_cpu(const Case& c, std::vector<float>& q, std::vector<float>& k, std
   AttentionParams p;
   p.causal = c.causal;
   p.sliding_window = c.window;
+  p.s2_group = c.group;
   be->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks), tensor_of(o.out, qs),
                         tensor_of(o.lse, Shape{c.B, c.H, c.S}), p);
   be->attention_backward(tensor_of(dout, qs), tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks),
@@ -54,14 +57,15 @@ Outputs run_cpu(const Case& c, std::vector<float>& q, std::vector<float>& k, std
 }
 
 ref::AttnShape shape_of(const Case& c) {
-  return ref::AttnShape{c.B, c.S, c.H, c.Hkv, c.D, c.causal, c.window};
+  return ref::AttnShape{c.B, c.S, c.H, c.Hkv, c.D, c.causal, c.window, 0.0, c.group};
 }
 
 }  // namespace
 
 TEST(AttentionReference, GradientCheck) {
   for (const Case c :
-       {Case{1, 5, 2, 1, 3, true, 0}, Case{2, 6, 4, 2, 2, true, 3}, Case{1, 4, 2, 2, 3, false, 0}}) {
+       {Case{1, 5, 2, 1, 3, true, 0}, Case{2, 6, 4, 2, 2, true, 3}, Case{1, 4, 2, 2, 3, false, 0},
+        Case{1, 7, 4, 1, 2, true, 0, 4}, Case{1, 7, 3, 1, 2, true, 2, 3}}) {
     SCOPED_TRACE(name(c));
     const ref::AttnShape a = shape_of(c);
     const size_t nq = static_cast<size_t>(c.B * c.S * c.H * c.D),
@@ -98,11 +102,38 @@ TEST(AttentionReference, LseIsTheLogOfTheSoftmaxDenominator) {
 // + D, sqrt(D)·max|grad|).
 TEST(AttentionCpu, MatchesReference) {
   const Case cases[] = {
-      {1, 1, 1, 1, 1, true, 0},     {1, 1, 2, 1, 16, true, 0},     {1, 17, 2, 1, 15, true, 0},
-      {1, 63, 2, 2, 17, true, 0},   {1, 64, 3, 1, 16, true, 0},    {1, 65, 2, 1, 64, true, 0},
-      {2, 130, 4, 2, 64, true, 0},  {1, 129, 6, 2, 32, true, 37},  {2, 100, 2, 1, 8, true, 64},
-      {1, 200, 3, 3, 17, false, 0}, {1, 150, 4, 1, 128, true, 65}, {1, 70, 2, 1, 16, true, 1},
-      {2, 90, 2, 2, 33, true, 200}, {1, 128, 4, 2, 64, true, 63},  {1, 67, 2, 1, 16, false, 10},
+      {1, 1, 1, 1, 1, true, 0},
+      {1, 1, 2, 1, 16, true, 0},
+      {1, 17, 2, 1, 15, true, 0},
+      {1, 63, 2, 2, 17, true, 0},
+      {1, 64, 3, 1, 16, true, 0},
+      {1, 65, 2, 1, 64, true, 0},
+      {2, 130, 4, 2, 64, true, 0},
+      {1, 129, 6, 2, 32, true, 37},
+      {2, 100, 2, 1, 8, true, 64},
+      {1, 200, 3, 3, 17, false, 0},
+      {1, 150, 4, 1, 128, true, 65},
+      {1, 70, 2, 1, 16, true, 1},
+      {2, 90, 2, 2, 33, true, 200},
+      {1, 128, 4, 2, 64, true, 63},
+      {1, 67, 2, 1, 16, false, 10},
+      // S²-Attn: H = 4, Hkv = 2 (each kv head serves one half), H = 4, Hkv = 1 and H = 6, Hkv = 3 (a kv head
+      // serves shifted and unshifted heads), odd H (3 and 5: H/2 rounded down), windows smaller and larger
+      // than the group, S not a multiple of the group, odd groups, group >= S (shifted heads: two groups, or
+      // one), groups spanning several 64 × 128 tiles, batch 2, non-causal.
+      {1, 100, 4, 2, 16, true, 0, 32},
+      {1, 100, 4, 1, 16, true, 0, 32},
+      {1, 300, 4, 1, 16, true, 0, 200},
+      {2, 150, 6, 3, 32, true, 0, 48},
+      {1, 130, 3, 1, 17, true, 0, 40},
+      {1, 77, 5, 1, 8, true, 0, 33},
+      {1, 140, 4, 1, 16, true, 10, 64},
+      {1, 140, 4, 2, 16, true, 90, 64},
+      {1, 100, 4, 1, 16, true, 0, 128},
+      {1, 100, 4, 1, 16, true, 0, 256},
+      {1, 97, 4, 1, 64, true, 0, 2},
+      {1, 260, 4, 1, 16, true, 150, 256},
+      {1, 90, 4, 1, 16, false, 0, 32},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(name(c));
@@ -173,7 +204,8 @@ TEST(AttentionMask, MatchesHuggingFaceMistralConvention) {
   // Decoding: query row i is position i + q_offset of the keys.
   const AttentionMask dec{10, true, 3, /*q_offset=*/4};
   for (int64_t i = 0; i < 6; ++i)
-    for (int64_t j = 0; j < 10; ++j) EXPECT_EQ(dec.allowed(i, j), j <= i + 4 && i + 4 - j < 3) << i << "," << j;
+    for (int64_t j = 0; j < 10; ++j)
+      EXPECT_EQ(dec.allowed(i, j), j <= i + 4 && i + 4 - j < 3) << i << "," << j;
   // tile classification agrees with the element rule
   for (int64_t i0 = 0; i0 < 10; i0 += 3)
     for (int64_t j0 = 0; j0 < 10; j0 += 4) {
@@ -189,35 +221,73 @@ TEST(AttentionMask, MatchesHuggingFaceMistralConvention) {
     }
 }
 
-// KV-cache decoding: the last Sq queries against keys [j0, S) (older keys dropped, as a sliding-window cache does)
-// with q_offset = S − Sq − j0 give the rows of full attention, for every query that sees no dropped key.
+// S²-Attn groups against their definition (ops/attention_mask.h): heads h < H/2 attend within [nG, (n+1)G),
+// heads h >= H/2 within [0, G/2), [G/2, 3G/2), …; with the causal rule and the window on top. The tile
+// classification agrees with the element rule for every head.
+TEST(AttentionMask, S2GroupsMatchTheirDefinition) {
+  for (const int64_t S : {int64_t{1}, int64_t{10}, int64_t{23}})
+    for (const int64_t G : {int64_t{2}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{16}, int64_t{40}})
+      for (const int64_t W : {int64_t{0}, int64_t{3}, int64_t{9}})
+        for (const int64_t H : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}}) {
+          const AttentionMask base{S, true, W, 0, G};
+          for (int64_t h = 0; h < H; ++h) {
+            const AttentionMask m = base.for_head(h, H);
+            const int64_t shift = h >= H / 2 ? G / 2 : 0;
+            auto gid = [&](int64_t p) { return p < shift ? int64_t{-1} : (p - shift) / G; };
+            for (int64_t i = 0; i < S; ++i)
+              for (int64_t j = 0; j < S; ++j)
+                EXPECT_EQ(m.allowed(i, j), j <= i && (W == 0 || i - j < W) && gid(i) == gid(j))
+                    << "S" << S << " G" << G << " W" << W << " H" << H << " h" << h << " " << i << "," << j;
+            for (int64_t i0 = 0; i0 < S; i0 += 5)
+              for (int64_t j0 = 0; j0 < S; j0 += 4) {
+                const int64_t i1 = std::min<int64_t>(i0 + 5, S), j1 = std::min<int64_t>(j0 + 4, S);
+                bool any = false, all = true;
+                for (int64_t i = i0; i < i1; ++i)
+                  for (int64_t j = j0; j < j1; ++j) {
+                    any |= m.allowed(i, j);
+                    all &= m.allowed(i, j);
+                  }
+                EXPECT_EQ(m.tile_any(i0, i1, j0, j1), any);
+                EXPECT_EQ(m.tile_all(i0, i1, j0, j1), all);
+              }
+          }
+        }
+}
+
+// KV-cache decoding: the last Sq queries against keys [j0, S) (older keys dropped, as a sliding-window cache
+// does) with q_offset = S − Sq − j0 give the rows of full attention, for every query that sees no dropped
+// key.
 TEST(AttentionForward, QueryOffsetMatchesFullAttention) {
-  for (const Case c : {Case{1, 70, 4, 2, 16, true, 0}, Case{1, 70, 4, 2, 16, true, 9}, Case{1, 130, 2, 1, 32, true, 64},
-                       Case{1, 33, 4, 4, 16, true, 0}}) {
+  for (const Case c : {Case{1, 70, 4, 2, 16, true, 0}, Case{1, 70, 4, 2, 16, true, 9},
+                       Case{1, 130, 2, 1, 32, true, 64}, Case{1, 33, 4, 4, 16, true, 0}}) {
     const size_t nq = static_cast<size_t>(c.S * c.H * c.D), nk = static_cast<size_t>(c.S * c.Hkv * c.D);
     const auto q = random_floats(nq, 11), k = random_floats(nk, 12), v = random_floats(nk, 13);
     Vec rout, rlse;
     ref::attention_forward(to_double(q), to_double(k), to_double(v), shape_of(c), rout, rlse);
     for (int64_t Sq : {int64_t{1}, int64_t{5}, c.S}) {
-      // Keys the last Sq queries still see: from first_key of the first of them (all of them without a window).
+      // Keys the last Sq queries still see: from first_key of the first of them (all of them without a
+      // window).
       const int64_t j0 = c.window > 0 ? std::max<int64_t>(0, c.S - Sq - c.window + 1) : 0, Sk = c.S - j0;
       std::ostringstream nm;
       nm << name(c) << " Sq" << Sq << " keys from " << j0;
       SCOPED_TRACE(nm.str());
       std::vector<float> qs(q.end() - Sq * c.H * c.D, q.end()), ks(k.begin() + j0 * c.Hkv * c.D, k.end()),
           vs(v.begin() + j0 * c.Hkv * c.D, v.end());
-      std::vector<float> out(static_cast<size_t>(Sq * c.H * c.D), NAN), lse(static_cast<size_t>(c.H * Sq), NAN);
+      std::vector<float> out(static_cast<size_t>(Sq * c.H * c.D), NAN),
+          lse(static_cast<size_t>(c.H * Sq), NAN);
       AttentionParams p;
       p.sliding_window = c.window;
       p.q_offset = Sk - Sq;
-      make_cpu_backend()->attention_forward(tensor_of(qs, Shape{1, Sq, c.H, c.D}), tensor_of(ks, Shape{1, Sk, c.Hkv, c.D}),
-                                            tensor_of(vs, Shape{1, Sk, c.Hkv, c.D}),
-                                            tensor_of(out, Shape{1, Sq, c.H, c.D}), tensor_of(lse, Shape{1, c.H, Sq}), p);
+      make_cpu_backend()->attention_forward(
+          tensor_of(qs, Shape{1, Sq, c.H, c.D}), tensor_of(ks, Shape{1, Sk, c.Hkv, c.D}),
+          tensor_of(vs, Shape{1, Sk, c.Hkv, c.D}), tensor_of(out, Shape{1, Sq, c.H, c.D}),
+          tensor_of(lse, Shape{1, c.H, Sq}), p);
       const Vec want(rout.end() - Sq * c.H * c.D, rout.end());
       EXPECT_TRUE(all_close(out, want, fp32_tol(c.S + c.D, 3.0)));
       for (int64_t h = 0; h < c.H; ++h)
         for (int64_t i = 0; i < Sq; ++i)
-          EXPECT_NEAR(lse[static_cast<size_t>(h * Sq + i)], rlse[static_cast<size_t>(h * c.S + c.S - Sq + i)], 1e-5);
+          EXPECT_NEAR(lse[static_cast<size_t>(h * Sq + i)], rlse[static_cast<size_t>(h * c.S + c.S - Sq + i)],
+                      1e-5);
     }
   }
 }

@@ -121,7 +121,7 @@ namespace {
 // Softmax probabilities of query (b, i, h) over all keys: p [S], returns lse.
 double attention_row(const Vec& q, const Vec& k, const AttnShape& a, int64_t b, int64_t i, int64_t h,
                      Vec& p) {
-  const AttentionMask mask{a.S, a.causal, a.window};
+  const AttentionMask mask = AttentionMask{a.S, a.causal, a.window, 0, a.group}.for_head(h, a.H);
   const double scale = a.scale != 0.0 ? a.scale : 1.0 / std::sqrt(static_cast<double>(a.D));
   const int64_t kvh = h / (a.H / a.Hkv);
   p.assign(z(a.S), 0.0);

@@ -38,6 +38,7 @@ struct AttnShape {
   bool causal = true;
   int64_t window = 0;
   double scale = 0.0;  // 0 = 1/sqrt(D)
+  int64_t group = 0;   // S²-Attn group size (AttentionMask::group, per head via for_head); 0 = none
 };
 // q [B,S,H,D], k, v [B,S,Hkv,D] -> out [B,S,H,D], lse [B,H,S]; full softmax per row.
 void attention_forward(const Vec& q, const Vec& k, const Vec& v, const AttnShape& a, Vec& out, Vec& lse);

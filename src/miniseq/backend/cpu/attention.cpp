@@ -6,7 +6,9 @@
 // scaled scores, saved by forward for backward). GQA: query head h reads kv head h / G, G = H / Hkv; the G
 // query heads of one kv head are stacked into one tile of G·nq rows (row r = g·nq + ii ↔ head kvh·G + g,
 // position i0 + ii), so every K/V tile is loaded once per group. Which keys a query sees:
-// ops/attention_mask.h.
+// ops/attention_mask.h. With S²-Attn groups the stacked heads may have two different masks (a kv head can
+// serve both unshifted and shifted query heads): each row is masked with its own head's mask, a tile is
+// skipped only when no head sees it, and the key loop covers the union of the heads' ranges.
 //
 // Forward, task = (b, kv head, query tile), for each key tile:  Sc = scale·Q·Kᵀ, mask, m' = max(m, rowmax
 // Sc), P = exp(Sc − m'), l = l·e^(m−m') + ΣP, O = O·e^(m−m') + P·V.  Then out = O / l, lse = m + log l.
@@ -55,25 +57,54 @@ Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
   MS_DASSERT(p.q_offset >= 0 && g.S + p.q_offset <= g.Sk);
   g.G = g.H / g.Hkv;
   g.scale = p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(g.D));
-  g.mask = AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset};
+  g.mask = AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset, p.s2_group};
   return g;
+}
+
+// The mask of stacked head hg (0 … G-1) of kv head kvh.
+AttentionMask head_mask(const Geometry& g, int64_t kvh, int64_t hg) {
+  return g.mask.for_head(kvh * g.G + hg, g.H);
+}
+
+// Keys [jlo, jhi] that any stacked head of kv head kvh sees from query tile [i0, i0+nq).
+void key_range(const Geometry& g, int64_t kvh, int64_t i0, int64_t nq, int64_t& jlo, int64_t& jhi) {
+  jlo = g.Sk;
+  jhi = -1;
+  for (int64_t hg = 0; hg < g.G; ++hg) {
+    const AttentionMask m = head_mask(g, kvh, hg);
+    jlo = std::min(jlo, m.first_key(i0));
+    jhi = std::max(jhi, m.last_key(i0 + nq - 1));
+  }
+}
+
+// Does any stacked head see a pair of the tile, and do all heads see all of its pairs?
+bool tile_any(const Geometry& g, int64_t kvh, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
+  for (int64_t hg = 0; hg < g.G; ++hg)
+    if (head_mask(g, kvh, hg).tile_any(i0, i0 + nq, j0, j0 + nk)) return true;
+  return false;
+}
+bool tile_all(const Geometry& g, int64_t kvh, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
+  for (int64_t hg = 0; hg < g.G; ++hg)
+    if (!head_mask(g, kvh, hg).tile_all(i0, i0 + nq, j0, j0 + nk)) return false;
+  return true;
 }
 
 inline int ci(int64_t x) {
   return static_cast<int>(x);
 }
 
-// Sc [M, kKTile] = scale · Qt [M, D] · K[j0 : j0+nk]ᵀ, then −inf where the mask forbids (only on boundary
-// tiles).
-void tile_scores(const Geometry& g, const float* qt, const float* kt, int64_t M, int64_t nq, int64_t i0,
-                 int64_t j0, int64_t nk, float* sc) {
+// Sc [M, kKTile] = scale · Qt [M, D] · K[j0 : j0+nk]ᵀ, then −inf where the mask of the row's head forbids
+// (only on boundary tiles).
+void tile_scores(const Geometry& g, int64_t kvh, const float* qt, const float* kt, int64_t M, int64_t nq,
+                 int64_t i0, int64_t j0, int64_t nk, float* sc) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ci(M), ci(nk), ci(g.D), g.scale, qt, ci(g.D), kt,
               ci(g.kv_stride()), 0.0f, sc, ci(kKTile));
-  if (g.mask.tile_all(i0, i0 + nq, j0, j0 + nk)) return;
+  if (tile_all(g, kvh, i0, nq, j0, nk)) return;
   for (int64_t r = 0; r < M; ++r) {
     const int64_t i = i0 + r % nq;
-    const int64_t lo = std::clamp<int64_t>(g.mask.first_key(i) - j0, 0, nk);  // allowed: [lo, hi)
-    const int64_t hi = std::clamp<int64_t>(g.mask.last_key(i) + 1 - j0, lo, nk);
+    const AttentionMask m = head_mask(g, kvh, r / nq);
+    const int64_t lo = std::clamp<int64_t>(m.first_key(i) - j0, 0, nk);  // allowed: [lo, hi)
+    const int64_t hi = std::clamp<int64_t>(m.last_key(i) + 1 - j0, lo, nk);
     float* row = sc + r * kKTile;
     for (int64_t c = 0; c < lo; ++c) row[c] = -INFINITY;
     for (int64_t c = hi; c < nk; ++c) row[c] = -INFINITY;
@@ -118,11 +149,12 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
       std::fill_n(acc.data(), M * g.D, 0.0f);
       std::fill_n(m.data(), M, -INFINITY);
       std::fill_n(l.data(), M, 0.0f);
-      const int64_t jlo = g.mask.first_key(i0), jhi = g.mask.last_key(i0 + nq - 1);
+      int64_t jlo, jhi;
+      key_range(g, kvh, i0, nq, jlo, jhi);
       for (int64_t j0 = jlo; j0 <= jhi; j0 += kKTile) {
         const int64_t nk = std::min(kKTile, jhi + 1 - j0);
-        if (!g.mask.tile_any(i0, i0 + nq, j0, j0 + nk)) continue;
-        tile_scores(g, qt.data(), pk + g.kv_off(b, j0, kvh), M, nq, i0, j0, nk, sc.data());
+        if (!tile_any(g, kvh, i0, nq, j0, nk)) continue;
+        tile_scores(g, kvh, qt.data(), pk + g.kv_off(b, j0, kvh), M, nq, i0, j0, nk, sc.data());
         for (int64_t r = 0; r < M; ++r) {
           float* row = sc.data() + r * kKTile;
           const float m_new = std::max(m[r], cpu::max_of(row, nk));
@@ -209,13 +241,14 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
             for (int64_t c = 0; c < g.D; ++c) s += drow[c] * orow[c];
             di_t[static_cast<size_t>(r)] = s;
           }
-        const int64_t jlo = g.mask.first_key(i0), jhi = g.mask.last_key(i0 + nq - 1);
+        int64_t jlo, jhi;
+        key_range(g, kvh, i0, nq, jlo, jhi);
         for (int64_t j0 = jlo; j0 <= jhi; j0 += kKTile) {
           const int64_t nk = std::min(kKTile, jhi + 1 - j0);
-          if (!g.mask.tile_any(i0, i0 + nq, j0, j0 + nk)) continue;
+          if (!tile_any(g, kvh, i0, nq, j0, nk)) continue;
           const float* kt = pk + g.kv_off(b, j0, kvh);
           const float* vt = pv + g.kv_off(b, j0, kvh);
-          tile_scores(g, qt.data(), kt, M, nq, i0, j0, nk, pt.data());
+          tile_scores(g, kvh, qt.data(), kt, M, nq, i0, j0, nk, pt.data());
           for (int64_t r = 0; r < M; ++r) {  // P = exp(Sc − lse), 0 where masked
             float* row = pt.data() + r * kKTile;
             cpu::exp_affine_sum(row, 1.0f, -lse_t[static_cast<size_t>(r)], row, nk);
