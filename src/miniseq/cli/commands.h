@@ -13,6 +13,7 @@ int cmd_inspect(const Args& args);     // inspect.cpp: architecture, parameter c
 int cmd_tiny_model(const Args& args);  // tiny_model.cpp: write a small random model directory (demo, tests)
 int cmd_tokenize(const Args& args);    // tokenize.cpp: text lines -> JSON id arrays (and back), HF tokenizer.json
 int cmd_train(const Args& args);       // train.cpp: LongLoRA fine-tune.py workflow (train/)
+int cmd_sft(const Args& args);         // train.cpp: LongLoRA supervised-fine-tune.py (train/sft_dataset.h)
 int cmd_memplan(const Args& args);     // memplan.cpp: planned peak memory of a run, longest length that fits
 int cmd_grad(const Args& args);        // grad.cpp: loss and gradients of one batch (checked against PyTorch)
 int cmd_eval(const Args& args);        // eval.cpp: perplexity and accuracy of a token stream over sliding windows

@@ -17,10 +17,14 @@ using miniseq::cli::Command;
 
 const Command kCommands[] = {
     {"train", miniseq::cli::cmd_train, "fine-tune a model (LongLoRA fine-tune.py flags); --preset demo"},
+    {"supervised-fine-tune", miniseq::cli::cmd_sft,
+     "instruction fine-tuning (LongLoRA supervised-fine-tune.py flags; alias: sft)"},
+    {"sft", miniseq::cli::cmd_sft, "short for supervised-fine-tune"},
     {"memplan", miniseq::cli::cmd_memplan, "peak memory of a run before it runs; longest length that fits"},
     {"inspect", miniseq::cli::cmd_inspect, "show a model directory: architecture, parameters, mismatches"},
     {"tiny-model", miniseq::cli::cmd_tiny_model, "write a small random Hugging Face model directory"},
-    {"tokenize", miniseq::cli::cmd_tokenize, "text lines -> JSON token id arrays (and back) with a tokenizer.json"},
+    {"tokenize", miniseq::cli::cmd_tokenize,
+     "text lines -> JSON token id arrays (and back) with a tokenizer.json"},
     {"grad", miniseq::cli::cmd_grad, "loss and gradients of one batch, as safetensors"},
     {"eval", miniseq::cli::cmd_eval, "perplexity and accuracy over sliding windows of a token stream"},
     {"passkey", miniseq::cli::cmd_passkey, "LongLoRA passkey retrieval test per context length"},
@@ -30,7 +34,7 @@ const Command kCommands[] = {
 void usage() {
   std::printf("miniseq: long-context fine-tuning of Llama/Mistral/Qwen2 models with Mini-Sequence Transformer\n\n"
               "usage: miniseq <command> [flags]    (miniseq <command> --help for its flags)\n\ncommands:\n");
-  for (const auto& c : kCommands) std::printf("  %-12s %s\n", c.name, c.summary);
+  for (const auto& c : kCommands) std::printf("  %-21s %s\n", c.name, c.summary);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // `miniseq train`: LongLoRA fine-tune.py's command line, natively. Flags: train/train_args.cpp (one table);
 // the loop: train/trainer.cpp; `--preset demo` trains a tiny Mistral on synthetic passkey documents.
+// `miniseq supervised-fine-tune` (alias `sft`): LongLoRA supervised-fine-tune.py, the same flags and loop
+// over instruction records (train/sft_dataset.h) instead of pretraining blocks.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +12,7 @@
 #include "miniseq/ops/dry_backend.h"
 #include "miniseq/train/demo_preset.h"
 #include "miniseq/train/model_setup.h"
+#include "miniseq/train/sft_dataset.h"
 #include "miniseq/train/special_tokens.h"
 #include "miniseq/train/trainer.h"
 
@@ -29,13 +32,31 @@ void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {
     if (!f.given(name)) args.push_back(std::string("--") + name + "=" + value);
 }
 
-}  // namespace
+// The log lines of a supervised fine-tuning dataset.
+void print_sft_stats(const SftStats& s, int64_t max_len) {
+  std::printf(
+      "supervised fine-tuning data: %lld records, %lld tokens (%lld response tokens trained), longest %lld\n",
+      (long long)s.records, (long long)s.tokens, (long long)s.target_tokens, (long long)s.longest);
+  if (s.truncated > 0)
+    std::printf(
+        "  %lld records are longer than --model_max_length %lld and were truncated to it, as LongLoRA does "
+        "(the first: %s)\n",
+        (long long)s.truncated, (long long)max_len, s.first_truncated.c_str());
+  if (s.without_target > 0)
+    std::printf(
+        "  %lld records keep no response token after truncation and add nothing to the loss (the first: "
+        "%s)\n",
+        (long long)s.without_target, s.first_without_target.c_str());
+}
 
-int cmd_train(const Args& raw_args) {
-  Flags f = train_flags();
+int train_command(const Args& raw_args, bool sft) {
+  Flags f = train_flags(sft);
   if (!f.parse(raw_args)) return 0;
   TrainSetup setup;
   Dataset data;
+  MS_CHECK(!sft || f.str("preset").empty(),
+           "--preset is a `miniseq train` flag (supervised fine-tuning needs --model_name_or_path and "
+           "--data_path)");
   if (f.str("preset") == "demo") {
     Args args = raw_args;
     apply_demo_defaults(f, args);
@@ -54,7 +75,10 @@ int cmd_train(const Args& raw_args) {
     setup.args = train_args_from(f);
     const TrainArgs& a = setup.args;
     MS_CHECK(!a.model_name_or_path.empty(), "--model_name_or_path is required (a local model directory)");
-    MS_CHECK(!a.data_path.empty(), "--data_path is required (JSONL with \"text\" or \"input_ids\")");
+    MS_CHECK(!a.data_path.empty(), "--data_path is required (",
+             sft ? "a JSON list or JSONL of {\"instruction\", \"input\", \"output\"} records"
+                 : "JSONL with \"text\" or \"input_ids\"",
+             ")");
     MS_CHECK(std::filesystem::is_directory(a.model_name_or_path), "--model_name_or_path ", a.model_name_or_path,
              " is not a directory; miniseq reads local Hugging Face model directories (download it first)");
     setup.model_dir = a.model_name_or_path;
@@ -65,7 +89,13 @@ int cmd_train(const Args& raw_args) {
     spec.seq = a.model_max_length;
     TokenizeFn tokenize;
     // Held by pointer, never moved: a Tokenizer is not relocatable once built (its caches point into it).
-    std::unique_ptr<tok::Tokenizer> tokenizer;
+    std::unique_ptr<tok::Tokenizer> tokenizer, sft_tokenizer;
+    SftTokenization sft_tok;
+    MS_CHECK(!sft || std::filesystem::exists(std::filesystem::path(a.model_name_or_path) / "tokenizer.json"),
+             a.model_name_or_path,
+             " has no tokenizer.json; supervised fine-tuning tokenizes its prompts with the model's "
+             "tokenizer (copy "
+             "the tokenizer files of the model into it)");
     if (std::filesystem::exists(std::filesystem::path(a.model_name_or_path) / "tokenizer.json")) {
       // LongLoRA: add the missing special tokens ([PAD] first) and grow the vocabulary to len(tokenizer).
       tokenizer = std::make_unique<tok::Tokenizer>(tok::Tokenizer::load(a.model_name_or_path));
@@ -83,6 +113,19 @@ int cmd_train(const Args& raw_args) {
       spec.pad_id = prep.pad_id;
       const tok::Tokenizer* t = tokenizer.get();
       tokenize = [t](const std::vector<std::string>& texts) { return t->encode_batch(texts, /*add_special_tokens=*/true); };
+      if (sft) {  // as LongLoRA, the prompts are tokenized after the additions: "[PAD]" etc. are tokens then
+        if (prep.file_overrides.contains("tokenizer.json")) {
+          const auto& o = prep.file_overrides;
+          sft_tokenizer = std::make_unique<tok::Tokenizer>(tok::Tokenizer::from_json(
+              o["tokenizer.json"].get<std::string>(), o["tokenizer_config.json"].get<std::string>(),
+              (std::filesystem::path(a.model_name_or_path) / "tokenizer.json").string() +
+                  " (with added tokens)"));
+        }
+        sft_tok.tokenizer = sft_tokenizer ? sft_tokenizer.get() : t;
+        sft_tok.eos_token = sft_tok.tokenizer->id_to_token(prep.eos_id).value_or("");
+        sft_tok.pad_id = prep.pad_id;
+        sft_tok.max_len = a.model_max_length;
+      }
     } else {
       const ModelConfig& c = setup.config;
       spec.eos_id = c.eos_token_id ? static_cast<int32_t>(*c.eos_token_id) : -1;
@@ -100,11 +143,18 @@ int cmd_train(const Args& raw_args) {
       key.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
       key += setup.tokenizer_overrides.dump();
     }
-    data = Dataset::from_jsonl_cached(a.data_path, spec, tokenize, key, /*progress=*/true);  // refuses too little data
+    if (sft) {
+      SftStats stats;
+      data = sft_dataset(a.data_path, sft_tok, spec.vocab, &stats);
+      print_sft_stats(stats, a.model_max_length);
+    } else {
+      data = Dataset::from_jsonl_cached(a.data_path, spec, tokenize, key,
+                                        /*progress=*/true);  // refuses too little data
+    }
     setup.tokenizer_dir = a.model_name_or_path;
   }
   setup.data = &data;
-  std::printf("miniseq train:\n%s", f.effective_config().c_str());
+  std::printf("miniseq %s:\n%s", sft ? "supervised-fine-tune" : "train", f.effective_config().c_str());
   if (setup.config.rope.type != setup.file_config.rope.type || setup.config.rope.factor != setup.file_config.rope.factor)
     std::printf("RoPE %s scaling: factor %g for model_max_length %lld (native context %lld)\n",
                 std::string(rope_type_name(setup.config.rope.type)).c_str(), setup.config.rope.factor,
@@ -137,6 +187,15 @@ int cmd_train(const Args& raw_args) {
   if (r.interrupted) return 130;
   std::printf("final model: %s (checkpoints: %s/checkpoint-*)\n", r.final_dir.c_str(), setup.args.output_dir.c_str());
   return 0;
+}
+
+}  // namespace
+
+int cmd_train(const Args& args) {
+  return train_command(args, /*sft=*/false);
+}
+int cmd_sft(const Args& args) {
+  return train_command(args, /*sft=*/true);
 }
 
 }  // namespace miniseq::cli

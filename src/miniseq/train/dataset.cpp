@@ -1,5 +1,6 @@
 #include "miniseq/train/dataset.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -146,10 +147,43 @@ Dataset Dataset::from_jsonl_cached(const std::string& path, const DataSpec& spec
   return d;
 }
 
+Dataset Dataset::from_examples(const std::vector<std::vector<int32_t>>& ids,
+                               const std::vector<int64_t>& prompt_len, int64_t max_len, int32_t pad_id) {
+  MS_CHECK(ids.size() == prompt_len.size(), "internal: one prompt length per example");
+  Dataset d;
+  d.seq_ = max_len;
+  d.pad_id_ = pad_id;
+  d.offsets_.push_back(0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    MS_CHECK(!ids[i].empty() && static_cast<int64_t>(ids[i].size()) <= max_len, "internal: an example of ",
+             ids[i].size(), " tokens (1..", max_len, " expected)");
+    d.ids_.insert(d.ids_.end(), ids[i].begin(), ids[i].end());
+    d.offsets_.push_back(static_cast<int64_t>(d.ids_.size()));
+    d.prompt_len_.push_back(prompt_len[i]);
+  }
+  d.blocks_ = static_cast<int64_t>(ids.size());
+  d.doc_tokens_ = static_cast<int64_t>(d.ids_.size());
+  return d;
+}
+
 TokenBatch Dataset::batch(const std::vector<int64_t>& blocks) const {
   TokenBatch b;
   b.batch = static_cast<int64_t>(blocks.size());
   b.seq = seq_;
+  if (examples()) {  // right-padded to the longest example of the batch: ids pad_id, labels -100
+    b.seq = 0;
+    for (int64_t e : blocks) b.seq = std::max(b.seq, offsets_[e + 1] - offsets_[e]);
+    b.input_ids.assign(static_cast<size_t>(b.rows()), pad_id_);
+    b.labels.assign(static_cast<size_t>(b.rows()), kIgnoreIndex);
+    for (size_t r = 0; r < blocks.size(); ++r) {
+      const int64_t begin = offsets_[blocks[r]], n = offsets_[blocks[r] + 1] - begin;
+      const auto row = static_cast<ptrdiff_t>(r) * b.seq;
+      std::copy_n(ids_.begin() + begin, n, b.input_ids.begin() + row);
+      const int64_t masked = std::min(prompt_len_[blocks[r]], n);
+      std::copy_n(ids_.begin() + begin + masked, n - masked, b.labels.begin() + row + masked);
+    }
+    return b;
+  }
   if (cache_) {  // cut from the mapped stream; the last block padded (labels -100)
     b.input_ids.resize(static_cast<size_t>(b.batch * seq_), pad_id_);
     b.labels.resize(static_cast<size_t>(b.batch * seq_), kIgnoreIndex);

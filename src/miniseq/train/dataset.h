@@ -3,6 +3,8 @@
 // positions get label -100. Pre-tokenized JSONL ({"input_ids": [...]}, optional "labels") is used block by block
 // when every record already has model_max_length tokens, and otherwise joined and cut like text.
 // The order of blocks is a deterministic shuffle of (seed, epoch).
+// Supervised fine-tuning (train/sft_dataset.h) holds variable-length examples instead: one per index, never
+// packed, and a micro-batch is right-padded to its longest example (Hugging Face's pad_sequence).
 #pragma once
 
 #include <cstdint>
@@ -36,9 +38,14 @@ class Dataset {
                                    const std::string& key, bool progress);
   // From a token stream already joined (the demo's synthetic documents).
   static Dataset from_stream(const std::vector<int32_t>& tokens, const DataSpec& spec);
+  // Examples of 1..max_len tokens; example i's labels are its ids with the first prompt_len[i] set to -100.
+  // batch() pads with pad_id (labels -100) to the longest example of the batch.
+  static Dataset from_examples(const std::vector<std::vector<int32_t>>& ids, const std::vector<int64_t>& prompt_len,
+                               int64_t max_len, int32_t pad_id);
 
-  int64_t size() const { return blocks_; }  // blocks
-  int64_t seq() const { return seq_; }
+  int64_t size() const { return blocks_; }  // blocks (or examples)
+  int64_t seq() const { return seq_; }       // model_max_length: the longest a batch row can be
+  bool examples() const { return !offsets_.empty(); }
   int64_t tokens_in_documents() const { return doc_tokens_; }
   // Block indices of epoch `epoch` in training order.
   std::vector<int64_t> order(uint64_t seed, int64_t epoch) const;
@@ -51,6 +58,7 @@ class Dataset {
   int64_t doc_tokens_ = 0;
   int64_t blocks_ = 0;
   std::vector<int32_t> ids_, labels_;  // [blocks, seq] (in memory)
+  std::vector<int64_t> offsets_, prompt_len_;  // examples: example i is ids_[offsets_[i], offsets_[i + 1])
   std::shared_ptr<const class TokenCache> cache_;  // or the joined stream on disk: blocks cut on the fly
   int32_t pad_id_ = 0;
 };

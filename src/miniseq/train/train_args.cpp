@@ -6,15 +6,19 @@ namespace miniseq {
 
 using cli::FlagKind;
 
-cli::Flags train_flags() {
+cli::Flags train_flags(bool sft) {
   return cli::Flags(
-      "train",
-      "miniseq train --model_name_or_path DIR --data_path FILE.jsonl --output_dir OUT [flags]   "
-      "(or: miniseq train --preset demo)",
+      sft ? "supervised-fine-tune" : "train",
+      sft ? "miniseq supervised-fine-tune --model_name_or_path DIR --data_path FILE.json --output_dir OUT [flags]   "
+            "(alias: miniseq sft; LongLoRA supervised-fine-tune.py)"
+          : "miniseq train --model_name_or_path DIR --data_path FILE.jsonl --output_dir OUT [flags]   "
+            "(or: miniseq train --preset demo)",
       {
           // Model and data.
           {"model_name_or_path", FlagKind::String, "", "local Hugging Face model directory"},
-          {"data_path", FlagKind::String, "", "JSONL: {\"text\": ...} documents, or {\"input_ids\": [...]}"},
+          {"data_path", FlagKind::String, "",
+           sft ? "a JSON list or JSONL of {\"instruction\", \"input\" (optional), \"output\"} records (LongAlpaca)"
+               : "JSONL: {\"text\": ...} documents, or {\"input_ids\": [...]}"},
           {"output_dir", FlagKind::String, "", "where checkpoints and the final model go (new or empty, or resumed)"},
           {"overwrite_output_dir", FlagKind::Bool, "False",
            "train into a non-empty --output_dir that is not being resumed (its files are overwritten; earlier runs' "

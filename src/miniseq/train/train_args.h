@@ -46,8 +46,9 @@ struct TrainArgs {
   double max_host_memory_gib = 0;      // host budget for offloaded state (0 = available RAM)
 };
 
-// The flag table (name, type, default, help) for parsing, --help and the effective-config printout.
-cli::Flags train_flags();
+// The flag table (name, type, default, help) for parsing, --help and the effective-config printout; `sft`:
+// the same table for `miniseq supervised-fine-tune` (its name, usage line and --data_path help).
+cli::Flags train_flags(bool sft = false);
 // Reads parsed flags into TrainArgs, validating values (one-line errors naming the flag).
 TrainArgs train_args_from(const cli::Flags& f);
 const char* schedule_name(Schedule s);

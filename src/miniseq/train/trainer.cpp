@@ -195,7 +195,8 @@ TrainResult run_training(const TrainSetup& setup) {
   const ModelConfig& config = setup.config;
   const Dataset& data = *setup.data;
   const Device device = a.device == "cuda" ? Device::CUDA : Device::CPU;
-  MS_CHECK(data.size() > 0, "the training data holds no block of --model_max_length ", a.model_max_length, " tokens");
+  MS_CHECK(data.size() > 0, "the training data holds no ", data.examples() ? "example" : "block of --model_max_length ",
+           data.examples() ? "" : std::to_string(a.model_max_length) + " tokens");
   MS_CHECK(!a.output_dir.empty(), "--output_dir is required");
   StepPolicy policy = policy_from(a);
   TrainResult result;
@@ -340,10 +341,12 @@ TrainResult run_training(const TrainSetup& setup) {
   const bool tty = !setup.quiet && isatty(STDOUT_FILENO);
   if (!setup.quiet) {
     const int64_t T = B * a.model_max_length;
-    std::printf("training %lld steps (%lld blocks of %lld tokens, batch %lld x %lld accumulation)%s\n"
+    std::printf("training %lld steps (%lld %s %lld tokens, batch %lld x %lld accumulation)%s\n"
                 "memory: mini-sequence %s (MLP chunks of %lld rows, LM head in chunks of %lld rows), checkpointing "
                 "%s; planned peak %s at %s\n",
-                (long long)progress.total_steps, (long long)data.size(), (long long)a.model_max_length, (long long)B,
+                (long long)progress.total_steps, (long long)data.size(),
+                data.examples() ? "examples (right-padded per batch) of at most" : "blocks of",
+                (long long)a.model_max_length, (long long)B,
                 (long long)GA, resume_flag ? (" resumed from " + resume).c_str() : "",
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
