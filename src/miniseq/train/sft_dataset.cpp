@@ -5,7 +5,6 @@
 
 #include "miniseq/core/check.h"
 #include "miniseq/io/json_read.h"
-#include "miniseq/model/batch.h"
 
 namespace miniseq {
 
@@ -78,10 +77,15 @@ std::vector<SftRecord> read_sft_records(const std::string& path) {
     for (size_t i = 0; i < j.size(); ++i)
       records.push_back(parse_record(j[i], path + ": record " + std::to_string(i + 1)));
   } else {
-    for_each_jsonl_record(path, "the supervised fine-tuning data (--data_path)",
-                          [&](const nlohmann::json& j, int64_t lineno) {
-                            records.push_back(parse_record(j, path + ":" + std::to_string(lineno)));
-                          });
+    std::ifstream lines(path);
+    std::string line;
+    int64_t lineno = 0;
+    while (std::getline(lines, line)) {
+      ++lineno;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = path + ":" + std::to_string(lineno);
+      records.push_back(parse_record(jsonio::parse(line, where), where));
+    }
   }
   MS_CHECK(!records.empty(), path, ": no records; expected a JSON list or JSONL of ", kRecordShape);
   return records;
