@@ -7,6 +7,7 @@
 
 #include "miniseq/cli/commands.h"
 #include "miniseq/core/check.h"
+#include "miniseq/dist/communicator.h"
 #ifdef MINISEQ_WITH_CUDA
 #include "miniseq/backend/cuda/cuda_backend.h"
 #endif
@@ -54,13 +55,18 @@ int main(int argc, char** argv) {
   miniseq::cli::Args args(argv + 2, argv + argc);
   for (const auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
+    // An error on one rank of a distributed run ends every rank (MPI_Abort): the others would wait for it.
     try {
-      return c.run(args);
+      const int rc = c.run(args);
+      miniseq::dist::finalize_world();
+      return rc;
     } catch (const miniseq::Error& e) {
       std::fprintf(stderr, "miniseq: error: %s\n", e.what());
+      miniseq::dist::abort_world(2);
       return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "miniseq: internal error: %s\n", e.what());
+      miniseq::dist::abort_world(3);
       return 3;
     }
   }

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "miniseq/cli/commands.h"
+#include "miniseq/dist/communicator.h"
 #include "miniseq/ops/dry_backend.h"
 #include "miniseq/train/demo_preset.h"
 #include "miniseq/train/model_setup.h"
@@ -53,6 +54,12 @@ int train_command(const Args& raw_args, bool sft) {
   Flags f = train_flags(sft);
   if (!f.parse(raw_args)) return 0;
   TrainSetup setup;
+  // The ranks, when launched by mpirun or srun (docs/distributed.md); a plain run never initializes MPI. Only
+  // rank 0 prints.
+  dist::Communicator& comm = dist::world(f.str("device") == "cuda" ? Device::CUDA : Device::CPU);
+  comm.set_timeout_seconds(f.f64("dist_timeout"));
+  setup.comm = &comm;
+  const bool root = comm.is_root();
   Dataset data;
   MS_CHECK(!sft || f.str("preset").empty(),
            "--preset is a `miniseq train` flag (supervised fine-tuning needs --model_name_or_path and "
@@ -100,7 +107,7 @@ int train_command(const Args& raw_args, bool sft) {
       // LongLoRA: add the missing special tokens ([PAD] first) and grow the vocabulary to len(tokenizer).
       tokenizer = std::make_unique<tok::Tokenizer>(tok::Tokenizer::load(a.model_name_or_path));
       const PreparedTokenizer prep = prepare_special_tokens(a.model_name_or_path, *tokenizer);
-      if (!prep.added.empty()) {
+      if (!prep.added.empty() && root) {
         std::string added;
         for (const auto& t : prep.added) added += (added.empty() ? "" : ", ") + t;
         std::printf("tokenizer: added %s; vocabulary %lld -> %lld (new embedding and LM-head rows = mean of the old)\n",
@@ -146,22 +153,27 @@ int train_command(const Args& raw_args, bool sft) {
     if (sft) {
       SftStats stats;
       data = sft_dataset(a.data_path, sft_tok, spec.vocab, &stats);
-      print_sft_stats(stats, a.model_max_length);
+      if (root) print_sft_stats(stats, a.model_max_length);
     } else {
+      // Rank 0 builds the token cache (once, beside the data); the other ranks then map it.
+      if (!root) comm.barrier();
       data = Dataset::from_jsonl_cached(a.data_path, spec, tokenize, key,
-                                        /*progress=*/true);  // refuses too little data
+                                        /*progress=*/root);  // refuses too little data
+      if (root) comm.barrier();
     }
     setup.tokenizer_dir = a.model_name_or_path;
   }
   setup.data = &data;
-  std::printf("miniseq %s:\n%s", sft ? "supervised-fine-tune" : "train", f.effective_config().c_str());
-  if (setup.config.rope.type != setup.file_config.rope.type || setup.config.rope.factor != setup.file_config.rope.factor)
+  if (root) std::printf("miniseq %s:\n%s", sft ? "supervised-fine-tune" : "train", f.effective_config().c_str());
+  if (root && (setup.config.rope.type != setup.file_config.rope.type ||
+               setup.config.rope.factor != setup.file_config.rope.factor))
     std::printf("RoPE %s scaling: factor %g for model_max_length %lld (native context %lld)\n",
                 std::string(rope_type_name(setup.config.rope.type)).c_str(), setup.config.rope.factor,
                 (long long)setup.args.model_max_length, (long long)setup.file_config.native_context());
   std::fflush(stdout);
 
   const TrainResult r = run_training(setup);
+  if (!root) return r.nonfinite_step > 0 ? 4 : r.interrupted ? 130 : 0;  // rank 0 reports
   if (r.nonfinite_step > 0) {
     std::fprintf(stderr,
                  "miniseq: error: training diverged: non-finite loss or gradient norm at step %lld. %s; lower "

@@ -134,6 +134,7 @@ void save_checkpoint(const SaveRequest& r) {
                           {"seed", p.seed},                 {"tokens_seen", p.tokens_seen},
                           {"log_history", p.log_history},   {"writer", "miniseq"}};
       if (!p.run_id.empty()) j["run_id"] = p.run_id;
+      if (p.micro_batch_blocks > 0) j["micro_batch_blocks"] = p.micro_batch_blocks;
       write_file_atomic((tmp / "trainer_state.json").string(), j.dump(2) + "\n");
       count_file("trainer_state.json");
     }
@@ -213,6 +214,7 @@ TrainProgress parse_trainer_state(const std::string& text, const std::string& wh
            ": expected a non-negative integer, found ", jsonio::describe(seed));
   p.seed = seed.get<uint64_t>();
   p.tokens_seen = o.integer_or("tokens_seen", 0, 0);
+  p.micro_batch_blocks = o.integer_or("micro_batch_blocks", 0, 0);
   p.log_history = o.has("log_history") ? o.array("log_history") : nlohmann::json::array();
   // The records are drawn again (train/metrics.cpp): each is an object whose step and numbers are numbers.
   for (size_t i = 0; i < p.log_history.size(); ++i) {

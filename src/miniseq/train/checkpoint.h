@@ -20,6 +20,7 @@ struct TrainProgress {
   int64_t global_step = 0;      // optimizer steps done
   int64_t epoch = 0;            // current epoch (0-based)
   int64_t micro_in_epoch = 0;   // next micro-batch of the epoch
+  int64_t micro_batch_blocks = 0;  // blocks per global micro-batch (batch × data-parallel ranks; 0: unknown)
   int64_t total_steps = 0;
   uint64_t seed = 0;
   int64_t tokens_seen = 0;

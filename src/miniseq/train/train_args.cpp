@@ -85,6 +85,14 @@ cli::Flags train_flags(bool sft) {
            "checkpointed inputs of the first N layers in host memory (-1 = all)"},
           {"max_host_memory_gib", FlagKind::Float, "0",
            "host memory budget for what is offloaded (0 = available RAM)"},
+          // Several processes (docs/distributed.md): mpirun -np N miniseq train ..., or srun --mpi=pmix.
+          {"data_parallel", FlagKind::Int, "0",
+           "data-parallel ranks: each takes distinct micro-batches of one global order, so the global "
+           "batch is D x per_device_train_batch_size x gradient_accumulation_steps (0 = the number of "
+           "processes launched)"},
+          {"dist_timeout", FlagKind::Float, "1800",
+           "seconds a rank waits in a collective for the others before it ends the job with a message "
+           "(0 = forever)"},
       });
 }
 
@@ -144,6 +152,12 @@ TrainArgs train_args_from(const cli::Flags& f) {
            "--master_weights True --grad_dtype float32 (or keep the optimizer on the device)");
   a.offload_checkpoints = f.i64("offload_checkpoints");
   a.max_host_memory_gib = f.f64("max_host_memory_gib");
+  a.data_parallel = f.i64("data_parallel");
+  a.dist_timeout = f.f64("dist_timeout");
+  MS_CHECK(a.data_parallel >= 0, "--data_parallel must be >= 0 (0: the number of processes), got ",
+           a.data_parallel);
+  MS_CHECK(a.dist_timeout >= 0, "--dist_timeout must be >= 0 seconds (0: wait forever), got ",
+           a.dist_timeout);
   MS_CHECK(a.offload_checkpoints >= -1, "--offload_checkpoints must be a layer count or -1 (all), got ",
            a.offload_checkpoints);
   MS_CHECK(a.offload_checkpoints == 0 || a.gradient_checkpointing,

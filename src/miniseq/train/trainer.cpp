@@ -14,6 +14,7 @@
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/checkpoint.h"
+#include "miniseq/train/distributed.h"
 #include "miniseq/train/host_optimizer.h"
 #include "miniseq/train/metrics.h"
 #include "miniseq/train/model_setup.h"
@@ -185,8 +186,10 @@ RunPlan plan_training_run(const ModelConfig& config, const TrainArgs& args, cons
 
 int64_t total_training_steps(const TrainArgs& a, int64_t blocks) {
   if (a.max_steps > 0) return a.max_steps;
-  const int64_t micro = (blocks + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size;
-  const int64_t per_epoch = std::max<int64_t>(1, (micro + a.gradient_accumulation_steps - 1) / a.gradient_accumulation_steps);
+  const int64_t micro = DataParallel::micro_per_epoch(
+      blocks, a.per_device_train_batch_size, static_cast<int>(std::max<int64_t>(1, a.data_parallel)));
+  const int64_t per_epoch =
+      std::max<int64_t>(1, (micro + a.gradient_accumulation_steps - 1) / a.gradient_accumulation_steps);
   return static_cast<int64_t>(std::ceil(a.num_train_epochs * static_cast<double>(per_epoch)));
 }
 
@@ -200,6 +203,11 @@ TrainResult run_training(const TrainSetup& setup) {
   MS_CHECK(!a.output_dir.empty(), "--output_dir is required");
   StepPolicy policy = policy_from(a);
   TrainResult result;
+  // Data parallel over the world (train/distributed.h): only rank 0 prints and writes files.
+  std::unique_ptr<dist::Communicator> single = setup.comm ? nullptr : dist::make_single_process();
+  DataParallel dp(setup.comm ? *setup.comm : *single);
+  check_data_parallel(a, dp.size());
+  const bool quiet = setup.quiet || !dp.root();
 
   // The backend first: its device's free memory is the plan's budget.
   std::unique_ptr<Backend> owned_backend = setup.backend ? nullptr : make_backend(device);
@@ -217,7 +225,7 @@ TrainResult run_training(const TrainSetup& setup) {
   // ---- the output directory, checked and prepared before anything is loaded (train/output_dir.h) ----
   std::string resume = a.resume_from_checkpoint;
   if (resume == "True" || resume == "true") {
-    resume = latest_checkpoint(a.output_dir);
+    resume = dp.broadcast_string(dp.root() ? latest_checkpoint(a.output_dir) : "");
     MS_CHECK(!resume.empty(), "--resume_from_checkpoint True: no checkpoint-* directory in ", a.output_dir);
   } else if (resume == "False" || resume == "false") {
     resume.clear();
@@ -235,9 +243,13 @@ TrainResult run_training(const TrainSetup& setup) {
     out_req.checkpoint_bytes = a.save_strategy == SaveStrategy::No ? 0 : n * (w + 2 * m + master);
     out_req.final_model_bytes = n * w;
   }
-  const OutputDir out_dir = prepare_output_dir(out_req, resume.empty() ? "" : checkpoint_run_id(resume));
-  if (!setup.quiet)
-    for (const auto& c : out_dir.cleaned) std::printf("output_dir: %s (left by an interrupted run)\n", c.c_str());
+  // Rank 0 checks and prepares the directory; the others wait for it and take its run id.
+  OutputDir out_dir;
+  if (dp.root()) out_dir = prepare_output_dir(out_req, resume.empty() ? "" : checkpoint_run_id(resume));
+  out_dir.run_id = dp.broadcast_string(out_dir.run_id);
+  if (!quiet)
+    for (const auto& c : out_dir.cleaned)
+      std::printf("output_dir: %s (left by an interrupted run)\n", c.c_str());
 
   // ---- allocate exactly the plan, load or create the weights ----
   // --bf16 True on the CPU: the linear layers' GEMMs take bf16 inputs with fp32 accumulation (the CUDA backend
@@ -271,7 +283,11 @@ TrainResult run_training(const TrainSetup& setup) {
   const ParamSet& exp_avg_sq = host_opt ? host_opt->exp_avg_sq() : dev_opt->exp_avg_sq();
   TrainProgress progress;
   progress.seed = static_cast<uint64_t>(a.seed);
-  progress.total_steps = total_training_steps(a, data.size());
+  {
+    TrainArgs global = a;  // the steps of an epoch count the blocks of all ranks
+    global.data_parallel = dp.size();
+    progress.total_steps = total_training_steps(global, data.size());
+  }
 
   bool resume_flag = false;
   if (!resume.empty()) {
@@ -283,6 +299,19 @@ TrainResult run_training(const TrainSetup& setup) {
     else dev_opt->weights_from_master(*be, model.weights());
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
+    // Written with another global micro-batch (batch size or rank count): continue after the blocks it
+    // consumed.
+    const int64_t now_blocks = a.per_device_train_batch_size * dp.size();
+    if (progress.micro_batch_blocks > 0 && progress.micro_batch_blocks != now_blocks) {
+      const int64_t done = progress.micro_in_epoch * progress.micro_batch_blocks;
+      progress.micro_in_epoch = (done + now_blocks - 1) / now_blocks;
+      if (!quiet)
+        std::printf(
+            "resume: the checkpoint took %lld blocks per micro-batch, this run %lld: continuing the epoch "
+            "after block %lld\n",
+            (long long)progress.micro_batch_blocks, (long long)now_blocks,
+            (long long)(progress.micro_in_epoch * now_blocks));
+    }
   } else if (setup.init_weights) {
     setup.init_weights(model.weights(), be);
     if (host_opt) host_opt->init_from(model.weights());
@@ -294,10 +323,12 @@ TrainResult run_training(const TrainSetup& setup) {
     else dev_opt->reset(*be, model.weights());
   }
   progress.run_id = out_dir.run_id;
+  progress.micro_batch_blocks = a.per_device_train_batch_size * dp.size();
   const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
-  const int64_t micro_per_epoch = (data.size() + B - 1) / B;
+  const int D = dp.size();
+  const int64_t micro_per_epoch = DataParallel::micro_per_epoch(data.size(), B, D);  // global micro-batches
   const int64_t warmup = warmup_steps_for(a, progress.total_steps);
-  fs::create_directories(a.output_dir);
+  if (dp.root()) fs::create_directories(a.output_dir);
 
   SaveRequest save;
   save.config = &config;
@@ -321,7 +352,7 @@ TrainResult run_training(const TrainSetup& setup) {
     save.dir = (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).string();
     const auto t0 = std::chrono::steady_clock::now();
     save_checkpoint(save);
-    if (!setup.quiet) {
+    if (!quiet) {
       std::printf("%ssaved %s in %.1f s\n", isatty(STDOUT_FILENO) ? "\n" : "", save.dir.c_str(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       std::fflush(stdout);
@@ -338,16 +369,17 @@ TrainResult run_training(const TrainSetup& setup) {
   sigaction(SIGTERM, &sa, &old_term);
   g_stop_signal.store(0);
 
-  const bool tty = !setup.quiet && isatty(STDOUT_FILENO);
-  if (!setup.quiet) {
+  const bool tty = !quiet && isatty(STDOUT_FILENO);
+  if (!quiet) {
     const int64_t T = B * a.model_max_length;
-    std::printf("training %lld steps (%lld %s %lld tokens, batch %lld x %lld accumulation)%s\n"
+    std::printf("training %lld steps (%lld %s %lld tokens, batch %lld x %lld accumulation%s)%s\n"
                 "memory: mini-sequence %s (MLP chunks of %lld rows, LM head in chunks of %lld rows), checkpointing "
                 "%s; planned peak %s at %s\n",
                 (long long)progress.total_steps, (long long)data.size(),
                 data.examples() ? "examples (right-padded per batch) of at most" : "blocks of",
-                (long long)a.model_max_length, (long long)B,
-                (long long)GA, resume_flag ? (" resumed from " + resume).c_str() : "",
+                (long long)a.model_max_length, (long long)B, (long long)GA,
+                D > 1 ? (" x " + std::to_string(D) + " data-parallel ranks").c_str() : "",
+                resume_flag ? (" resumed from " + resume).c_str() : "",
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
@@ -364,7 +396,7 @@ TrainResult run_training(const TrainSetup& setup) {
                   gib(static_cast<double>(run_plan.host.arena_bytes)).c_str());
     std::fflush(stdout);
   }
-  if (progress.global_step >= progress.total_steps && !setup.quiet)
+  if (progress.global_step >= progress.total_steps && !quiet)
     std::printf("nothing to train: the run is at step %lld of %lld (raise --max_steps to continue it)\n",
                 (long long)progress.global_step, (long long)progress.total_steps);
   std::vector<int64_t> order = data.order(progress.seed, progress.epoch);
@@ -379,18 +411,22 @@ TrainResult run_training(const TrainSetup& setup) {
 
   while (progress.global_step < progress.total_steps) {
     // ---- one optimizer step: up to GA micro-batches of this epoch ----
+    // This rank's share of up to GA global micro-batches of this epoch (none at an epoch's short end); the
+    // loss is normalized by the target count of all ranks together.
     std::vector<TokenBatch> micro;
-    for (int64_t k = 0; k < GA && progress.micro_in_epoch + k < micro_per_epoch; ++k) {
-      const int64_t m = progress.micro_in_epoch + k;
-      std::vector<int64_t> blocks(order.begin() + m * B, order.begin() + std::min<int64_t>((m + 1) * B, data.size()));
-      micro.push_back(data.batch(blocks));
+    int64_t n_global_micro = 0;
+    for (int64_t k = 0; k < GA && progress.micro_in_epoch + k < micro_per_epoch; ++k, ++n_global_micro) {
+      const std::vector<int64_t> blocks =
+          DataParallel::micro_blocks(order, progress.micro_in_epoch + k, B, D, dp.rank());
+      if (!blocks.empty()) micro.push_back(data.batch(blocks));
     }
-    int64_t n_targets = 0;
-    for (const auto& mb : micro) n_targets += mb.count_targets();
-    for (const auto& mb : micro) {
-      tokens_this_run += mb.rows();
-      progress.tokens_seen += mb.rows();
-    }
+    double counts[2] = {0.0, 0.0};  // targets, tokens
+    for (const auto& mb : micro)
+      counts[0] += static_cast<double>(mb.count_targets()), counts[1] += static_cast<double>(mb.rows());
+    dp.sum(counts, 2);
+    const auto n_targets = static_cast<int64_t>(counts[0]);
+    tokens_this_run += static_cast<int64_t>(counts[1]);
+    progress.tokens_seen += static_cast<int64_t>(counts[1]);
     AdamWHyper h;
     h.lr = a.learning_rate * lr_multiplier(a.lr_scheduler_type, progress.global_step, warmup, progress.total_steps);
     h.beta1 = a.adam_beta1, h.beta2 = a.adam_beta2, h.eps = a.adam_epsilon, h.weight_decay = a.weight_decay;
@@ -400,6 +436,8 @@ TrainResult run_training(const TrainSetup& setup) {
     if (!a.optimizer_in_backward) {
       model.zero_grads();
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
+      dp.reduce_grads(*be, model.grads());
+      dp.sum(&loss_sum, 1);
       norm = AdamW::grad_norm(*be, model.grads());
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
       if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm)) {
@@ -436,20 +474,21 @@ TrainResult run_training(const TrainSetup& setup) {
     if (!(std::isfinite(loss_sum) && std::isfinite(norm))) {
       if (a.skip_nonfinite_steps && !updated_nonfinite) {
         ++result.skipped_steps;
-        if (!setup.quiet)
+        if (!quiet)
           std::printf("%sstep %lld: loss %g, gradient norm %g: skipped (no update; --skip_nonfinite_steps)\n",
                       tty ? "\n" : "", (long long)progress.global_step + 1, loss_sum, norm);
       } else {
         result.nonfinite_step = progress.global_step + 1;
         const auto mine = run_checkpoints(a.output_dir, progress.run_id);
         result.last_good_checkpoint = !mine.empty() ? mine.back().second : resume;
-        if (!setup.quiet)
-          std::printf("%sstep %lld: loss %g, gradient norm %g: stopped %s; nothing was saved from this step%s%s\n",
-                      tty ? "\n" : "", (long long)result.nonfinite_step, loss_sum, norm,
-                      updated_nonfinite ? "(the optimizer in backward had already updated the weights)"
-                                        : "before updating the weights",
-                      result.last_good_checkpoint.empty() ? "" : "; the last good checkpoint is ",
-                      result.last_good_checkpoint.c_str());
+        if (!quiet)
+          std::printf(
+              "%sstep %lld: loss %g, gradient norm %g: stopped %s; nothing was saved from this step%s%s\n",
+              tty ? "\n" : "", (long long)result.nonfinite_step, loss_sum, norm,
+              updated_nonfinite ? "(the optimizer in backward had already updated the weights)"
+                                : "before updating the weights",
+              result.last_good_checkpoint.empty() ? "" : "; the last good checkpoint is ",
+              result.last_good_checkpoint.c_str());
         std::fflush(stdout);
         break;
       }
@@ -459,7 +498,7 @@ TrainResult run_training(const TrainSetup& setup) {
     const double lr = h.lr;
     ++progress.global_step;
     ++steps_this_run;
-    progress.micro_in_epoch += static_cast<int64_t>(micro.size());
+    progress.micro_in_epoch += n_global_micro;
     bool epoch_end = false;
     if (progress.micro_in_epoch >= micro_per_epoch) {
       ++progress.epoch;
@@ -494,17 +533,18 @@ TrainResult run_training(const TrainSetup& setup) {
       if (!logged_any) result.first_logged_loss = rec["loss"].get<double>();
       logged_any = true;
       result.last_logged_loss = rec["loss"].get<double>();
-      write_metrics_jsonl((fs::path(a.output_dir) / "metrics.jsonl").string(), progress.log_history);
+      if (dp.root())
+        write_metrics_jsonl((fs::path(a.output_dir) / "metrics.jsonl").string(), progress.log_history);
       window_loss = 0.0;
       window_steps = 0;
-      if (!setup.quiet && !tty) {
+      if (!quiet && !tty) {
         std::printf("step %lld/%lld loss %.4f lr %.3e grad_norm %.4f tokens/s %.1f peak %s epoch %.2f\n",
                     (long long)progress.global_step, (long long)progress.total_steps, rec["loss"].get<double>(), lr,
                     norm, tok_s, gib(static_cast<double>(peak)).c_str(), epoch_f);
         std::fflush(stdout);
       }
     }
-    if (!tty && !setup.quiet &&
+    if (!tty && !quiet &&
         (!noted_first || std::chrono::steady_clock::now() - last_note > std::chrono::seconds(60))) {
       const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, steps_this_run));
       std::fprintf(stderr, "progress: step %lld/%lld, loss %.4f, %.0f tokens/s, ETA %s\n",
@@ -523,26 +563,30 @@ TrainResult run_training(const TrainSetup& setup) {
     }
 
     // ---- checkpoints and stop requests ----
-    const bool stop = g_stop_signal.load() != 0;
-    const bool save_now = (a.save_strategy == SaveStrategy::Steps && progress.global_step % a.save_steps == 0) ||
-                          (a.save_strategy == SaveStrategy::Epoch && epoch_end);
+    const bool stop = dp.any(g_stop_signal.load() != 0);  // every rank stops at the same step
+    const bool save_now =
+        (a.save_strategy == SaveStrategy::Steps && progress.global_step % a.save_steps == 0) ||
+        (a.save_strategy == SaveStrategy::Epoch && epoch_end);
     if ((save_now || stop) && !weights_finite()) {
       result.nonfinite_step = progress.global_step;
       const auto mine = run_checkpoints(a.output_dir, progress.run_id);
       result.last_good_checkpoint = !mine.empty() ? mine.back().second : resume;
-      if (!setup.quiet)
-        std::printf("%sstep %lld: the weights are no longer finite; no checkpoint saved%s%s\n", tty ? "\n" : "",
-                    (long long)progress.global_step, result.last_good_checkpoint.empty() ? "" : "; the last good one is ",
+      if (!quiet)
+        std::printf("%sstep %lld: the weights are no longer finite; no checkpoint saved%s%s\n",
+                    tty ? "\n" : "", (long long)progress.global_step,
+                    result.last_good_checkpoint.empty() ? "" : "; the last good one is ",
                     result.last_good_checkpoint.c_str());
       std::fflush(stdout);
       break;
     }
-    if (save_now || stop) save_checkpoint_now();
+    if ((save_now || stop) && dp.root()) save_checkpoint_now();
     if (stop) {
       result.interrupted = true;
-      if (!setup.quiet)
-        std::printf("%sinterrupted by signal %d after step %lld; checkpoint saved in %s\n", tty ? "\n" : "",
-                    g_stop_signal.load(), (long long)progress.global_step, save.dir.c_str());
+      if (!quiet)
+        std::printf(
+            "%sinterrupted by signal %d after step %lld; checkpoint saved in %s\n", tty ? "\n" : "",
+            g_stop_signal.load(), (long long)progress.global_step,
+            (fs::path(a.output_dir) / ("checkpoint-" + std::to_string(progress.global_step))).c_str());
       break;
     }
   }
@@ -552,12 +596,16 @@ TrainResult run_training(const TrainSetup& setup) {
   result.steps = progress.global_step;
   result.steps_this_run = steps_this_run;
   if (!result.interrupted && result.nonfinite_step == 0) {
-    SaveRequest final_save = save;
-    final_save.dir = a.output_dir;
-    save_model_files(final_save);
-    write_file_atomic((fs::path(a.output_dir) / "training.svg").string(), training_svg(progress.log_history, result.planned.arena_bytes));
+    if (dp.root()) {
+      SaveRequest final_save = save;
+      final_save.dir = a.output_dir;
+      save_model_files(final_save);
+      write_file_atomic((fs::path(a.output_dir) / "training.svg").string(),
+                        training_svg(progress.log_history, result.planned.arena_bytes));
+    }
     result.final_dir = a.output_dir;
   }
+  dp.barrier();  // every rank returns once rank 0's files are written
   return result;
 }
 

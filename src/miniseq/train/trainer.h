@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/memory_plan.h"
+#include "miniseq/dist/communicator.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/model/params.h"
 #include "miniseq/model/step_policy.h"
@@ -29,6 +30,7 @@ struct TrainSetup {
   nlohmann::json tokenizer_overrides = nlohmann::json::object();
   bool quiet = false;       // no progress output (tests)
   Backend* backend = nullptr;  // the backend to run on (tests); by default one made for --device
+  dist::Communicator* comm = nullptr;  // the ranks of a data-parallel run (null: this process alone)
 };
 
 struct TrainResult {

@@ -3,6 +3,9 @@
 #include "miniseq/backend/cuda/cuda_check.h"
 #include "miniseq/core/memory_plan.h"
 #include "miniseq/ops/backend.h"
+#ifdef MINISEQ_WITH_NCCL
+#include "miniseq/backend/cuda/nccl_communicator.h"
+#endif
 
 #include <cstdio>
 
@@ -35,6 +38,9 @@ __global__ void zero_kernel(unsigned char* p, size_t n) {
 void register_cuda_backend() {
   register_arena_storage(Device::CUDA, ArenaStorage{device_arena_allocate, device_arena_release});
   register_backend_factory(Device::CUDA, make_cuda_backend);
+#ifdef MINISEQ_WITH_NCCL
+  dist::register_nccl_factory(make_nccl_communicator);
+#endif
 }
 
 std::string describe_device() {

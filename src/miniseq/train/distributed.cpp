@@ -1,0 +1,63 @@
+#include "miniseq/train/distributed.h"
+
+#include <algorithm>
+
+#include "miniseq/core/check.h"
+
+namespace miniseq {
+
+void check_data_parallel(const TrainArgs& a, int world) {
+  MS_CHECK(a.data_parallel == 0 || a.data_parallel == world, "--data_parallel ", a.data_parallel, " but ",
+           world, world == 1 ? " process was" : " processes were",
+           " started: launch --data_parallel processes (mpirun -np D miniseq train ...), or leave "
+           "--data_parallel out "
+           "(default: the number of processes). Sequence parallelism, which would use the others, is not "
+           "available yet");
+  if (world == 1) return;
+  MS_CHECK(!a.optimizer_in_backward,
+           "--optimizer_in_backward True is not available with data parallelism yet (", world,
+           " processes): the gradients are summed over the ranks after the backward pass");
+}
+
+int64_t DataParallel::micro_per_epoch(int64_t blocks, int64_t B, int D) {
+  const int64_t global = B * D;
+  return (blocks + global - 1) / global;
+}
+
+std::vector<int64_t> DataParallel::micro_blocks(const std::vector<int64_t>& order, int64_t micro, int64_t B,
+                                                int D, int rank) {
+  std::vector<int64_t> out;
+  const auto n = static_cast<int64_t>(order.size());
+  for (int64_t k = 0; k < B; ++k) {
+    const int64_t p = micro * B * D + k * D + rank;
+    if (p < n) out.push_back(order[static_cast<size_t>(p)]);
+  }
+  return out;
+}
+
+bool DataParallel::any(bool flag) {
+  if (comm_.size() == 1) return flag;
+  double v = flag ? 1.0 : 0.0;
+  comm_.all_reduce_sum_f64(&v, 1);
+  return v > 0.0;
+}
+
+void DataParallel::reduce_grads(Backend& be, const ParamSet& grads) {
+  if (comm_.size() == 1) return;
+  const DType precision = be.grad_precision();
+  grads.for_each([&](const ParamSpec&, const Tensor& g) {
+    comm_.all_reduce_sum(g);
+    if (precision != g.dtype) be.round_to_precision(g, precision);
+  });
+}
+
+std::string DataParallel::broadcast_string(const std::string& s) {
+  if (comm_.size() == 1) return s;
+  double n = root() ? static_cast<double>(s.size()) : 0.0;
+  comm_.broadcast_bytes(&n, sizeof n, 0);
+  std::string out = root() ? s : std::string(static_cast<size_t>(n), '\0');
+  comm_.broadcast_bytes(out.data(), static_cast<int64_t>(out.size()), 0);
+  return out;
+}
+
+}  // namespace miniseq
