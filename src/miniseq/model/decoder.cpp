@@ -112,24 +112,36 @@ void Decoder::zero_grads() {
   if (grads_) grads_->for_each([&](const ParamSpec&, const Tensor& g) { be_.fill_zero(g); });
 }
 
-void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s,
+void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& x, Saved& s, const Tensor* rstd2,
                                 int64_t r0, int64_t C) {
   const LayerParams& w = w_layers_[static_cast<size_t>(l)];
-  const Tensor n2c = n2.rows(r0, C);  // [C, d]
+  const MemCategory tr = MemCategory::TransientActivations;
+  // The post-attention norm of this chunk's rows only (rows are independent): no [T, d] norm output exists.
+  Buffer n2c = plan_.alloc("n2", {C, st.d}, act_, tr);  // [C, d]
+  std::optional<Buffer> rstd_tmp;
+  Tensor rstd2c;  // [C]: kept in rstd2 [T] when the backward needs it
+  if (rstd2) {
+    rstd2c = rstd2->rows(r0, C);
+  } else {
+    rstd_tmp = plan_.alloc("rstd2", {C}, DType::F32, tr);
+    rstd2c = *rstd_tmp;
+  }
+  be_.rmsnorm_forward(x.rows(r0, C), w.post_norm, static_cast<float>(config_.rms_norm_eps), n2c, rstd2c);
   std::optional<Buffer> gate, up, act;
-  Tensor g, u, a;  // [C, I]
-  if (st.policy.mini_sequence) {
-    gate = plan_.alloc("mlp.gate", {C, st.I}, act_, MemCategory::TransientActivations);
-    up = plan_.alloc("mlp.up", {C, st.I}, act_, MemCategory::TransientActivations);
-    act = plan_.alloc("mlp.act", {C, st.I}, act_, MemCategory::TransientActivations);
+  Tensor g, u, a;  // [C, I]: whole-T buffers of s only without MsT and for a backward (rstd2 given)
+  if (st.policy.mini_sequence || !rstd2) {
+    gate = plan_.alloc("mlp.gate", {C, st.I}, act_, tr);
+    up = plan_.alloc("mlp.up", {C, st.I}, act_, tr);
+    act = plan_.alloc("mlp.act", {C, st.I}, act_, tr);
     g = *gate, u = *up, a = *act;
   } else {
     g = s.gate->rows(r0, C), u = s.up->rows(r0, C), a = s.act->rows(r0, C);
   }
   be_.linear_forward(n2c, w.gate, nullptr, g);
   be_.linear_forward(n2c, w.up, nullptr, u);
+  n2c.release();
   be_.swiglu_forward(g, u, a);
-  Buffer out = plan_.alloc("mlp.out", {C, st.d}, act_, MemCategory::TransientActivations);  // [C, d]
+  Buffer out = plan_.alloc("mlp.out", {C, st.d}, act_, tr);  // [C, d]
   be_.linear_forward(a, w.down, nullptr, out);
   be_.add_inplace(x.rows(r0, C), out);
 }
@@ -139,28 +151,39 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   const MemCategory cat = st.saved_cat;
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
   const float eps = static_cast<float>(config_.rms_norm_eps);
+  // What a backward will read (recomputation, or the forward of a run without checkpointing) is kept in s; a
+  // forward whose layer is recomputed later (checkpointing) or never differentiated (inference) keeps
+  // nothing.
+  const bool for_backward = !finish || cat == MemCategory::ResidentActivations;
 
   // ---- attention block: x = x + o_proj(attention(rope(q), rope(k), v)) ----
-  s.n1 = plan_.alloc("n1", {st.T, st.d}, act_, cat);
-  s.rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, cat);
-  be_.rmsnorm_forward(x, w.in_norm, eps, s.n1, s.rstd1);
-  s.q = plan_.alloc("q", {st.T, st.qd}, act_, cat);
-  s.k = plan_.alloc("k", {st.T, st.kvd}, act_, cat);
-  s.v = plan_.alloc("v", {st.T, st.kvd}, act_, cat);
-  if (config_.qk_norm) {  // Qwen3: q = q_norm(q_proj(n1)) per head [T·H, D], k likewise, then RoPE
-    s.q_raw = plan_.alloc("q_raw", {st.T, st.qd}, act_, cat);
-    s.k_raw = plan_.alloc("k_raw", {st.T, st.kvd}, act_, cat);
-    s.rstd_q = plan_.alloc("rstd_q", {st.T * H}, DType::F32, cat);
-    s.rstd_k = plan_.alloc("rstd_k", {st.T * Hkv}, DType::F32, cat);
-    be_.linear_forward(s.n1, w.q, w.q_bias, s.q_raw);
-    be_.linear_forward(s.n1, w.k, w.k_bias, s.k_raw);
-    be_.rmsnorm_forward(s.q_raw->view({st.T * H, D}), *w.q_norm, eps, s.q->view({st.T * H, D}), s.rstd_q);
-    be_.rmsnorm_forward(s.k_raw->view({st.T * Hkv, D}), *w.k_norm, eps, s.k->view({st.T * Hkv, D}), s.rstd_k);
-  } else {
-    be_.linear_forward(s.n1, w.q, w.q_bias, s.q);
-    be_.linear_forward(s.n1, w.k, w.k_bias, s.k);
+  // The input norm's output n1 lives only until the projections have read it; the backward recomputes it from
+  // the layer input (one norm) instead of keeping [T, d] through the MLP backward.
+  {
+    Buffer n1 = plan_.alloc("n1", {st.T, st.d}, act_, MemCategory::TransientActivations);
+    Buffer rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, MemCategory::TransientActivations);
+    be_.rmsnorm_forward(x, w.in_norm, eps, n1, rstd1);
+    rstd1.release();
+    s.q = plan_.alloc("q", {st.T, st.qd}, act_, cat);
+    s.k = plan_.alloc("k", {st.T, st.kvd}, act_, cat);
+    s.v = plan_.alloc("v", {st.T, st.kvd}, act_, cat);
+    if (config_.qk_norm) {  // Qwen3: q = q_norm(q_proj(n1)) per head [T·H, D], k likewise, then RoPE
+      s.q_raw = plan_.alloc("q_raw", {st.T, st.qd}, act_, cat);
+      s.k_raw = plan_.alloc("k_raw", {st.T, st.kvd}, act_, cat);
+      s.rstd_q = plan_.alloc("rstd_q", {st.T * H}, DType::F32, cat);
+      s.rstd_k = plan_.alloc("rstd_k", {st.T * Hkv}, DType::F32, cat);
+      be_.linear_forward(n1, w.q, w.q_bias, s.q_raw);
+      be_.linear_forward(n1, w.k, w.k_bias, s.k_raw);
+      be_.rmsnorm_forward(s.q_raw->view({st.T * H, D}), *w.q_norm, eps, s.q->view({st.T * H, D}), s.rstd_q);
+      be_.rmsnorm_forward(s.k_raw->view({st.T * Hkv, D}), *w.k_norm, eps, s.k->view({st.T * Hkv, D}),
+                          s.rstd_k);
+      if (!for_backward) s.q_raw.release(), s.k_raw.release(), s.rstd_q.release(), s.rstd_k.release();
+    } else {
+      be_.linear_forward(n1, w.q, w.q_bias, s.q);
+      be_.linear_forward(n1, w.k, w.k_bias, s.k);
+    }
+    be_.linear_forward(n1, w.v, w.v_bias, s.v);
   }
-  be_.linear_forward(s.n1, w.v, w.v_bias, s.v);
   const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
   const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
   be_.rope_forward(q4, st.positions.data(), st.rope);
@@ -177,88 +200,102 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   } else {
     be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
   }
+  if (!for_backward) s.q.release(), s.k.release(), s.v.release(), s.lse.release();
   {
     Buffer o = plan_.alloc("o", {st.T, st.d}, act_, MemCategory::TransientActivations);  // [T, d]
     be_.linear_forward(s.attn, w.o, w.o_bias, o);
+    if (!for_backward) s.attn.release();
     be_.add_inplace(x, o);
   }
-  s.h = plan_.alloc("h", {st.T, st.d}, act_, cat);
-  be_.copy(s.h, x);
+  // x is now h, the residual after attention, which the MLP backward reads (its norm is recomputed per chunk
+  // from it). A recomputation stops here and the caller keeps x as h; a forward that goes on keeps a copy
+  // when needed.
+  if (for_backward) s.rstd2 = plan_.alloc("rstd2", {st.T}, DType::F32, cat);
+  if (finish && for_backward) {
+    s.h = plan_.alloc("h", {st.T, st.d}, act_, cat);
+    be_.copy(s.h, x);
+  }
 
-  // ---- MLP block: x = x + down(silu(gate(n2)) * up(n2)), over chunks of C rows ----
-  s.n2 = plan_.alloc("n2", {st.T, st.d}, act_, cat);
-  s.rstd2 = plan_.alloc("rstd2", {st.T}, DType::F32, cat);
-  be_.rmsnorm_forward(x, w.post_norm, eps, s.n2, s.rstd2);
-  if (!st.policy.mini_sequence) {
+  // ---- MLP block: x = x + down(silu(gate(n2)) * up(n2)), n2 = norm(x), over chunks of C rows ----
+  if (!st.policy.mini_sequence && for_backward) {
     s.gate = plan_.alloc("mlp.gate", {st.T, st.I}, act_, cat);
     s.up = plan_.alloc("mlp.up", {st.T, st.I}, act_, cat);
     s.act = plan_.alloc("mlp.act", {st.T, st.I}, act_, cat);
-    if (!finish) {  // recompute for backward: gate/up/act are needed, the output is not
-      be_.linear_forward(s.n2, w.gate, nullptr, s.gate);
-      be_.linear_forward(s.n2, w.up, nullptr, s.up);
+  }
+  if (!finish) {
+    if (!st.policy.mini_sequence) {  // recompute for backward: gate/up/act are needed, the output is not
+      Buffer n2 = plan_.alloc("n2", {st.T, st.d}, act_, MemCategory::TransientActivations);
+      be_.rmsnorm_forward(x, w.post_norm, eps, n2, s.rstd2);
+      be_.linear_forward(n2, w.gate, nullptr, s.gate);
+      be_.linear_forward(n2, w.up, nullptr, s.up);
       be_.swiglu_forward(s.gate, s.up, s.act);
     }
+    return;
   }
-  if (!finish) return;
   for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
     MemoryPlan::Phase phase(plan_, "MLP chunk " + std::to_string(r0 / st.mlp_rows));
-    mlp_forward_chunk(st, l, s.n2, x, s, r0, std::min(st.mlp_rows, st.T - r0));
+    mlp_forward_chunk(st, l, x, s, for_backward ? &s.rstd2.tensor() : nullptr, r0,
+                      std::min(st.mlp_rows, st.T - r0));
   }
 }
 
-void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx,
-                             const LayerParams& g) {
+void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Tensor& h, Saved& s,
+                             const Tensor& dx, const LayerParams& g) {
   const LayerParams& w = w_layers_[static_cast<size_t>(l)];
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
   const MemCategory tr = MemCategory::TransientActivations;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
 
-  // ---- MLP backward, chunk by chunk; dn2 [T, d] collects the post-attention norm output's gradient ----
-  {
-    Buffer dn2 = plan_.alloc("dn2", {st.T, st.d}, act_, tr);
-    for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
-      MemoryPlan::Phase phase(plan_, "MLP chunk " + std::to_string(r0 / st.mlp_rows));
-      const int64_t C = std::min(st.mlp_rows, st.T - r0);
-      const Tensor n2c = s.n2->rows(r0, C), dyc = dx.rows(r0, C);
-      std::optional<Buffer> gate, up, act;
-      Tensor gt, ut, at;              // [C, I]
-      if (st.policy.mini_sequence) {  // recompute this chunk's intermediates from its input
-        gate = plan_.alloc("mlp.gate", {C, st.I}, act_, tr);
-        up = plan_.alloc("mlp.up", {C, st.I}, act_, tr);
-        act = plan_.alloc("mlp.act", {C, st.I}, act_, tr);
-        gt = *gate, ut = *up, at = *act;
-        be_.linear_forward(n2c, w.gate, nullptr, gt);
-        be_.linear_forward(n2c, w.up, nullptr, ut);
-        be_.swiglu_forward(gt, ut, at);
-      } else {
-        gt = s.gate->rows(r0, C), ut = s.up->rows(r0, C), at = s.act->rows(r0, C);
-      }
-      Buffer dact = plan_.alloc("mlp.dact", {C, st.I}, act_, tr);  // [C, I]
-      be_.linear_backward(dyc, at, w.down, dact, &g.down, nullptr, /*dx_accum=*/false);
-      be_.swiglu_backward(dact, gt, ut, /*dgate=*/gt, /*dup=*/ut);  // in place: gate/up become their grads
-      be_.linear_backward(gt, n2c, w.gate, dn2->rows(r0, C), &g.gate, nullptr, /*dx_accum=*/false);
-      be_.linear_backward(ut, n2c, w.up, dn2->rows(r0, C), &g.up, nullptr, /*dx_accum=*/true);
+  // ---- MLP backward, chunk by chunk: the chunk's norm output is recomputed from h, and the norm's backward
+  // runs per chunk (rows are independent), so dx's rows become the gradient of h chunk by chunk ----
+  for (int64_t r0 = 0; r0 < st.T; r0 += st.mlp_rows) {
+    MemoryPlan::Phase phase(plan_, "MLP chunk " + std::to_string(r0 / st.mlp_rows));
+    const int64_t C = std::min(st.mlp_rows, st.T - r0);
+    const Tensor hc = h.rows(r0, C), dyc = dx.rows(r0, C), rstd2c = s.rstd2->rows(r0, C);
+    Buffer n2c = plan_.alloc("n2", {C, st.d}, act_, tr);  // [C, d]
+    be_.rmsnorm_forward(hc, w.post_norm, eps, n2c, rstd2c);
+    std::optional<Buffer> gate, up, act;
+    Tensor gt, ut, at;              // [C, I]
+    if (st.policy.mini_sequence) {  // recompute this chunk's intermediates from its input
+      gate = plan_.alloc("mlp.gate", {C, st.I}, act_, tr);
+      up = plan_.alloc("mlp.up", {C, st.I}, act_, tr);
+      act = plan_.alloc("mlp.act", {C, st.I}, act_, tr);
+      gt = *gate, ut = *up, at = *act;
+      be_.linear_forward(n2c, w.gate, nullptr, gt);
+      be_.linear_forward(n2c, w.up, nullptr, ut);
+      be_.swiglu_forward(gt, ut, at);
+    } else {
+      gt = s.gate->rows(r0, C), ut = s.up->rows(r0, C), at = s.act->rows(r0, C);
     }
-    s.gate.release(), s.up.release(), s.act.release();
-    // dx += d(post_attention_layernorm)/dh: dx becomes the gradient of h (residual after attention).
-    be_.rmsnorm_backward(dn2, s.h, w.post_norm, s.rstd2, dx, g.post_norm, /*dx_accum=*/true);
+    Buffer dact = plan_.alloc("mlp.dact", {C, st.I}, act_, tr);  // [C, I]
+    be_.linear_backward(dyc, at, w.down, dact, &g.down, nullptr, /*dx_accum=*/false);
+    be_.swiglu_backward(dact, gt, ut, /*dgate=*/gt, /*dup=*/ut);  // in place: gate/up become their grads
+    dact.release();
+    Buffer dn2c = plan_.alloc("dn2", {C, st.d}, act_, tr);  // [C, d]
+    be_.linear_backward(gt, n2c, w.gate, dn2c, &g.gate, nullptr, /*dx_accum=*/false);
+    be_.linear_backward(ut, n2c, w.up, dn2c, &g.up, nullptr, /*dx_accum=*/true);
+    // dx += d(post_attention_layernorm)/dh on these rows: they become the gradient of h.
+    be_.rmsnorm_backward(dn2c, hc, w.post_norm, rstd2c, dyc, g.post_norm, /*dx_accum=*/true);
   }
-  s.n2.release(), s.rstd2.release(), s.h.release();
+  s.gate.release(), s.up.release(), s.act.release();
+  s.rstd2.release(), s.h.release();
 
   // ---- attention backward ----
-  Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
-  be_.linear_backward(dx, s.attn, w.o, dattn, &g.o, g.o_bias, /*dx_accum=*/false);
   Buffer dq = plan_.alloc("dq", {st.T, st.qd}, act_, tr);
   Buffer dk = plan_.alloc("dk", {st.T, st.kvd}, act_, tr);
   Buffer dv = plan_.alloc("dv", {st.T, st.kvd}, act_, tr);
-  AttentionParams ap;
-  ap.causal = true;
-  ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
-  const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
-  const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
-  be_.attention_backward(dattn->view({st.B, st.S, H, D}), q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse,
-                         dq->view({st.B, st.S, H, D}), dk->view({st.B, st.S, Hkv, D}),
-                         dv->view({st.B, st.S, Hkv, D}), ap);
-  dattn.release();
+  {
+    Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
+    be_.linear_backward(dx, s.attn, w.o, dattn, &g.o, g.o_bias, /*dx_accum=*/false);
+    AttentionParams ap;
+    ap.causal = true;
+    ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
+    const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
+    const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
+    be_.attention_backward(dattn->view({st.B, st.S, H, D}), q4, k4, v4, s.attn->view({st.B, st.S, H, D}),
+                           s.lse, dq->view({st.B, st.S, H, D}), dk->view({st.B, st.S, Hkv, D}),
+                           dv->view({st.B, st.S, Hkv, D}), ap);
+  }
   s.attn.release(), s.lse.release(), s.q.release(), s.k.release(), s.v.release();
   be_.rope_backward(dq->view({st.B, st.S, H, D}), st.positions.data(), st.rope);
   be_.rope_backward(dk->view({st.B, st.S, Hkv, D}), st.positions.data(), st.rope);
@@ -273,13 +310,17 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s
     dk = std::move(dk_raw);
     s.q_raw.release(), s.k_raw.release(), s.rstd_q.release(), s.rstd_k.release();
   }
+  // The input norm again (forward kept only the layer input), then its backward.
+  Buffer n1 = plan_.alloc("n1", {st.T, st.d}, act_, tr);  // [T, d]
+  Buffer rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, tr);
+  be_.rmsnorm_forward(x_in, w.in_norm, eps, n1, rstd1);
   Buffer dn1 = plan_.alloc("dn1", {st.T, st.d}, act_, tr);  // [T, d]
-  be_.linear_backward(dq, s.n1, w.q, dn1, &g.q, g.q_bias, /*dx_accum=*/false);
-  be_.linear_backward(dk, s.n1, w.k, dn1, &g.k, g.k_bias, /*dx_accum=*/true);
-  be_.linear_backward(dv, s.n1, w.v, dn1, &g.v, g.v_bias, /*dx_accum=*/true);
-  dq.release(), dk.release(), dv.release();
+  be_.linear_backward(dq, n1, w.q, dn1, &g.q, g.q_bias, /*dx_accum=*/false);
+  be_.linear_backward(dk, n1, w.k, dn1, &g.k, g.k_bias, /*dx_accum=*/true);
+  be_.linear_backward(dv, n1, w.v, dn1, &g.v, g.v_bias, /*dx_accum=*/true);
+  dq.release(), dk.release(), dv.release(), n1.release();
   // dx += d(input_layernorm)/dx_in: dx becomes the gradient of the layer input.
-  be_.rmsnorm_backward(dn1, x_in, w.in_norm, s.rstd1, dx, g.in_norm, /*dx_accum=*/true);
+  be_.rmsnorm_backward(dn1, x_in, w.in_norm, rstd1, dx, g.in_norm, /*dx_accum=*/true);
 }
 
 double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor& g_norm,
@@ -289,24 +330,27 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
   const std::string head = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const Tensor& w_head = weights_.get(head);  // [V, d]
   const MemCategory tr = MemCategory::TransientActivations;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
 
-  Buffer nf = plan_.alloc("final_norm", {st.T, st.d}, act_, tr);  // [T, d]
-  Buffer rstd = plan_.alloc("final_rstd", {st.T}, DType::F32, tr);
-  be_.rmsnorm_forward(x, w_norm, static_cast<float>(config_.rms_norm_eps), nf, rstd);
-  Buffer dnf = plan_.alloc("dfinal_norm", {st.T, st.d}, act_, tr);
+  // Per chunk of rows (the norm is per row): final norm, logits -> loss and dlogits in place, then the LM
+  // head's backward and the norm's, so neither the norm output nor its gradient exists for all T rows.
   const int64_t rows = st.policy.lm_head_chunk_rows(config_, st.T);
   double loss = 0.0;
   for (int64_t r0 = 0; r0 < st.T; r0 += rows) {
     MemoryPlan::Phase chunk(plan_, "chunk " + std::to_string(r0 / rows));
     const int64_t C = std::min(rows, st.T - r0);
+    Buffer nf = plan_.alloc("final_norm", {C, st.d}, act_, tr);  // [C, d]
+    Buffer rstd = plan_.alloc("final_rstd", {C}, DType::F32, tr);
+    be_.rmsnorm_forward(x.rows(r0, C), w_norm, eps, nf, rstd);
     Buffer logits = plan_.alloc("logits", {C, st.V}, act_, tr);  // [C, V], becomes dlogits in place
-    be_.linear_forward(nf->rows(r0, C), w_head, nullptr, logits);
+    be_.linear_forward(nf, w_head, nullptr, logits);
     loss += be_.cross_entropy_forward_backward(logits, st.targets.data() + r0, st.loss_scale);
     // dW_head += dlogitsᵀ · nf_c (once per chunk, exactly once overall); dnf_c = dlogits · W_head.
-    be_.linear_backward(logits, nf->rows(r0, C), w_head, dnf->rows(r0, C), &g_head, nullptr,
-                        /*dx_accum=*/false);
+    Buffer dnf = plan_.alloc("dfinal_norm", {C, st.d}, act_, tr);  // [C, d]
+    be_.linear_backward(logits, nf, w_head, dnf, &g_head, nullptr, /*dx_accum=*/false);
+    logits.release();
+    be_.rmsnorm_backward(dnf, x.rows(r0, C), w_norm, rstd, dx.rows(r0, C), g_norm, /*dx_accum=*/false);
   }
-  be_.rmsnorm_backward(dnf, x, w_norm, rstd, dx, g_norm, /*dx_accum=*/false);
   return loss;
 }
 
@@ -323,7 +367,8 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   st.ids = batch.input_ids.data();
   st.loss_scale = loss_denominator > 0 ? 1.0f / static_cast<float>(loss_denominator) : 0.0f;
   const int L = static_cast<int>(config_.num_hidden_layers);
-  const ScratchLease scratch(be_, plan_, scratch_shape(st, policy.lm_head_chunk_rows(config_, st.T), /*backward=*/true));
+  const ScratchLease scratch(be_, plan_,
+                             scratch_shape(st, policy.lm_head_chunk_rows(config_, st.T), /*backward=*/true));
 
   // ---- forward ----
   Buffer x = plan_.alloc("residual", {st.T, st.d}, act_, MemCategory::ResidentActivations);  // [T, d]
@@ -425,13 +470,15 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
       const Tensor& x_layer = x_dev ? x_dev->tensor() : x_in;
       {
         MemoryPlan::Phase re(plan_, "recompute");
-        Buffer xr = plan_.alloc("recompute_input", {st.T, st.d}, act_, MemCategory::TransientActivations);
-        be_.copy(xr, x_layer);
-        layer_forward(st, l, xr, s, /*finish=*/false);
+        // The recomputation runs on a copy of the input, which becomes h (the residual after attention).
+        s.h = plan_.alloc("h", {st.T, st.d}, act_, MemCategory::TransientActivations);
+        be_.copy(s.h, x_layer);
+        layer_forward(st, l, s.h, s, /*finish=*/false);
       }
-      layer_backward(st, l, x_layer, s, dx, g);
+      layer_backward(st, l, x_layer, s.h, s, dx, g);
     } else {
-      layer_backward(st, l, x_in, saved[static_cast<size_t>(l)], dx, g);
+      Saved& s = saved[static_cast<size_t>(l)];
+      layer_backward(st, l, x_in, s.h, s, dx, g);
       saved.pop_back();
     }
     ckpt.pop_back();

@@ -1,9 +1,9 @@
-// The decoder-only transformer (Llama / Mistral / Qwen2) as a straight-line list of backend op calls: forward, and
-// backward as its mirror. Memory comes from the plan; running with a dry plan and the DryBackend executes the same
-// schedule without computing, which is how the peak is planned.
+// The decoder-only transformer (Llama / Mistral / Qwen2) as a straight-line list of backend op calls:
+// forward, and backward as its mirror. Memory comes from the plan; running with a dry plan and the DryBackend
+// executes the same schedule without computing, which is how the peak is planned.
 //
-// Dimension legend: B batch, S sequence, T = B*S rows, d hidden, I intermediate, V vocab, H heads, Hkv kv heads,
-// D head_dim, qd = H*D, kvd = Hkv*D, C chunk rows.
+// Dimension legend: B batch, S sequence, T = B*S rows, d hidden, I intermediate, V vocab, H heads, Hkv kv
+// heads, D head_dim, qd = H*D, kvd = Hkv*D, C chunk rows.
 #pragma once
 
 #include <cstdint>
@@ -21,15 +21,16 @@ namespace miniseq {
 
 // Where parameter gradients live.
 enum class GradStorage {
-  Persistent,  // one buffer per parameter for the whole run (gradient accumulation, a separate optimizer step)
+  Persistent,  // one buffer per parameter for the whole run (gradient accumulation, a separate optimizer
+               // step)
   PerGroup,    // optimizer in backward: a group's gradients exist only from its backward until a GradSink has
                // consumed them (groups: LM head + final norm, each layer, the embedding)
   None,        // inference (evaluation, generation): weights only
 };
 
-// Keys and values of the positions seen so far, per layer, for decoding one sequence (batch 1). A layer with a
-// sliding window W keeps only what its next queries can see: when its buffer is full, the last W − 1 positions
-// move to the front (decoder_infer.cpp).
+// Keys and values of the positions seen so far, per layer, for decoding one sequence (batch 1). A layer with
+// a sliding window W keeps only what its next queries can see: when its buffer is full, the last W − 1
+// positions move to the front (decoder_infer.cpp).
 class KvCache {
  public:
   // Room for `total` positions in all, of which up to `first_chunk` arrive in the first call.
@@ -58,15 +59,15 @@ class GradSink {
 
 class Decoder {
  public:
-  // Allocates the weights (Weights) and, with persistent storage, their gradients (Grads) in the backend's dtypes,
-  // uninitialized.
+  // Allocates the weights (Weights) and, with persistent storage, their gradients (Grads) in the backend's
+  // dtypes, uninitialized.
   Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan,
           GradStorage storage = GradStorage::Persistent);
 
   const ModelConfig& config() const { return config_; }
-  // Memory policy: the checkpointed inputs of layers [0, layers) live in `host` memory (a plan of its own, pinned
-  // host memory on a GPU machine) instead of the device: downloaded in forward, uploaded again for the layer's
-  // backward. layers < 0 means all. Results are unchanged (the same bits move).
+  // Memory policy: the checkpointed inputs of layers [0, layers) live in `host` memory (a plan of its own,
+  // pinned host memory on a GPU machine) instead of the device: downloaded in forward, uploaded again for the
+  // layer's backward. layers < 0 means all. Results are unchanged (the same bits move).
   void set_checkpoint_offload(MemoryPlan* host, int64_t layers);
   // Per-group storage whose sink reads the gradients asynchronously (the host optimizer downloads them on the
   // copy stream): a handed-over group stays allocated until the next group has been handed over, then waits
@@ -76,20 +77,22 @@ class Decoder {
   const ParamSet& grads() const;  // persistent storage only
   void zero_grads();
 
-  // One forward + backward over a micro-batch. With persistent storage gradients ACCUMULATE into grads(); with
-  // per-group storage each group's gradient is handed to `sink` as soon as it is complete and then freed. The loss
-  // of every target is divided by `loss_denominator` (the count of targets != -100 in the whole optimizer step, as
-  // Hugging Face normalizes). Returns the sum of the per-target losses of this micro-batch (not divided).
+  // One forward + backward over a micro-batch. With persistent storage gradients ACCUMULATE into grads();
+  // with per-group storage each group's gradient is handed to `sink` as soon as it is complete and then
+  // freed. The loss of every target is divided by `loss_denominator` (the count of targets != -100 in the
+  // whole optimizer step, as Hugging Face normalizes). Returns the sum of the per-target losses of this
+  // micro-batch (not divided).
   double forward_backward(const TokenBatch& batch, const StepPolicy& policy, int64_t loss_denominator,
                           GradSink* sink = nullptr);
 
   // ---- inference (decoder_infer.cpp): forward only, one layer's activations at a time ----
-  // Loss, target count and argmax hits over the targets != -100 of a batch (labels unshifted, as in training);
-  // the LM head runs in the policy's chunks, so the logits never exist for all rows at once.
+  // Loss, target count and argmax hits over the targets != -100 of a batch (labels unshifted, as in
+  // training); the LM head runs in the policy's chunks, so the logits never exist for all rows at once.
   CrossEntropyStats forward_eval(const TokenBatch& batch, const StepPolicy& policy);
   // Runs `ids` [n] (the next n tokens of one sequence) through the model after the cache's positions, appends
   // their keys and values to it, and returns the logits of the last one [V] (fp32, host).
-  std::vector<float> forward_cached(const std::vector<int32_t>& ids, KvCache& cache, const StepPolicy& policy);
+  std::vector<float> forward_cached(const std::vector<int32_t>& ids, KvCache& cache,
+                                    const StepPolicy& policy);
 
  private:
   // One layer's parameters (or their gradients), resolved once from the table.
@@ -105,18 +108,23 @@ class Decoder {
   ScratchShape scratch_shape(const Step& st, int64_t loss_rows, bool backward) const;
 
   LayerParams layer_params(const ParamSet& set, int l) const;
-  // x [T, d]: layer input on entry. With `finish`, x becomes the layer output; without, the forward stops after what
-  // backward needs (the MLP output is not computed).
+  // x [T, d]: layer input on entry. With `finish`, x becomes the layer output; without, the forward stops
+  // after what backward needs (the MLP output is not computed).
   void layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bool finish);
-  // dx [T, d]: gradient of the layer output on entry, of the layer input on return. x_in is the layer input;
-  // parameter gradients accumulate into g.
-  void layer_backward(const Step& st, int l, const Tensor& x_in, Saved& s, const Tensor& dx, const LayerParams& g);
+  // dx [T, d]: gradient of the layer output on entry, of the layer input on return. x_in is the layer input,
+  // h [T, d] the residual after attention (s.h, or the recomputed input that became it); parameter gradients
+  // accumulate into g.
+  void layer_backward(const Step& st, int l, const Tensor& x_in, const Tensor& h, Saved& s, const Tensor& dx,
+                      const LayerParams& g);
   // Decoding: makes room in layer l's cache for k, v [n, kvd], appends them, and returns the cached keys and
   // values [1, len, Hkv, D] (the new ones last).
   std::pair<Tensor, Tensor> append_kv(KvCache& cache, int l, const Tensor& k, const Tensor& v);
-  void mlp_forward_chunk(const Step& st, int l, const Tensor& n2, const Tensor& x, Saved& s, int64_t r0, int64_t C);
-  // Final norm + LM head + cross-entropy over chunks; writes dx [T, d], accumulates the final-norm and LM-head
-  // gradients, and returns the summed loss.
+  // Rows [r0, r0 + C) of x += MLP(post_attention_layernorm(x)); the norm's 1/rms [T] goes to rstd2 when given
+  // (a backward reads it), gate/up/act to s when kept whole (no MsT).
+  void mlp_forward_chunk(const Step& st, int l, const Tensor& x, Saved& s, const Tensor* rstd2, int64_t r0,
+                         int64_t C);
+  // Final norm + LM head + cross-entropy over chunks; writes dx [T, d], accumulates the final-norm and
+  // LM-head gradients, and returns the summed loss.
   double head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor& g_norm,
                                const Tensor& g_head);
   // A group's gradients for per-group storage: zeroed buffers for `specs`.

@@ -15,20 +15,21 @@ struct Decoder::Step {
   std::vector<int32_t> targets;    // [T]: shifted labels
   const int32_t* ids;              // [T]
   StepPolicy policy;
-  int64_t mlp_rows;                // C for the MLP
-  MemCategory saved_cat;           // resident without checkpointing, transient with
-  float loss_scale;                // 1 / loss_denominator
-  KvCache* kv = nullptr;           // decoding: attention also sees the cached positions
+  int64_t mlp_rows;       // C for the MLP
+  MemCategory saved_cat;  // resident without checkpointing, transient with
+  float loss_scale;       // 1 / loss_denominator
+  KvCache* kv = nullptr;  // decoding: attention also sees the cached positions
 };
 
-// The backend's per-call scratch (ops/scratch.h), a workspace buffer of the plan for as long as this lives (none
-// on the CPU backend, which needs no scratch).
+// The backend's per-call scratch (ops/scratch.h), a workspace buffer of the plan for as long as this lives
+// (none on the CPU backend, which needs no scratch).
 class ScratchLease {
  public:
   ScratchLease(Backend& be, MemoryPlan& plan, const ScratchShape& shape) : be_(be) {
     const size_t bytes = be.scratch_bytes(shape);
     if (bytes == 0) return;
-    buf_ = plan.alloc("backend_scratch", {static_cast<int64_t>((bytes + 3) / 4)}, DType::F32, MemCategory::Workspace);
+    buf_ = plan.alloc("backend_scratch", {static_cast<int64_t>((bytes + 3) / 4)}, DType::F32,
+                      MemCategory::Workspace);
     be_.set_scratch(buf_->data, bytes, shape);
     set_ = true;
   }
@@ -46,12 +47,14 @@ class ScratchLease {
 
 // The tensors a layer's backward reads. Buffers are released with the struct.
 struct Decoder::Saved {
-  Buffer n1, rstd1;    // [T, d], [T]      input norm output and 1/rms
-  Buffer q, k, v;      // [T, qd], [T, kvd], [T, kvd] after bias (and q/k norm) and RoPE
-  Buffer q_raw, k_raw;      // [T, qd], [T, kvd] projections before the q/k norm (Qwen3 only)
-  Buffer rstd_q, rstd_k;    // [T·H], [T·Hkv] 1/rms of each head (Qwen3 only)
-  Buffer attn, lse;    // [T, qd], [B, H, S]
-  Buffer h, n2, rstd2; // [T, d] residual after attention, [T, d] post-attention norm output, [T]
+  Buffer q, k, v;         // [T, qd], [T, kvd], [T, kvd] after bias (and q/k norm) and RoPE
+  Buffer q_raw, k_raw;    // [T, qd], [T, kvd] projections before the q/k norm (Qwen3 only)
+  Buffer rstd_q, rstd_k;  // [T·H], [T·Hkv] 1/rms of each head (Qwen3 only)
+  Buffer attn, lse;       // [T, qd], [B, H, S]
+  // [T, d] residual after attention (with checkpointing: the recomputed input, which became it), [T] 1/rms of
+  // the post-attention norm (its output is recomputed per MLP chunk). The input norm's output is recomputed
+  // in backward.
+  Buffer h, rstd2;
   Buffer gate, up, act;  // [T, I] each, only without MsT
 };
 
