@@ -7,7 +7,7 @@ set -uo pipefail
 build=${1:-build-fuzz}
 seconds=${2:-10}
 cd "$(dirname "$0")/.."
-harnesses=(model_config tokenizer safetensors safetensors_index jsonl token_bin trainer_state)
+harnesses=(model_config tokenizer safetensors safetensors_index jsonl token_bin trainer_state sft_records)
 if ! command -v clang++ > /dev/null; then
   echo "fuzz smoke: FAILED: clang++ not found (bash scripts/install-deps.sh installs clang and libclang-rt-14-dev)"
   exit 1
