@@ -1,28 +1,25 @@
-// Attention, flash-style (FlashAttention-2 algorithm) on the CPU: tiles of queries × keys, online softmax
-// with a running max and sum per query row, never an S × S buffer. The tile products go through OpenBLAS
-// sgemm (single threaded inside our OpenMP tasks), the softmax through the AVX-512 exp of simd_math.h.
+// Attention on the CPU: the dispatch between the packed micro-kernel paths (attention_tiles.h, compiled for
+// AVX-512 in attention_avx512.cpp and for AVX2 + FMA in attention_avx2.cpp; the fast ones) and the portable
+// path here, which runs the same FlashAttention-2 algorithm with its tile products in OpenBLAS sgemm (single
+// threaded inside our OpenMP tasks) and the softmax through simd_math.h. Geometry and masks:
+// attention_common.h.
 //
-// q, out, dout, dq [B, S, H, D]; k, v, dk, dv [B, S, Hkv, D]; lse [B, H, S] (natural log-sum-exp of the
-// scaled scores, saved by forward for backward). GQA: query head h reads kv head h / G, G = H / Hkv; the G
-// query heads of one kv head are stacked into one tile of G·nq rows (row r = g·nq + ii ↔ head kvh·G + g,
-// position i0 + ii), so every K/V tile is loaded once per group. Which keys a query sees:
-// ops/attention_mask.h. With S²-Attn groups the stacked heads may have two different masks (a kv head can
-// serve both unshifted and shifted query heads): each row is masked with its own head's mask, a tile is
-// skipped only when no head sees it, and the key loop covers the union of the heads' ranges.
-//
-// Forward, task = (b, kv head, query tile), for each key tile:  Sc = scale·Q·Kᵀ, mask, m' = max(m, rowmax
-// Sc), P = exp(Sc − m'), l = l·e^(m−m') + ΣP, O = O·e^(m−m') + P·V.  Then out = O / l, lse = m + log l.
+// Portable path. Forward, task = (b, kv head, query tile), for each key tile:  Sc = scale·Q·Kᵀ, mask,
+// m' = max(m, rowmax Sc), P = exp(Sc − m'), l = l·e^(m−m') + ΣP, O = O·e^(m−m') + P·V.  Then out = O / l,
+// lse = m + log l (natural log-sum-exp of the scaled scores, saved by forward for backward).
 // Backward, task = (b, kv head) (it owns dq of its G heads and dk, dv of its kv head, so no two tasks write
-// the same memory), Di = rowsum(dO ∘ O) first, then for each key tile (dK, dV accumulate in the tile) and
-// each query tile:
+// the same memory), for each query tile, Di = rowsum(dO ∘ O), then for each key tile:
 //   P = exp(Sc − lse),  dV += Pᵀ·dO,  dP = dO·Vᵀ,  dS = scale·P∘(dP − Di),  dK += dSᵀ·Q,  dQ += dS·K.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <cblas.h>
 
+#include "miniseq/backend/cpu/attention_common.h"
 #include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/backend/cpu/simd_math.h"
 #include "miniseq/ops/attention_mask.h"
@@ -34,60 +31,7 @@ namespace {
 constexpr int64_t kQTile = 64;   // query positions per tile (× G stacked heads = rows of the tile products)
 constexpr int64_t kKTile = 128;  // keys per tile; also the leading dimension of the score buffers
 
-struct Geometry {
-  int64_t B, S, Sk, H, Hkv, D, G;  // S queries, Sk keys (Sk = S except when decoding with a KV cache)
-  float scale;
-  AttentionMask mask;
-  int64_t q_stride() const { return H * D; }     // between consecutive positions of one query head
-  int64_t kv_stride() const { return Hkv * D; }  // between consecutive positions of one kv head
-  int64_t q_off(int64_t b, int64_t i, int64_t h) const { return ((b * S + i) * H + h) * D; }
-  int64_t kv_off(int64_t b, int64_t j, int64_t kvh) const { return ((b * Sk + j) * Hkv + kvh) * D; }
-};
-
-Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
-  MS_DASSERT(q.ndim() == 4 && k.ndim() == 4);
-  Geometry g{};
-  g.B = q.size(0);
-  g.S = q.size(1);
-  g.H = q.size(2);
-  g.D = q.size(3);
-  g.Hkv = k.size(2);
-  g.Sk = k.size(1);
-  MS_DASSERT(k.size(0) == g.B && k.size(3) == g.D && g.H % g.Hkv == 0);
-  MS_DASSERT(p.q_offset >= 0 && g.S + p.q_offset <= g.Sk);
-  g.G = g.H / g.Hkv;
-  g.scale = p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(g.D));
-  g.mask = AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset, p.s2_group};
-  return g;
-}
-
-// The mask of stacked head hg (0 … G-1) of kv head kvh.
-AttentionMask head_mask(const Geometry& g, int64_t kvh, int64_t hg) {
-  return g.mask.for_head(kvh * g.G + hg, g.H);
-}
-
-// Keys [jlo, jhi] that any stacked head of kv head kvh sees from query tile [i0, i0+nq).
-void key_range(const Geometry& g, int64_t kvh, int64_t i0, int64_t nq, int64_t& jlo, int64_t& jhi) {
-  jlo = g.Sk;
-  jhi = -1;
-  for (int64_t hg = 0; hg < g.G; ++hg) {
-    const AttentionMask m = head_mask(g, kvh, hg);
-    jlo = std::min(jlo, m.first_key(i0));
-    jhi = std::max(jhi, m.last_key(i0 + nq - 1));
-  }
-}
-
-// Does any stacked head see a pair of the tile, and do all heads see all of its pairs?
-bool tile_any(const Geometry& g, int64_t kvh, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
-  for (int64_t hg = 0; hg < g.G; ++hg)
-    if (head_mask(g, kvh, hg).tile_any(i0, i0 + nq, j0, j0 + nk)) return true;
-  return false;
-}
-bool tile_all(const Geometry& g, int64_t kvh, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
-  for (int64_t hg = 0; hg < g.G; ++hg)
-    if (!head_mask(g, kvh, hg).tile_all(i0, i0 + nq, j0, j0 + nk)) return false;
-  return true;
-}
+using Geometry = cpu::AttnGeometry;
 
 inline int ci(int64_t x) {
   return static_cast<int>(x);
@@ -99,10 +43,10 @@ void tile_scores(const Geometry& g, int64_t kvh, const float* qt, const float* k
                  int64_t i0, int64_t j0, int64_t nk, float* sc) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ci(M), ci(nk), ci(g.D), g.scale, qt, ci(g.D), kt,
               ci(g.kv_stride()), 0.0f, sc, ci(kKTile));
-  if (tile_all(g, kvh, i0, nq, j0, nk)) return;
+  if (g.tile_all(kvh, i0, nq, j0, nk)) return;
   for (int64_t r = 0; r < M; ++r) {
     const int64_t i = i0 + r % nq;
-    const AttentionMask m = head_mask(g, kvh, r / nq);
+    const AttentionMask m = g.head_mask(kvh, r / nq);
     const int64_t lo = std::clamp<int64_t>(m.first_key(i) - j0, 0, nk);  // allowed: [lo, hi)
     const int64_t hi = std::clamp<int64_t>(m.last_key(i) + 1 - j0, lo, nk);
     float* row = sc + r * kKTile;
@@ -120,12 +64,8 @@ void gather_q(const Geometry& g, const float* src, int64_t b, int64_t kvh, int64
                   static_cast<size_t>(g.D) * sizeof(float));
 }
 
-}  // namespace
-
-void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                   const Tensor& lse, const AttentionParams& p) {
-  const Geometry g = geometry(q, k, p);
-  MS_DASSERT(v.shape == k.shape && out.shape == q.shape && lse.numel() == g.B * g.H * g.S);
+void forward_blas(const Geometry& g, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                  const Tensor& lse) {
   const float* pq = q.f32();
   const float* pk = k.f32();
   const float* pv = v.f32();
@@ -150,10 +90,10 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
       std::fill_n(m.data(), M, -INFINITY);
       std::fill_n(l.data(), M, 0.0f);
       int64_t jlo, jhi;
-      key_range(g, kvh, i0, nq, jlo, jhi);
+      g.key_range(kvh, i0, nq, jlo, jhi);
       for (int64_t j0 = jlo; j0 <= jhi; j0 += kKTile) {
         const int64_t nk = std::min(kKTile, jhi + 1 - j0);
-        if (!tile_any(g, kvh, i0, nq, j0, nk)) continue;
+        if (!g.tile_any(kvh, i0, nq, j0, nk)) continue;
         tile_scores(g, kvh, qt.data(), pk + g.kv_off(b, j0, kvh), M, nq, i0, j0, nk, sc.data());
         for (int64_t r = 0; r < M; ++r) {
           float* row = sc.data() + r * kKTile;
@@ -192,13 +132,9 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
   }
 }
 
-void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
-                                    const Tensor& dv, const AttentionParams& p) {
-  const Geometry g = geometry(q, k, p);
-  MS_DASSERT(p.q_offset == 0 && g.Sk == g.S);
-  MS_DASSERT(v.shape == k.shape && out.shape == q.shape && dout.shape == q.shape && dq.shape == q.shape &&
-             dk.shape == k.shape && dv.shape == k.shape && lse.numel() == g.B * g.H * g.S);
+void backward_blas(const Geometry& g, const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                   const Tensor& dv) {
   const float* pq = q.f32();
   const float* pk = k.f32();
   const float* pv = v.f32();
@@ -242,10 +178,10 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
             di_t[static_cast<size_t>(r)] = s;
           }
         int64_t jlo, jhi;
-        key_range(g, kvh, i0, nq, jlo, jhi);
+        g.key_range(kvh, i0, nq, jlo, jhi);
         for (int64_t j0 = jlo; j0 <= jhi; j0 += kKTile) {
           const int64_t nk = std::min(kKTile, jhi + 1 - j0);
-          if (!tile_any(g, kvh, i0, nq, j0, nk)) continue;
+          if (!g.tile_any(kvh, i0, nq, j0, nk)) continue;
           const float* kt = pk + g.kv_off(b, j0, kvh);
           const float* vt = pv + g.kv_off(b, j0, kvh);
           tile_scores(g, kvh, qt.data(), kt, M, nq, i0, j0, nk, pt.data());
@@ -279,6 +215,73 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
                         static_cast<size_t>(g.D) * sizeof(float));
       }
     }
+  }
+}
+
+// Which kernel runs: the packed AVX-512 or AVX2 + FMA micro-kernel path where the CPU has it, OpenBLAS tiles
+// otherwise (the portable path). MINISEQ_CPU_ATTENTION=blas|avx2|avx512 picks one (tests and benchmarks
+// compare them); a path the CPU lacks falls back to the best one it has.
+enum class Kernel { kBlas, kAvx2, kAvx512 };
+
+Kernel pick_kernel() {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  Kernel best = has_avx512 ? Kernel::kAvx512 : has_avx2 ? Kernel::kAvx2 : Kernel::kBlas;
+  const char* env = std::getenv("MINISEQ_CPU_ATTENTION");
+  if (env == nullptr) return best;
+  const std::string want(env);
+  if (want == "blas") return Kernel::kBlas;
+  if (want == "avx2" && has_avx2) return Kernel::kAvx2;
+  return best;
+}
+
+}  // namespace
+
+const char* cpu::attention_kernel_name() {
+  switch (pick_kernel()) {
+    case Kernel::kAvx512:
+      return "avx512";
+    case Kernel::kAvx2:
+      return "avx2";
+    default:
+      return "blas";
+  }
+}
+
+void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                   const Tensor& lse, const AttentionParams& p) {
+  const Geometry g = cpu::attn_geometry(q, k, p);
+  MS_DASSERT(v.shape == k.shape && out.shape == q.shape && lse.numel() == g.B * g.H * g.S);
+  switch (pick_kernel()) {
+    case Kernel::kAvx512:
+      cpu::attention_forward_avx512(g, q.f32(), k.f32(), v.f32(), out.f32(), lse.f32());
+      break;
+    case Kernel::kAvx2:
+      cpu::attention_forward_avx2(g, q.f32(), k.f32(), v.f32(), out.f32(), lse.f32());
+      break;
+    default:
+      forward_blas(g, q, k, v, out, lse);
+  }
+}
+
+void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                                    const Tensor& dv, const AttentionParams& p) {
+  const Geometry g = cpu::attn_geometry(q, k, p);
+  MS_DASSERT(p.q_offset == 0 && g.Sk == g.S);
+  MS_DASSERT(v.shape == k.shape && out.shape == q.shape && dout.shape == q.shape && dq.shape == q.shape &&
+             dk.shape == k.shape && dv.shape == k.shape && lse.numel() == g.B * g.H * g.S);
+  switch (pick_kernel()) {
+    case Kernel::kAvx512:
+      cpu::attention_backward_avx512(g, dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), dq.f32(),
+                                     dk.f32(), dv.f32());
+      break;
+    case Kernel::kAvx2:
+      cpu::attention_backward_avx2(g, dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), dq.f32(),
+                                   dk.f32(), dv.f32());
+      break;
+    default:
+      backward_blas(g, dout, q, k, v, out, lse, dq, dk, dv);
   }
 }
 

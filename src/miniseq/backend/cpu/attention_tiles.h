@@ -1,0 +1,391 @@
+// The packed, cache-blocked CPU attention (FlashAttention-2 algorithm) over a vector-ISA traits class V: one
+// register-blocked micro-kernel for every tile product, the online softmax fused into the key loop, all
+// scratch allocated once per call and thread. Included by attention_avx512.cpp and attention_avx2.cpp after
+// their
+// `#pragma GCC target`, so every function here is a template on V (each instruction set instantiates its own
+// symbols; nothing compiled for AVX-512 can be merged into the AVX2 path).
+//
+// V provides: W (floats per vector), MR × NV (register tile: MR rows × NV vectors), the vector type R and
+// zero/set1/load/store/bcast/fma/add/sub/mul/max/exp/masked (masked(x, lo, hi, j): x where lo <= j <= hi,
+// else −inf) and nz (−inf → 0).
+//
+// Layout: scores are computed transposed, Sᵀ [keys × stacked query rows], so that the softmax of a query row
+// is a column and runs vectorized across query rows with no horizontal reductions, and so that no K or V tile
+// needs a transposed copy: only the query-side tiles are packed, once per query block.
+//   Forward, task = (b, kv head, query block):  Qᵀ [D × Mp] packed once; per key block j:
+//     Sᵀ = scale·K_j·Qᵀ [nk × Mp];  m' = max(m, colmax Sᵀ);  Pᵀ = exp(Sᵀ − m');  l = l·e^(m−m') + colsum Pᵀ;
+//     O = O·e^(m−m') + (Pᵀ)ᵀ·V_j.   Then out = O / l, lse = m + log l.
+//   Backward, task = (b, kv head) (it owns dq of its G heads and dk, dv of its kv head), per query block:
+//     Q, dO [M × Dp] and Qᵀ, dOᵀ [D × Mp] packed, Di = rowsum(dO ∘ O); per key block j:
+//     Pᵀ = exp(scale·K_j·Qᵀ − lse);  dV_j += Pᵀ·dO;  dPᵀ = V_j·dOᵀ;  dSᵀ = scale·Pᵀ∘(dPᵀ − Di);  dK_j +=
+//     dSᵀ·Q; dQ += (dSᵀ)ᵀ·K_j.
+// K, V, dK, dV are used in place (rows of Hkv·D floats) when D is a multiple of W; otherwise K_j, V_j are
+// copied into zero-padded tiles and dK_j, dV_j computed in tiles and added.
+//
+// No #pragma once: included once per instruction set, inside that file's namespace.
+
+template <class V>
+constexpr int64_t round_up(int64_t x) {
+  return (x + V::W - 1) / V::W * V::W;
+}
+
+// C [MR × NV·W] (=, or += when acc) alpha · Σ_p A(i, p) · B[p, :], A(i, p) = a[i·ars + p·acs], B rows ldb
+// apart.
+template <class V, int MR, int NV>
+inline void micro_kernel(int64_t k, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
+                         float* c, int64_t ldc, float alpha, bool acc) {
+  using R = typename V::R;
+  R cr[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) cr[i][v] = V::zero();
+  const float* ai[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) ai[i] = a + i * ars;
+  for (int64_t p = 0; p < k; ++p) {
+    R bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * V::W);
+    b += ldb;
+    const int64_t off = p * acs;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const R x = V::bcast(ai[i] + off);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) cr[i][v] = V::fma(x, bv[v], cr[i][v]);
+    }
+  }
+  const R va = V::set1(alpha);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      float* cp = c + i * ldc + v * V::W;
+      const R x = V::mul(cr[i][v], va);
+      V::store(cp, acc ? V::add(V::load(cp), x) : x);
+    }
+}
+
+template <class V, int NV>
+inline void rows_kernel(int64_t m, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
+                        int64_t ldb, float* c, int64_t ldc, float alpha, bool acc) {
+  int64_t i = 0;
+  for (; i + V::MR <= m; i += V::MR)
+    micro_kernel<V, V::MR, NV>(k, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, alpha, acc);
+  const float* ar = a + i * ars;
+  float* cr = c + i * ldc;
+  switch (m - i) {  // V::MR <= 8
+    case 0:
+      break;
+    case 1:
+      micro_kernel<V, 1, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+    case 2:
+      micro_kernel<V, 2, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+    case 3:
+      micro_kernel<V, 3, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+    case 4:
+      micro_kernel<V, 4, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+    case 5:
+      micro_kernel<V, 5, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+    case 6:
+      micro_kernel<V, 6, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+    default:
+      micro_kernel<V, 7, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      break;
+  }
+}
+
+// C [m × n] (=, or += when acc) alpha · A [m × k] · B [k × n]; n a multiple of W (padded tiles).
+template <class V>
+void tile_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
+               int64_t ldb, float* c, int64_t ldc, float alpha, bool acc) {
+  static_assert(V::MR <= 8 && V::NV <= 4);
+  for (int64_t j = 0; j < n; j += V::NV * V::W) {
+    const int64_t nv = std::min<int64_t>(V::NV, (n - j) / V::W);
+    const float* bj = b + j;
+    float* cj = c + j;
+    if (nv == V::NV)
+      rows_kernel<V, V::NV>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+    else if (nv == 3)
+      rows_kernel<V, 3>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+    else if (nv == 2)
+      rows_kernel<V, 2>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+    else
+      rows_kernel<V, 1>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+  }
+}
+
+// Query rows per head in one block: about 256 stacked rows whatever G is.
+template <class V>
+int64_t query_block(int64_t G) {
+  return std::clamp<int64_t>(256 / G, 8, 128);
+}
+template <class V>
+constexpr int64_t key_block() {
+  return 128;
+}
+
+// The packed query side of one block: rows r = hg·nq + ii (head kvh·G + hg, position i0 + ii).
+template <class V>
+struct QueryBlock {
+  int64_t i0, nq, M, Mp;
+};
+
+// dst [M × Dp] rows (zero-padded columns), optionally dstT [D × Mp] (zero-padded columns) of src's stacked
+// rows.
+template <class V>
+void pack_rows(const AttnGeometry& g, const float* src, int64_t b, int64_t kvh, const QueryBlock<V>& qb,
+               int64_t Dp, float* dst, float* dstT) {
+  for (int64_t hg = 0; hg < g.G; ++hg)
+    for (int64_t ii = 0; ii < qb.nq; ++ii) {
+      const int64_t r = hg * qb.nq + ii;
+      const float* s = src + g.q_off(b, qb.i0 + ii, kvh * g.G + hg);
+      if (dst != nullptr) {
+        float* d = dst + r * Dp;
+        for (int64_t c = 0; c < g.D; ++c) d[c] = s[c];
+        for (int64_t c = g.D; c < Dp; ++c) d[c] = 0.0f;
+      }
+      if (dstT != nullptr)
+        for (int64_t c = 0; c < g.D; ++c) dstT[c * qb.Mp + r] = s[c];
+    }
+  if (dstT != nullptr)
+    for (int64_t c = 0; c < g.D; ++c)
+      for (int64_t r = qb.M; r < qb.Mp; ++r) dstT[c * qb.Mp + r] = 0.0f;
+}
+
+// Allowed keys [lo, hi] of every stacked row (as floats: exact below 2^24), padded rows allow everything.
+template <class V>
+void row_ranges(const AttnGeometry& g, int64_t kvh, const QueryBlock<V>& qb, float* lo, float* hi) {
+  for (int64_t hg = 0; hg < g.G; ++hg) {
+    const AttentionMask m = g.head_mask(kvh, hg);
+    for (int64_t ii = 0; ii < qb.nq; ++ii) {
+      lo[hg * qb.nq + ii] = static_cast<float>(m.first_key(qb.i0 + ii));
+      hi[hg * qb.nq + ii] = static_cast<float>(m.last_key(qb.i0 + ii));
+    }
+  }
+  for (int64_t r = qb.M; r < qb.Mp; ++r) {
+    lo[r] = 0.0f;
+    hi[r] = 3.0e38f;
+  }
+}
+
+// K_j or V_j [nk × D] (rows ld apart) into a zero-padded [nk × Dp] tile.
+template <class V>
+void pack_kv(const float* src, int64_t ld, int64_t nk, int64_t D, int64_t Dp, float* dst) {
+  for (int64_t j = 0; j < nk; ++j) {
+    for (int64_t c = 0; c < D; ++c) dst[j * Dp + c] = src[j * ld + c];
+    for (int64_t c = D; c < Dp; ++c) dst[j * Dp + c] = 0.0f;
+  }
+}
+
+template <class V>
+void forward(const AttnGeometry& g, const float* q, const float* k, const float* v, float* out, float* lse) {
+  using R = typename V::R;
+  const int64_t W = V::W, nqb = query_block<V>(g.G), N = key_block<V>(), Dp = round_up<V>(g.D);
+  const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax);
+  const bool direct = g.D % W == 0;
+  const int64_t nblocks = (g.S + nqb - 1) / nqb, tasks = g.B * g.Hkv * nblocks;
+#pragma omp parallel
+  {
+    // Per-thread scratch, allocated once per call: Qᵀ, Sᵀ/Pᵀ, O, padded K/V tiles, per-row state.
+    std::vector<float> qt(static_cast<size_t>(g.D * Mpmax)), st(static_cast<size_t>(N * Mpmax)),
+        ot(static_cast<size_t>(Mmax * Dp)), kp(direct ? 0 : static_cast<size_t>(N * Dp)),
+        vp(direct ? 0 : static_cast<size_t>(N * Dp)), state(static_cast<size_t>(6 * Mpmax));
+    float *lo = state.data(), *hi = lo + Mpmax, *m = hi + Mpmax, *l = m + Mpmax, *mu = l + Mpmax,
+          *al = mu + Mpmax;
+    // Later query blocks see more keys under a causal mask: hand them out first for a better balance.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t blk = nblocks - 1 - task % nblocks, kvh = (task / nblocks) % g.Hkv,
+                    b = task / (nblocks * g.Hkv);
+      QueryBlock<V> qb{blk * nqb, std::min(nqb, g.S - blk * nqb), 0, 0};
+      qb.M = g.G * qb.nq;
+      qb.Mp = round_up<V>(qb.M);
+      const int64_t Mp = qb.Mp;
+      pack_rows<V>(g, q, b, kvh, qb, Dp, nullptr, qt.data());
+      row_ranges<V>(g, kvh, qb, lo, hi);
+      for (int64_t r = 0; r < Mp; ++r) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+      }
+      std::fill_n(ot.data(), qb.M * Dp, 0.0f);
+      int64_t jlo, jhi;
+      g.key_range(kvh, qb.i0, qb.nq, jlo, jhi);
+      for (int64_t j0 = jlo; j0 <= jhi; j0 += N) {
+        const int64_t nk = std::min(N, jhi + 1 - j0);
+        if (!g.tile_any(kvh, qb.i0, qb.nq, j0, nk)) continue;
+        const bool all = g.tile_all(kvh, qb.i0, qb.nq, j0, nk);
+        const float *kb = k + g.kv_off(b, j0, kvh), *vb = v + g.kv_off(b, j0, kvh);
+        int64_t ldk = g.kv_stride();
+        if (!direct) {
+          pack_kv<V>(kb, ldk, nk, g.D, Dp, kp.data());
+          pack_kv<V>(vb, ldk, nk, g.D, Dp, vp.data());
+          kb = kp.data();
+          vb = vp.data();
+          ldk = Dp;
+        }
+        float* s = st.data();
+        // Sᵀ [nk × Mp] = scale · K_j · Qᵀ
+        tile_gemm<V>(nk, Mp, g.D, kb, ldk, 1, qt.data(), Mp, s, Mp, g.scale, false);
+        // online softmax, column-wise (one column per query row)
+        for (int64_t c = 0; c < Mp; c += W) {
+          R mx = V::load(m + c);
+          if (all) {
+            for (int64_t j = 0; j < nk; ++j) mx = V::max(mx, V::load(s + j * Mp + c));
+          } else {
+            const R vlo = V::load(lo + c), vhi = V::load(hi + c);
+            for (int64_t j = 0; j < nk; ++j) {
+              const R x = V::masked(V::load(s + j * Mp + c), vlo, vhi, V::set1(static_cast<float>(j0 + j)));
+              V::store(s + j * Mp + c, x);
+              mx = V::max(mx, x);
+            }
+          }
+          const R u = V::nz(mx);  // −inf (nothing visible yet) → 0, so exp(−inf − u) = 0
+          R sum = V::zero();
+          for (int64_t j = 0; j < nk; ++j) {
+            const R e = V::exp(V::sub(V::load(s + j * Mp + c), u));
+            V::store(s + j * Mp + c, e);
+            sum = V::add(sum, e);
+          }
+          const R alpha = V::exp(V::sub(V::load(m + c), u));  // 0 when m was −inf
+          V::store(l + c, V::fma(V::load(l + c), alpha, sum));
+          V::store(m + c, mx);
+          V::store(al + c, alpha);
+        }
+        for (int64_t r = 0; r < qb.M; ++r)
+          if (al[r] != 1.0f) {
+            float* o = ot.data() + r * Dp;
+            const R a = V::set1(al[r]);
+            for (int64_t c = 0; c < Dp; c += W) V::store(o + c, V::mul(V::load(o + c), a));
+          }
+        // O [M × Dp] += (Pᵀ)ᵀ · V_j
+        tile_gemm<V>(qb.M, Dp, nk, s, 1, Mp, vb, ldk, ot.data(), Dp, 1.0f, true);
+      }
+      for (int64_t hg = 0; hg < g.G; ++hg) {
+        const int64_t h = kvh * g.G + hg;
+        for (int64_t ii = 0; ii < qb.nq; ++ii) {
+          const int64_t r = hg * qb.nq + ii;
+          const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+          const float* o = ot.data() + r * Dp;
+          float* dst = out + g.q_off(b, qb.i0 + ii, h);
+          for (int64_t c = 0; c < g.D; ++c) dst[c] = o[c] * inv;
+          lse[(b * g.H + h) * g.S + qb.i0 + ii] = l[r] > 0.0f ? m[r] + std::log(l[r]) : -INFINITY;
+        }
+      }
+    }
+  }
+}
+
+template <class V>
+void backward(const AttnGeometry& g, const float* dout, const float* q, const float* k, const float* v,
+              const float* out, const float* lse, float* dq, float* dk, float* dv) {
+  using R = typename V::R;
+  const int64_t W = V::W, nqb = query_block<V>(g.G), N = key_block<V>(), Dp = round_up<V>(g.D);
+  const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax);
+  const bool direct = g.D % W == 0;
+  const int64_t tasks = g.B * g.Hkv;
+#pragma omp parallel
+  {
+    std::vector<float> qtile(static_cast<size_t>(Mmax * Dp)), dotile(static_cast<size_t>(Mmax * Dp)),
+        qt(static_cast<size_t>(g.D * Mpmax)), dot(static_cast<size_t>(g.D * Mpmax)),
+        st(static_cast<size_t>(N * Mpmax)), dpt(static_cast<size_t>(N * Mpmax)),
+        dqt(static_cast<size_t>(Mmax * Dp)), kvp(direct ? 0 : static_cast<size_t>(4 * N * Dp)),
+        state(static_cast<size_t>(4 * Mpmax));
+    float *lo = state.data(), *hi = lo + Mpmax, *lse_t = hi + Mpmax, *di = lse_t + Mpmax;
+    float *kp = kvp.data(), *vp = kp + N * Dp, *dkp = vp + N * Dp, *dvp = dkp + N * Dp;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t kvh = task % g.Hkv, b = task / g.Hkv;
+      for (int64_t j = 0; j < g.S; ++j) {  // dk, dv of this kv head: accumulated below, from zero
+        std::fill_n(dk + g.kv_off(b, j, kvh), g.D, 0.0f);
+        std::fill_n(dv + g.kv_off(b, j, kvh), g.D, 0.0f);
+      }
+      for (int64_t i0 = 0; i0 < g.S; i0 += nqb) {
+        QueryBlock<V> qb{i0, std::min(nqb, g.S - i0), 0, 0};
+        qb.M = g.G * qb.nq;
+        qb.Mp = round_up<V>(qb.M);
+        const int64_t M = qb.M, Mp = qb.Mp;
+        pack_rows<V>(g, q, b, kvh, qb, Dp, qtile.data(), qt.data());
+        pack_rows<V>(g, dout, b, kvh, qb, Dp, dotile.data(), dot.data());
+        row_ranges<V>(g, kvh, qb, lo, hi);
+        for (int64_t hg = 0; hg < g.G; ++hg)
+          for (int64_t ii = 0; ii < qb.nq; ++ii) {
+            const int64_t r = hg * qb.nq + ii, h = kvh * g.G + hg;
+            lse_t[r] = lse[(b * g.H + h) * g.S + i0 + ii];
+            const float* orow = out + g.q_off(b, i0 + ii, h);
+            const float* drow = dotile.data() + r * Dp;
+            float sum = 0.0f;  // Di = rowsum(dO ∘ O)
+            for (int64_t c = 0; c < g.D; ++c) sum += drow[c] * orow[c];
+            di[r] = sum;
+          }
+        for (int64_t r = M; r < Mp; ++r) lse_t[r] = di[r] = 0.0f;
+        std::fill_n(dqt.data(), M * Dp, 0.0f);
+        int64_t jlo, jhi;
+        g.key_range(kvh, i0, qb.nq, jlo, jhi);
+        for (int64_t j0 = jlo; j0 <= jhi; j0 += N) {
+          const int64_t nk = std::min(N, jhi + 1 - j0);
+          if (!g.tile_any(kvh, i0, qb.nq, j0, nk)) continue;
+          const bool all = g.tile_all(kvh, i0, qb.nq, j0, nk);
+          const float *kb = k + g.kv_off(b, j0, kvh), *vb = v + g.kv_off(b, j0, kvh);
+          float *dkb = dk + g.kv_off(b, j0, kvh), *dvb = dv + g.kv_off(b, j0, kvh);
+          int64_t ld = g.kv_stride();
+          if (!direct) {
+            pack_kv<V>(kb, ld, nk, g.D, Dp, kp);
+            pack_kv<V>(vb, ld, nk, g.D, Dp, vp);
+            kb = kp;
+            vb = vp;
+            dkb = dkp;
+            dvb = dvp;
+            ld = Dp;
+          }
+          float *s = st.data(), *dp = dpt.data();
+          // Pᵀ [nk × Mp] = exp(scale · K_j · Qᵀ − lse), 0 where masked
+          tile_gemm<V>(nk, Mp, g.D, kb, ld, 1, qt.data(), Mp, s, Mp, g.scale, false);
+          for (int64_t c = 0; c < Mp; c += W) {
+            const R vl = V::load(lse_t + c), vlo = V::load(lo + c), vhi = V::load(hi + c);
+            for (int64_t j = 0; j < nk; ++j) {
+              R x = V::load(s + j * Mp + c);
+              if (!all) x = V::masked(x, vlo, vhi, V::set1(static_cast<float>(j0 + j)));
+              V::store(s + j * Mp + c, V::exp(V::sub(x, vl)));
+            }
+          }
+          // dV_j [nk × Dp] += Pᵀ · dO
+          tile_gemm<V>(nk, Dp, M, s, Mp, 1, dotile.data(), Dp, dvb, ld, 1.0f, direct);
+          // dPᵀ [nk × Mp] = V_j · dOᵀ, then dSᵀ = scale · Pᵀ ∘ (dPᵀ − Di) in place
+          tile_gemm<V>(nk, Mp, g.D, vb, ld, 1, dot.data(), Mp, dp, Mp, 1.0f, false);
+          const R sc = V::set1(g.scale);
+          for (int64_t c = 0; c < Mp; c += W) {
+            const R vd = V::load(di + c);
+            for (int64_t j = 0; j < nk; ++j) {
+              float* x = dp + j * Mp + c;
+              V::store(x, V::mul(V::mul(V::load(s + j * Mp + c), V::sub(V::load(x), vd)), sc));
+            }
+          }
+          // dK_j [nk × Dp] += dSᵀ · Q
+          tile_gemm<V>(nk, Dp, M, dp, Mp, 1, qtile.data(), Dp, dkb, ld, 1.0f, direct);
+          // dQ [M × Dp] += (dSᵀ)ᵀ · K_j
+          tile_gemm<V>(M, Dp, nk, dp, 1, Mp, kb, ld, dqt.data(), Dp, 1.0f, true);
+          if (!direct)
+            for (int64_t j = 0; j < nk; ++j)
+              for (int64_t c = 0; c < g.D; ++c) {
+                dk[g.kv_off(b, j0 + j, kvh) + c] += dkp[j * Dp + c];
+                dv[g.kv_off(b, j0 + j, kvh) + c] += dvp[j * Dp + c];
+              }
+        }
+        for (int64_t hg = 0; hg < g.G; ++hg)
+          for (int64_t ii = 0; ii < qb.nq; ++ii) {
+            const float* src = dqt.data() + (hg * qb.nq + ii) * Dp;
+            float* dst = dq + g.q_off(b, i0 + ii, kvh * g.G + hg);
+            for (int64_t c = 0; c < g.D; ++c) dst[c] = src[c];
+          }
+      }
+    }
+  }
+}
