@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
+#include <string>
 
+#include "miniseq/backend/cpu/attention_common.h"
 #include "miniseq/ops/attention_mask.h"
 #include "miniseq/ops/backend.h"
 #include "support/op_check.h"
@@ -54,6 +57,20 @@ Outputs run_cpu(const Case& c, std::vector<float>& q, std::vector<float>& k, std
                          tensor_of(o.out, qs), tensor_of(o.lse, Shape{c.B, c.H, c.S}), tensor_of(o.dq, qs),
                          tensor_of(o.dk, ks), tensor_of(o.dv, ks), p);
   return o;
+}
+
+// Runs f once per CPU attention kernel this machine has (attention.cpp's dispatch: MINISEQ_CPU_ATTENTION), so
+// that the AVX-512, AVX2 and OpenBLAS paths are all held to the same bounds.
+template <typename F>
+void for_each_kernel(F&& f) {
+  for (const char* kernel : {"avx512", "avx2", "blas"}) {
+    setenv("MINISEQ_CPU_ATTENTION", kernel, 1);
+    if (std::string(cpu::attention_kernel_name()) == kernel) {
+      SCOPED_TRACE(std::string("kernel ") + kernel);
+      f();
+    }
+  }
+  unsetenv("MINISEQ_CPU_ATTENTION");
 }
 
 ref::AttnShape shape_of(const Case& c) {
@@ -134,6 +151,11 @@ TEST(AttentionCpu, MatchesReference) {
       {1, 97, 4, 1, 64, true, 0, 2},
       {1, 260, 4, 1, 16, true, 150, 256},
       {1, 90, 4, 1, 16, false, 0, 32},
+      // the packed kernels' blocks: 8 stacked heads (32 query rows each), D = 128 over several key blocks, a
+      // query block that ends mid vector
+      {1, 100, 8, 1, 16, true, 0},
+      {1, 300, 4, 2, 128, true, 0},
+      {1, 270, 3, 1, 48, true, 100},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(name(c));
@@ -141,18 +163,20 @@ TEST(AttentionCpu, MatchesReference) {
                  nk = static_cast<size_t>(c.B * c.S * c.Hkv * c.D);
     auto q = random_floats(nq, 11), k = random_floats(nk, 12), v = random_floats(nk, 13),
          dout = random_floats(nq, 14);
-    const Outputs o = run_cpu(c, q, k, v, dout);
     Vec out, lse, dq, dk, dv;
     const ref::AttnShape a = shape_of(c);
     ref::attention_forward(to_double(q), to_double(k), to_double(v), a, out, lse);
     ref::attention_backward(to_double(dout), to_double(q), to_double(k), to_double(v), a, dq, dk, dv);
     const double sd = std::sqrt(static_cast<double>(c.D));
     const int64_t G = c.H / c.Hkv;
-    EXPECT_TRUE(all_close(o.out, out, fp32_tol(c.S + c.D, sd))) << "out";
-    EXPECT_TRUE(all_close(o.lse, lse, fp32_tol(c.S + c.D, sd * (1.0 + max_abs(lse))))) << "lse";
-    EXPECT_TRUE(all_close(o.dq, dq, fp32_tol(c.S + c.D, sd * std::max(1.0, max_abs(dq))))) << "dq";
-    EXPECT_TRUE(all_close(o.dk, dk, fp32_tol(G * c.S + c.D, sd * std::max(1.0, max_abs(dk))))) << "dk";
-    EXPECT_TRUE(all_close(o.dv, dv, fp32_tol(G * c.S + c.D, sd * std::max(1.0, max_abs(dv))))) << "dv";
+    for_each_kernel([&] {
+      const Outputs o = run_cpu(c, q, k, v, dout);
+      EXPECT_TRUE(all_close(o.out, out, fp32_tol(c.S + c.D, sd))) << "out";
+      EXPECT_TRUE(all_close(o.lse, lse, fp32_tol(c.S + c.D, sd * (1.0 + max_abs(lse))))) << "lse";
+      EXPECT_TRUE(all_close(o.dq, dq, fp32_tol(c.S + c.D, sd * std::max(1.0, max_abs(dq))))) << "dq";
+      EXPECT_TRUE(all_close(o.dk, dk, fp32_tol(G * c.S + c.D, sd * std::max(1.0, max_abs(dk))))) << "dk";
+      EXPECT_TRUE(all_close(o.dv, dv, fp32_tol(G * c.S + c.D, sd * std::max(1.0, max_abs(dv))))) << "dv";
+    });
   }
 }
 
@@ -162,11 +186,13 @@ TEST(AttentionCpu, ToleranceDetectsAnOffByOneWindow) {
   const size_t nq = static_cast<size_t>(c.S * c.H * c.D), nk = static_cast<size_t>(c.S * c.Hkv * c.D);
   auto q = random_floats(nq, 21), k = random_floats(nk, 22), v = random_floats(nk, 23),
        dout = random_floats(nq, 24);
-  const Outputs o = run_cpu(c, q, k, v, dout);
   Vec out, lse;
   ref::attention_forward(to_double(q), to_double(k), to_double(v), shape_of(Case{1, 96, 2, 1, 16, true, 21}),
                          out, lse);
-  EXPECT_FALSE(all_close(o.out, out, fp32_tol(c.S + c.D, 4.0)));
+  for_each_kernel([&] {
+    const Outputs o = run_cpu(c, q, k, v, dout);
+    EXPECT_FALSE(all_close(o.out, out, fp32_tol(c.S + c.D, 4.0)));
+  });
 }
 
 // The kernel's scale parameter overrides 1/sqrt(D).
@@ -178,13 +204,15 @@ TEST(AttentionCpu, ExplicitScale) {
   AttentionParams p;
   p.scale = 0.7f;
   const Shape qs{1, c.S, c.H, c.D}, ks{1, c.S, c.Hkv, c.D};
-  make_cpu_backend()->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks),
-                                        tensor_of(out, qs), tensor_of(lse, Shape{1, c.H, c.S}), p);
   ref::AttnShape a = shape_of(c);
   a.scale = 0.7;
   Vec rout, rlse;
   ref::attention_forward(to_double(q), to_double(k), to_double(v), a, rout, rlse);
-  EXPECT_TRUE(all_close(out, rout, fp32_tol(c.S + c.D, 3.0)));
+  for_each_kernel([&] {
+    make_cpu_backend()->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks),
+                                          tensor_of(out, qs), tensor_of(lse, Shape{1, c.H, c.S}), p);
+    EXPECT_TRUE(all_close(out, rout, fp32_tol(c.S + c.D, 3.0)));
+  });
 }
 
 // The convention itself, pinned to docs/goldens.md (Hugging Face Mistral, transformers 5.24.0): query i sees
@@ -278,16 +306,18 @@ TEST(AttentionForward, QueryOffsetMatchesFullAttention) {
       AttentionParams p;
       p.sliding_window = c.window;
       p.q_offset = Sk - Sq;
-      make_cpu_backend()->attention_forward(
-          tensor_of(qs, Shape{1, Sq, c.H, c.D}), tensor_of(ks, Shape{1, Sk, c.Hkv, c.D}),
-          tensor_of(vs, Shape{1, Sk, c.Hkv, c.D}), tensor_of(out, Shape{1, Sq, c.H, c.D}),
-          tensor_of(lse, Shape{1, c.H, Sq}), p);
       const Vec want(rout.end() - Sq * c.H * c.D, rout.end());
-      EXPECT_TRUE(all_close(out, want, fp32_tol(c.S + c.D, 3.0)));
-      for (int64_t h = 0; h < c.H; ++h)
-        for (int64_t i = 0; i < Sq; ++i)
-          EXPECT_NEAR(lse[static_cast<size_t>(h * Sq + i)], rlse[static_cast<size_t>(h * c.S + c.S - Sq + i)],
-                      1e-5);
+      for_each_kernel([&] {
+        make_cpu_backend()->attention_forward(
+            tensor_of(qs, Shape{1, Sq, c.H, c.D}), tensor_of(ks, Shape{1, Sk, c.Hkv, c.D}),
+            tensor_of(vs, Shape{1, Sk, c.Hkv, c.D}), tensor_of(out, Shape{1, Sq, c.H, c.D}),
+            tensor_of(lse, Shape{1, c.H, Sq}), p);
+        EXPECT_TRUE(all_close(out, want, fp32_tol(c.S + c.D, 3.0)));
+        for (int64_t h = 0; h < c.H; ++h)
+          for (int64_t i = 0; i < Sq; ++i)
+            EXPECT_NEAR(lse[static_cast<size_t>(h * Sq + i)],
+                        rlse[static_cast<size_t>(h * c.S + c.S - Sq + i)], 1e-5);
+      });
     }
   }
 }
