@@ -1,6 +1,7 @@
 // The packed attention kernels (attention_tiles.h) for AVX2 + FMA: 8 floats a vector, a 6 × 16 register tile
-// (12 accumulators of the 16 registers). Compiled for at least AVX2 + FMA whatever -march says (a build without
-// -march=native, MINISEQ_NATIVE=OFF, gets exactly that); attention.cpp calls it where the CPU has AVX2 and FMA.
+// (12 accumulators of the 16 registers). Compiled for at least AVX2 + FMA whatever -march says (a build
+// without -march=native, MINISEQ_NATIVE=OFF, gets exactly that); attention.cpp calls it where the CPU has
+// AVX2 and FMA.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <vector>
 
-// GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512 intrinsics (see simd_math.h).
+// GCC 12 reports a false -W(maybe-)uninitialized inside its own AVX-512 intrinsics (_mm512_undefined_ps in
+// min/max/scalef/roundscale; see simd_math.h); the diagnostic is located in the header.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 

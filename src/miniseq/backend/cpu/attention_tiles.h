@@ -29,11 +29,81 @@ constexpr int64_t round_up(int64_t x) {
   return (x + V::W - 1) / V::W * V::W;
 }
 
-// C [MR × NV·W] (=, or += when acc) alpha · Σ_p A(i, p) · B[p, :], A(i, p) = a[i·ars + p·acs], B rows ldb
-// apart.
-template <class V, int MR, int NV>
+// Epilogues of the tile products: what becomes of the accumulators x[i] = Σ_p A(i0 + i, p)·B[p, col … col+W)
+// of one register column, i < MR, at C rows i0 + i (c points at row i0, column col). C = alpha·x, or C +=
+// alpha·x when acc.
+template <class V>
+struct StoreEpi {
+  float alpha;
+  bool acc;
+  template <int MR>
+  void apply(typename V::R* x, int64_t, int64_t, float* c, int64_t ldc) const {
+    for (int i = 0; i < MR; ++i) {
+      const typename V::R y = V::mul(x[i], V::set1(alpha));
+      V::store(c + i * ldc, acc ? V::add(V::load(c + i * ldc), y) : y);
+    }
+  }
+};
+// Forward scores Sᵀ = scale·x, −inf where the mask of the column's query row forbids key j0 + i (only on
+// boundary tiles), and the running column maximum cmax[col] = max(cmax[col], Sᵀ).
+template <class V>
+struct ScoreEpi {
+  float scale;
+  const float *lo, *hi;
+  float* cmax;
+  int64_t j0;
+  bool mask;
+  template <int MR>
+  void apply(typename V::R* x, int64_t i0, int64_t col, float* c, int64_t ldc) const {
+    typename V::R mx = V::load(cmax + col);
+    for (int i = 0; i < MR; ++i) {
+      typename V::R y = V::mul(x[i], V::set1(scale));
+      if (mask)
+        y = V::masked(y, V::load(lo + col), V::load(hi + col), V::set1(static_cast<float>(j0 + i0 + i)));
+      V::store(c + i * ldc, y);
+      mx = V::max(mx, y);
+    }
+    V::store(cmax + col, mx);
+  }
+};
+// Backward probabilities Pᵀ = exp(scale·x − lse[col]), 0 where the mask of the column's query row forbids key
+// j0 + i (only on boundary tiles).
+template <class V>
+struct ProbEpi {
+  float scale;
+  const float *lse, *lo, *hi;
+  int64_t j0;
+  bool mask;
+  template <int MR>
+  void apply(typename V::R* x, int64_t i0, int64_t col, float* c, int64_t ldc) const {
+    for (int i = 0; i < MR; ++i) {
+      typename V::R y = V::mul(x[i], V::set1(scale));
+      if (mask)
+        y = V::masked(y, V::load(lo + col), V::load(hi + col), V::set1(static_cast<float>(j0 + i0 + i)));
+      V::store(c + i * ldc, V::exp(V::sub(y, V::load(lse + col))));
+    }
+  }
+};
+// Backward dSᵀ = scale · Pᵀ ∘ (x − Di[col]), x = dPᵀ; Pᵀ at the same place of p (leading dimension ldp).
+template <class V>
+struct DsEpi {
+  float scale;
+  const float *p, *di;
+  int64_t ldp;
+  template <int MR>
+  void apply(typename V::R* x, int64_t i0, int64_t col, float* c, int64_t ldc) const {
+    for (int i = 0; i < MR; ++i) {
+      const typename V::R pv = V::load(p + (i0 + i) * ldp + col);
+      V::store(c + i * ldc, V::mul(V::mul(pv, V::sub(x[i], V::load(di + col))), V::set1(scale)));
+    }
+  }
+};
+
+// C rows [i0, i0+MR) × columns [j, j + NV·W): epi(Σ_p A(i, p) · B[p, :]), A(i, p) = a[i·ars + p·acs] (a
+// points at row i0), B rows ldb apart (b points at column j).
+template <class V, int MR, int NV, class Epi>
 inline void micro_kernel(int64_t k, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
-                         float* c, int64_t ldc, float alpha, bool acc) {
+                         float* c, int64_t ldc, int64_t i0, int64_t j, const Epi& epi) {
   using R = typename V::R;
   R cr[MR][NV];
 #pragma GCC unroll 16
@@ -43,6 +113,7 @@ inline void micro_kernel(int64_t k, const float* a, int64_t ars, int64_t acs, co
   const float* ai[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) ai[i] = a + i * ars;
+#pragma GCC unroll 4
   for (int64_t p = 0; p < k; ++p) {
     R bv[NV];
 #pragma GCC unroll 8
@@ -56,69 +127,67 @@ inline void micro_kernel(int64_t k, const float* a, int64_t ars, int64_t acs, co
       for (int v = 0; v < NV; ++v) cr[i][v] = V::fma(x, bv[v], cr[i][v]);
     }
   }
-  const R va = V::set1(alpha);
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
-      float* cp = c + i * ldc + v * V::W;
-      const R x = V::mul(cr[i][v], va);
-      V::store(cp, acc ? V::add(V::load(cp), x) : x);
-    }
+  for (int v = 0; v < NV; ++v) {
+    R x[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) x[i] = cr[i][v];
+    epi.template apply<MR>(x, i0, j + v * V::W, c + v * V::W, ldc);
+  }
 }
 
-template <class V, int NV>
+template <class V, int NV, class Epi>
 inline void rows_kernel(int64_t m, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
-                        int64_t ldb, float* c, int64_t ldc, float alpha, bool acc) {
+                        int64_t ldb, float* c, int64_t ldc, int64_t j, const Epi& epi) {
   int64_t i = 0;
   for (; i + V::MR <= m; i += V::MR)
-    micro_kernel<V, V::MR, NV>(k, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, alpha, acc);
+    micro_kernel<V, V::MR, NV>(k, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc, i, j, epi);
   const float* ar = a + i * ars;
   float* cr = c + i * ldc;
   switch (m - i) {  // V::MR <= 8
     case 0:
       break;
     case 1:
-      micro_kernel<V, 1, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 1, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
     case 2:
-      micro_kernel<V, 2, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 2, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
     case 3:
-      micro_kernel<V, 3, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 3, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
     case 4:
-      micro_kernel<V, 4, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 4, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
     case 5:
-      micro_kernel<V, 5, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 5, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
     case 6:
-      micro_kernel<V, 6, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 6, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
     default:
-      micro_kernel<V, 7, NV>(k, ar, ars, acs, b, ldb, cr, ldc, alpha, acc);
+      micro_kernel<V, 7, NV>(k, ar, ars, acs, b, ldb, cr, ldc, i, j, epi);
       break;
   }
 }
 
-// C [m × n] (=, or += when acc) alpha · A [m × k] · B [k × n]; n a multiple of W (padded tiles).
-template <class V>
+// C [m × n] = epi(A [m × k] · B [k × n]); n a multiple of W (padded tiles).
+template <class V, class Epi>
 void tile_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int64_t acs, const float* b,
-               int64_t ldb, float* c, int64_t ldc, float alpha, bool acc) {
+               int64_t ldb, float* c, int64_t ldc, const Epi& epi) {
   static_assert(V::MR <= 8 && V::NV <= 4);
   for (int64_t j = 0; j < n; j += V::NV * V::W) {
     const int64_t nv = std::min<int64_t>(V::NV, (n - j) / V::W);
     const float* bj = b + j;
     float* cj = c + j;
     if (nv == V::NV)
-      rows_kernel<V, V::NV>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+      rows_kernel<V, V::NV>(m, k, a, ars, acs, bj, ldb, cj, ldc, j, epi);
     else if (nv == 3)
-      rows_kernel<V, 3>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+      rows_kernel<V, 3>(m, k, a, ars, acs, bj, ldb, cj, ldc, j, epi);
     else if (nv == 2)
-      rows_kernel<V, 2>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+      rows_kernel<V, 2>(m, k, a, ars, acs, bj, ldb, cj, ldc, j, epi);
     else
-      rows_kernel<V, 1>(m, k, a, ars, acs, bj, ldb, cj, ldc, alpha, acc);
+      rows_kernel<V, 1>(m, k, a, ars, acs, bj, ldb, cj, ldc, j, epi);
   }
 }
 
@@ -198,8 +267,8 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
     std::vector<float> qt(static_cast<size_t>(g.D * Mpmax)), st(static_cast<size_t>(N * Mpmax)),
         ot(static_cast<size_t>(Mmax * Dp)), kp(direct ? 0 : static_cast<size_t>(N * Dp)),
         vp(direct ? 0 : static_cast<size_t>(N * Dp)), state(static_cast<size_t>(6 * Mpmax));
-    float *lo = state.data(), *hi = lo + Mpmax, *m = hi + Mpmax, *l = m + Mpmax, *mu = l + Mpmax,
-          *al = mu + Mpmax;
+    float *lo = state.data(), *hi = lo + Mpmax, *m = hi + Mpmax, *l = m + Mpmax, *cm = l + Mpmax,
+          *al = cm + Mpmax;
     // Later query blocks see more keys under a causal mask: hand them out first for a better balance.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -232,21 +301,13 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
           ldk = Dp;
         }
         float* s = st.data();
-        // Sᵀ [nk × Mp] = scale · K_j · Qᵀ
-        tile_gemm<V>(nk, Mp, g.D, kb, ldk, 1, qt.data(), Mp, s, Mp, g.scale, false);
+        // Sᵀ [nk × Mp] = scale · K_j · Qᵀ, masked; cm = max(m, column max)
+        std::copy_n(m, Mp, cm);
+        tile_gemm<V>(nk, Mp, g.D, kb, ldk, 1, qt.data(), Mp, s, Mp,
+                     ScoreEpi<V>{g.scale, lo, hi, cm, j0, !all});
         // online softmax, column-wise (one column per query row)
         for (int64_t c = 0; c < Mp; c += W) {
-          R mx = V::load(m + c);
-          if (all) {
-            for (int64_t j = 0; j < nk; ++j) mx = V::max(mx, V::load(s + j * Mp + c));
-          } else {
-            const R vlo = V::load(lo + c), vhi = V::load(hi + c);
-            for (int64_t j = 0; j < nk; ++j) {
-              const R x = V::masked(V::load(s + j * Mp + c), vlo, vhi, V::set1(static_cast<float>(j0 + j)));
-              V::store(s + j * Mp + c, x);
-              mx = V::max(mx, x);
-            }
-          }
+          const R mx = V::load(cm + c);
           const R u = V::nz(mx);  // −inf (nothing visible yet) → 0, so exp(−inf − u) = 0
           R sum = V::zero();
           for (int64_t j = 0; j < nk; ++j) {
@@ -266,7 +327,7 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
             for (int64_t c = 0; c < Dp; c += W) V::store(o + c, V::mul(V::load(o + c), a));
           }
         // O [M × Dp] += (Pᵀ)ᵀ · V_j
-        tile_gemm<V>(qb.M, Dp, nk, s, 1, Mp, vb, ldk, ot.data(), Dp, 1.0f, true);
+        tile_gemm<V>(qb.M, Dp, nk, s, 1, Mp, vb, ldk, ot.data(), Dp, StoreEpi<V>{1.0f, true});
       }
       for (int64_t hg = 0; hg < g.G; ++hg) {
         const int64_t h = kvh * g.G + hg;
@@ -286,7 +347,6 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
 template <class V>
 void backward(const AttnGeometry& g, const float* dout, const float* q, const float* k, const float* v,
               const float* out, const float* lse, float* dq, float* dk, float* dv) {
-  using R = typename V::R;
   const int64_t W = V::W, nqb = query_block<V>(g.G), N = key_block<V>(), Dp = round_up<V>(g.D);
   const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax);
   const bool direct = g.D % W == 0;
@@ -347,31 +407,16 @@ void backward(const AttnGeometry& g, const float* dout, const float* q, const fl
           }
           float *s = st.data(), *dp = dpt.data();
           // Pᵀ [nk × Mp] = exp(scale · K_j · Qᵀ − lse), 0 where masked
-          tile_gemm<V>(nk, Mp, g.D, kb, ld, 1, qt.data(), Mp, s, Mp, g.scale, false);
-          for (int64_t c = 0; c < Mp; c += W) {
-            const R vl = V::load(lse_t + c), vlo = V::load(lo + c), vhi = V::load(hi + c);
-            for (int64_t j = 0; j < nk; ++j) {
-              R x = V::load(s + j * Mp + c);
-              if (!all) x = V::masked(x, vlo, vhi, V::set1(static_cast<float>(j0 + j)));
-              V::store(s + j * Mp + c, V::exp(V::sub(x, vl)));
-            }
-          }
+          tile_gemm<V>(nk, Mp, g.D, kb, ld, 1, qt.data(), Mp, s, Mp,
+                       ProbEpi<V>{g.scale, lse_t, lo, hi, j0, !all});
           // dV_j [nk × Dp] += Pᵀ · dO
-          tile_gemm<V>(nk, Dp, M, s, Mp, 1, dotile.data(), Dp, dvb, ld, 1.0f, direct);
-          // dPᵀ [nk × Mp] = V_j · dOᵀ, then dSᵀ = scale · Pᵀ ∘ (dPᵀ − Di) in place
-          tile_gemm<V>(nk, Mp, g.D, vb, ld, 1, dot.data(), Mp, dp, Mp, 1.0f, false);
-          const R sc = V::set1(g.scale);
-          for (int64_t c = 0; c < Mp; c += W) {
-            const R vd = V::load(di + c);
-            for (int64_t j = 0; j < nk; ++j) {
-              float* x = dp + j * Mp + c;
-              V::store(x, V::mul(V::mul(V::load(s + j * Mp + c), V::sub(V::load(x), vd)), sc));
-            }
-          }
+          tile_gemm<V>(nk, Dp, M, s, Mp, 1, dotile.data(), Dp, dvb, ld, StoreEpi<V>{1.0f, direct});
+          // dSᵀ [nk × Mp] = scale · Pᵀ ∘ (V_j · dOᵀ − Di)
+          tile_gemm<V>(nk, Mp, g.D, vb, ld, 1, dot.data(), Mp, dp, Mp, DsEpi<V>{g.scale, s, di, Mp});
           // dK_j [nk × Dp] += dSᵀ · Q
-          tile_gemm<V>(nk, Dp, M, dp, Mp, 1, qtile.data(), Dp, dkb, ld, 1.0f, direct);
+          tile_gemm<V>(nk, Dp, M, dp, Mp, 1, qtile.data(), Dp, dkb, ld, StoreEpi<V>{1.0f, direct});
           // dQ [M × Dp] += (dSᵀ)ᵀ · K_j
-          tile_gemm<V>(M, Dp, nk, dp, 1, Mp, kb, ld, dqt.data(), Dp, 1.0f, true);
+          tile_gemm<V>(M, Dp, nk, dp, 1, Mp, kb, ld, dqt.data(), Dp, StoreEpi<V>{1.0f, true});
           if (!direct)
             for (int64_t j = 0; j < nk; ++j)
               for (int64_t c = 0; c < g.D; ++c) {
