@@ -204,7 +204,7 @@ constexpr int64_t key_block() {
 // The packed query side of one block: rows r = hg·nq + ii (head kvh·G + hg, position i0 + ii).
 template <class V>
 struct QueryBlock {
-  int64_t i0, nq, M, Mp;
+  int64_t i0, nq, M, Mp, ld;  // ld: leading dimension of the [· × Mp] tiles
 };
 
 // dst [M × Dp] rows (zero-padded columns), optionally dstT [D × Mp] (zero-padded columns) of src's stacked
@@ -222,11 +222,11 @@ void pack_rows(const AttnGeometry& g, const float* src, int64_t b, int64_t kvh, 
         for (int64_t c = g.D; c < Dp; ++c) d[c] = 0.0f;
       }
       if (dstT != nullptr)
-        for (int64_t c = 0; c < g.D; ++c) dstT[c * qb.Mp + r] = s[c];
+        for (int64_t c = 0; c < g.D; ++c) dstT[c * qb.ld + r] = s[c];
     }
   if (dstT != nullptr)
     for (int64_t c = 0; c < g.D; ++c)
-      for (int64_t r = qb.M; r < qb.Mp; ++r) dstT[c * qb.Mp + r] = 0.0f;
+      for (int64_t r = qb.M; r < qb.Mp; ++r) dstT[c * qb.ld + r] = 0.0f;
 }
 
 // Allowed keys [lo, hi] of every stacked row (as floats: exact below 2^24), padded rows allow everything.
@@ -258,15 +258,16 @@ template <class V>
 void forward(const AttnGeometry& g, const float* q, const float* k, const float* v, float* out, float* lse) {
   using R = typename V::R;
   const int64_t W = V::W, nqb = query_block<V>(g.G), N = key_block<V>(), Dp = round_up<V>(g.D);
-  const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax);
-  const bool direct = g.D % W == 0;
+  // Leading dimension of the [· × Mp] tiles one vector more than Mp: a power of two (1 KiB rows) would map
+  // the rows of a tile to a few L1 sets.
+  const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax), ldm = Mpmax + W;
   const int64_t nblocks = (g.S + nqb - 1) / nqb, tasks = g.B * g.Hkv * nblocks;
 #pragma omp parallel
   {
     // Per-thread scratch, allocated once per call: Qᵀ, Sᵀ/Pᵀ, O, padded K/V tiles, per-row state.
-    std::vector<float> qt(static_cast<size_t>(g.D * Mpmax)), st(static_cast<size_t>(N * Mpmax)),
-        ot(static_cast<size_t>(Mmax * Dp)), kp(direct ? 0 : static_cast<size_t>(N * Dp)),
-        vp(direct ? 0 : static_cast<size_t>(N * Dp)), state(static_cast<size_t>(6 * Mpmax));
+    std::vector<float> qt(static_cast<size_t>(g.D * ldm)), st(static_cast<size_t>(N * ldm)),
+        ot(static_cast<size_t>(Mmax * Dp)), vp(static_cast<size_t>(N * Dp)),
+        state(static_cast<size_t>(6 * Mpmax));
     float *lo = state.data(), *hi = lo + Mpmax, *m = hi + Mpmax, *l = m + Mpmax, *cm = l + Mpmax,
           *al = cm + Mpmax;
     // Later query blocks see more keys under a causal mask: hand them out first for a better balance.
@@ -274,7 +275,7 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t blk = nblocks - 1 - task % nblocks, kvh = (task / nblocks) % g.Hkv,
                     b = task / (nblocks * g.Hkv);
-      QueryBlock<V> qb{blk * nqb, std::min(nqb, g.S - blk * nqb), 0, 0};
+      QueryBlock<V> qb{blk * nqb, std::min(nqb, g.S - blk * nqb), 0, 0, ldm};
       qb.M = g.G * qb.nq;
       qb.Mp = round_up<V>(qb.M);
       const int64_t Mp = qb.Mp;
@@ -291,19 +292,14 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
         const int64_t nk = std::min(N, jhi + 1 - j0);
         if (!g.tile_any(kvh, qb.i0, qb.nq, j0, nk)) continue;
         const bool all = g.tile_all(kvh, qb.i0, qb.nq, j0, nk);
-        const float *kb = k + g.kv_off(b, j0, kvh), *vb = v + g.kv_off(b, j0, kvh);
-        int64_t ldk = g.kv_stride();
-        if (!direct) {
-          pack_kv<V>(kb, ldk, nk, g.D, Dp, kp.data());
-          pack_kv<V>(vb, ldk, nk, g.D, Dp, vp.data());
-          kb = kp.data();
-          vb = vp.data();
-          ldk = Dp;
-        }
+        // K_j is read in place (rows of the A operand), V_j copied into a contiguous zero-padded tile (B
+        // operand)
+        const float* kb = k + g.kv_off(b, j0, kvh);
+        pack_kv<V>(v + g.kv_off(b, j0, kvh), g.kv_stride(), nk, g.D, Dp, vp.data());
         float* s = st.data();
         // Sᵀ [nk × Mp] = scale · K_j · Qᵀ, masked; cm = max(m, column max)
         std::copy_n(m, Mp, cm);
-        tile_gemm<V>(nk, Mp, g.D, kb, ldk, 1, qt.data(), Mp, s, Mp,
+        tile_gemm<V>(nk, Mp, g.D, kb, g.kv_stride(), 1, qt.data(), ldm, s, ldm,
                      ScoreEpi<V>{g.scale, lo, hi, cm, j0, !all});
         // online softmax, column-wise (one column per query row)
         for (int64_t c = 0; c < Mp; c += W) {
@@ -311,8 +307,8 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
           const R u = V::nz(mx);  // −inf (nothing visible yet) → 0, so exp(−inf − u) = 0
           R sum = V::zero();
           for (int64_t j = 0; j < nk; ++j) {
-            const R e = V::exp(V::sub(V::load(s + j * Mp + c), u));
-            V::store(s + j * Mp + c, e);
+            const R e = V::exp(V::sub(V::load(s + j * ldm + c), u));
+            V::store(s + j * ldm + c, e);
             sum = V::add(sum, e);
           }
           const R alpha = V::exp(V::sub(V::load(m + c), u));  // 0 when m was −inf
@@ -327,7 +323,7 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
             for (int64_t c = 0; c < Dp; c += W) V::store(o + c, V::mul(V::load(o + c), a));
           }
         // O [M × Dp] += (Pᵀ)ᵀ · V_j
-        tile_gemm<V>(qb.M, Dp, nk, s, 1, Mp, vb, ldk, ot.data(), Dp, StoreEpi<V>{1.0f, true});
+        tile_gemm<V>(qb.M, Dp, nk, s, 1, ldm, vp.data(), Dp, ot.data(), Dp, StoreEpi<V>{1.0f, true});
       }
       for (int64_t hg = 0; hg < g.G; ++hg) {
         const int64_t h = kvh * g.G + hg;
@@ -348,18 +344,18 @@ template <class V>
 void backward(const AttnGeometry& g, const float* dout, const float* q, const float* k, const float* v,
               const float* out, const float* lse, float* dq, float* dk, float* dv) {
   const int64_t W = V::W, nqb = query_block<V>(g.G), N = key_block<V>(), Dp = round_up<V>(g.D);
-  const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax);
-  const bool direct = g.D % W == 0;
+  const int64_t Mmax = g.G * nqb, Mpmax = round_up<V>(Mmax), ldm = Mpmax + W;  // ldm: see forward
+  const bool direct = g.D % W == 0;  // dK, dV accumulated in place (else in padded tiles, then added)
   const int64_t tasks = g.B * g.Hkv;
 #pragma omp parallel
   {
     std::vector<float> qtile(static_cast<size_t>(Mmax * Dp)), dotile(static_cast<size_t>(Mmax * Dp)),
-        qt(static_cast<size_t>(g.D * Mpmax)), dot(static_cast<size_t>(g.D * Mpmax)),
-        st(static_cast<size_t>(N * Mpmax)), dpt(static_cast<size_t>(N * Mpmax)),
-        dqt(static_cast<size_t>(Mmax * Dp)), kvp(direct ? 0 : static_cast<size_t>(4 * N * Dp)),
+        qt(static_cast<size_t>(g.D * ldm)), dot(static_cast<size_t>(g.D * ldm)),
+        st(static_cast<size_t>(N * ldm)), dpt(static_cast<size_t>(N * ldm)),
+        dqt(static_cast<size_t>(Mmax * Dp)), kvp(static_cast<size_t>(3 * N * Dp)),
         state(static_cast<size_t>(4 * Mpmax));
     float *lo = state.data(), *hi = lo + Mpmax, *lse_t = hi + Mpmax, *di = lse_t + Mpmax;
-    float *kp = kvp.data(), *vp = kp + N * Dp, *dkp = vp + N * Dp, *dvp = dkp + N * Dp;
+    float *kp = kvp.data(), *dkp = kp + N * Dp, *dvp = dkp + N * Dp;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t kvh = task % g.Hkv, b = task / g.Hkv;
@@ -368,7 +364,7 @@ void backward(const AttnGeometry& g, const float* dout, const float* q, const fl
         std::fill_n(dv + g.kv_off(b, j, kvh), g.D, 0.0f);
       }
       for (int64_t i0 = 0; i0 < g.S; i0 += nqb) {
-        QueryBlock<V> qb{i0, std::min(nqb, g.S - i0), 0, 0};
+        QueryBlock<V> qb{i0, std::min(nqb, g.S - i0), 0, 0, ldm};
         qb.M = g.G * qb.nq;
         qb.Mp = round_up<V>(qb.M);
         const int64_t M = qb.M, Mp = qb.Mp;
@@ -393,30 +389,25 @@ void backward(const AttnGeometry& g, const float* dout, const float* q, const fl
           const int64_t nk = std::min(N, jhi + 1 - j0);
           if (!g.tile_any(kvh, i0, qb.nq, j0, nk)) continue;
           const bool all = g.tile_all(kvh, i0, qb.nq, j0, nk);
+          // K_j, V_j are read in place as A operands; K_j is copied into a contiguous zero-padded tile for dQ
+          // (B)
+          const int64_t ld = g.kv_stride(), ldd = direct ? ld : Dp;
           const float *kb = k + g.kv_off(b, j0, kvh), *vb = v + g.kv_off(b, j0, kvh);
-          float *dkb = dk + g.kv_off(b, j0, kvh), *dvb = dv + g.kv_off(b, j0, kvh);
-          int64_t ld = g.kv_stride();
-          if (!direct) {
-            pack_kv<V>(kb, ld, nk, g.D, Dp, kp);
-            pack_kv<V>(vb, ld, nk, g.D, Dp, vp);
-            kb = kp;
-            vb = vp;
-            dkb = dkp;
-            dvb = dvp;
-            ld = Dp;
-          }
+          float *dkb = direct ? dk + g.kv_off(b, j0, kvh) : dkp,
+                *dvb = direct ? dv + g.kv_off(b, j0, kvh) : dvp;
+          pack_kv<V>(kb, ld, nk, g.D, Dp, kp);
           float *s = st.data(), *dp = dpt.data();
           // Pᵀ [nk × Mp] = exp(scale · K_j · Qᵀ − lse), 0 where masked
-          tile_gemm<V>(nk, Mp, g.D, kb, ld, 1, qt.data(), Mp, s, Mp,
+          tile_gemm<V>(nk, Mp, g.D, kb, ld, 1, qt.data(), ldm, s, ldm,
                        ProbEpi<V>{g.scale, lse_t, lo, hi, j0, !all});
           // dV_j [nk × Dp] += Pᵀ · dO
-          tile_gemm<V>(nk, Dp, M, s, Mp, 1, dotile.data(), Dp, dvb, ld, StoreEpi<V>{1.0f, direct});
+          tile_gemm<V>(nk, Dp, M, s, ldm, 1, dotile.data(), Dp, dvb, ldd, StoreEpi<V>{1.0f, direct});
           // dSᵀ [nk × Mp] = scale · Pᵀ ∘ (V_j · dOᵀ − Di)
-          tile_gemm<V>(nk, Mp, g.D, vb, ld, 1, dot.data(), Mp, dp, Mp, DsEpi<V>{g.scale, s, di, Mp});
+          tile_gemm<V>(nk, Mp, g.D, vb, ld, 1, dot.data(), ldm, dp, ldm, DsEpi<V>{g.scale, s, di, ldm});
           // dK_j [nk × Dp] += dSᵀ · Q
-          tile_gemm<V>(nk, Dp, M, dp, Mp, 1, qtile.data(), Dp, dkb, ld, StoreEpi<V>{1.0f, direct});
+          tile_gemm<V>(nk, Dp, M, dp, ldm, 1, qtile.data(), Dp, dkb, ldd, StoreEpi<V>{1.0f, direct});
           // dQ [M × Dp] += (dSᵀ)ᵀ · K_j
-          tile_gemm<V>(M, Dp, nk, dp, 1, Mp, kb, ld, dqt.data(), Dp, StoreEpi<V>{1.0f, true});
+          tile_gemm<V>(M, Dp, nk, dp, 1, ldm, kp, Dp, dqt.data(), Dp, StoreEpi<V>{1.0f, true});
           if (!direct)
             for (int64_t j = 0; j < nk; ++j)
               for (int64_t c = 0; c < g.D; ++c) {
