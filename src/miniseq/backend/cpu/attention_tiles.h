@@ -194,11 +194,11 @@ void tile_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int
 // Query rows per head in one block: about 256 stacked rows whatever G is.
 template <class V>
 int64_t query_block(int64_t G) {
-  return std::clamp<int64_t>(256 / G, 8, 128);
+  return std::clamp<int64_t>(192 / G, 8, 128);
 }
 template <class V>
 constexpr int64_t key_block() {
-  return 128;
+  return 144;
 }
 
 // The packed query side of one block: rows r = hg·nq + ii (head kvh·G + hg, position i0 + ii).
