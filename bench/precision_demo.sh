@@ -4,6 +4,8 @@
 # --master_weights False --grad_dtype bfloat16 (bf16 weights with stochastic rounding, bf16 gradients; the CPU
 # emulates bf16 storage exactly). Prints the logged loss of both runs side by side as a Markdown table, then the mean
 # relative difference. Extra flags go to both runs (e.g. --max_steps 20 --model_max_length 1024 for a quick look).
+# Full attention (--use_full_attn True), as the table in docs/memory.md was measured; give --use_full_attn False
+# for the demo's S²-Attn default.
 #   bash bench/precision_demo.sh [build/miniseq] [flags...]
 set -euo pipefail
 bin=${1:-build/miniseq}
@@ -11,8 +13,8 @@ shift || true
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$bin" train --preset demo --output_dir "$out/fp32" --save_strategy no "$@" > /dev/null
-"$bin" train --preset demo --output_dir "$out/policy" --save_strategy no --master_weights False \
+"$bin" train --preset demo --output_dir "$out/fp32" --save_strategy no --use_full_attn True "$@" > /dev/null
+"$bin" train --preset demo --output_dir "$out/policy" --save_strategy no --use_full_attn True --master_weights False \
   --grad_dtype bfloat16 "$@" > /dev/null
 python3 - "$out/fp32/metrics.jsonl" "$out/policy/metrics.jsonl" <<'PY'
 import json, sys

@@ -12,6 +12,7 @@
 // |Δloss| <= 2u·|loss|.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -76,10 +77,14 @@ Result run_case(const std::string& name, const StepPolicy& policy) {
   return r;
 }
 
+// name: a case of tests/data/golden, or "s2/<case>" of the S²-Attn goldens (tools/s2_attn_reference.py), whose
+// errors.json is tests/data/golden/s2/errors.json.
 std::map<std::string, double> fp32_noise(const std::string& name) {
   std::map<std::string, double> noise;
-  auto j = nlohmann::json::parse(test::read_text((kGolden / "errors.json").string()));
-  for (auto it = j["cases"][name]["grad_rel_err"].begin(); it != j["cases"][name]["grad_rel_err"].end(); ++it)
+  const bool s2 = name.rfind("s2/", 0) == 0;
+  const std::string key = s2 ? name.substr(3) : name;
+  auto j = nlohmann::json::parse(test::read_text((kGolden / (s2 ? "s2/errors.json" : "errors.json")).string()));
+  for (auto it = j["cases"][key]["grad_rel_err"].begin(); it != j["cases"][key]["grad_rel_err"].end(); ++it)
     noise[it.key()] = it.value().get<double>();
   return noise;
 }
@@ -138,4 +143,33 @@ TEST_P(GradGoldenCuda, MatchesHuggingFaceInBf16) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, GradGoldenCuda, ::testing::ValuesIn(test::golden_cases("grads.safetensors")),
+                         [](const auto& info) { return info.param; });
+
+// S²-Attn in training (--use_full_attn False) against the Python reference (tests/data/golden/s2, docs/s2attn.md):
+// the attention kernels' per-head groups, forward and backward, with GQA, a sliding window and a partial last
+// group; same tolerances.
+std::vector<std::string> s2_cases() {
+  std::vector<std::string> cases;
+  if (!fs::exists(kGolden / "s2")) return cases;
+  for (const auto& e : fs::directory_iterator(kGolden / "s2"))
+    if (fs::exists(e.path() / "grads.safetensors")) cases.push_back(e.path().filename().string());
+  std::sort(cases.begin(), cases.end());
+  return cases;
+}
+
+class S2GoldenCuda : public GradGoldenCuda {};
+
+TEST_P(S2GoldenCuda, MatchesReferenceInBf16) {
+  const std::string name = "s2/" + GetParam();
+  StepPolicy def, small, plain;
+  def.s2_attn = small.s2_attn = plain.s2_attn = true;
+  small.mlp_chunk_tokens = 7;
+  small.lm_head_chunks = 5;
+  plain.mini_sequence = plain.checkpointing = false;
+  compare_to_golden(name, "s2 mst+ckpt", run_case(name, def));
+  compare_to_golden(name, "s2 chunks 7/5", run_case(name, small));
+  compare_to_golden(name, "s2 no mst/ckpt", run_case(name, plain));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, S2GoldenCuda, ::testing::ValuesIn(s2_cases()),
                          [](const auto& info) { return info.param; });

@@ -93,24 +93,43 @@ TEST(CudaDevice, IsUsable) {
 }
 
 TEST(CudaAttentionMask, MirrorsAttentionMask) {
+  // S²-Attn groups: none, 1 (no shift), odd, even, one tile, larger than the sequence; every head of H = 1, 3, 4
+  // (H / 2 rounded down: heads [H/2, H) shifted). for_head on the device mask mirrors for_head on AttentionMask.
   for (bool causal : {true, false})
     for (int64_t window : {0, 1, 3, 64, 65})
-      for (int64_t q_offset : {0, 17}) {  // 17: decoding, query row i is key position i + 17
-        const AttentionMask m{130, causal, window, q_offset};
-        const int64_t nq = 130 - q_offset;
-        const auto dm = cuda::attn::DeviceMask::from(m, nq);
-        for (int64_t i = 0; i < nq; ++i) {
-          ASSERT_EQ(dm.first_key(i), m.first_key(i));
-          ASSERT_EQ(dm.last_key(i), m.last_key(i));
-          for (int64_t j = 0; j < 130; ++j) ASSERT_EQ(dm.allowed(i, j), m.allowed(i, j)) << i << "," << j;
-        }
-        for (int64_t i0 = 0; i0 < nq; i0 += 7)
-          for (int64_t j0 = 0; j0 < 130; j0 += 11) {
-            const int64_t i1 = std::min<int64_t>(i0 + 7, nq), j1 = std::min<int64_t>(j0 + 11, 130);
-            ASSERT_EQ(dm.tile_any(i0, i1, j0, j1), m.tile_any(i0, i1, j0, j1));
-            ASSERT_EQ(dm.tile_all(i0, i1, j0, j1), m.tile_all(i0, i1, j0, j1));
-          }
-      }
+      for (int64_t q_offset : {0, 17})  // 17: decoding, query row i is key position i + 17
+        for (int64_t group : {0, 1, 7, 10, 64, 200})
+          for (int64_t H : {1, 3, 4})
+            for (int64_t h = 0; h < H; ++h) {
+              if (group == 0 && h > 0) break;  // without groups every head has the same mask
+              SCOPED_TRACE(testing::Message() << "causal " << causal << " window " << window << " q_offset "
+                                              << q_offset << " group " << group << " head " << h << "/" << H);
+              const AttentionMask base{130, causal, window, q_offset, group};
+              const AttentionMask m = base.for_head(h, H);
+              const int64_t nq = 130 - q_offset;
+              const auto dm = cuda::attn::DeviceMask::from(m, nq);
+              const auto dm_h = cuda::attn::DeviceMask::from(base, nq).for_head(h, H);
+              ASSERT_EQ(dm.group, m.group);
+              ASSERT_EQ(dm.shift, m.shift);
+              ASSERT_EQ(dm_h.shift, m.shift);
+              for (int64_t p = 0; p < 130; ++p) {
+                ASSERT_EQ(dm.group_start(p), m.group_start(p)) << p;
+                ASSERT_EQ(dm.group_end(p), m.group_end(p)) << p;
+              }
+              for (int64_t i = 0; i < nq; ++i) {
+                ASSERT_EQ(dm.first_key(i), m.first_key(i));
+                ASSERT_EQ(dm.last_key(i), m.last_key(i));
+                ASSERT_EQ(dm_h.first_key(i), m.first_key(i));
+                ASSERT_EQ(dm_h.last_key(i), m.last_key(i));
+                for (int64_t j = 0; j < 130; ++j) ASSERT_EQ(dm.allowed(i, j), m.allowed(i, j)) << i << "," << j;
+              }
+              for (int64_t i0 = 0; i0 < nq; i0 += 7)
+                for (int64_t j0 = 0; j0 < 130; j0 += 11) {
+                  const int64_t i1 = std::min<int64_t>(i0 + 7, nq), j1 = std::min<int64_t>(j0 + 11, 130);
+                  ASSERT_EQ(dm.tile_any(i0, i1, j0, j1), m.tile_any(i0, i1, j0, j1));
+                  ASSERT_EQ(dm.tile_all(i0, i1, j0, j1), m.tile_all(i0, i1, j0, j1));
+                }
+            }
 }
 
 TEST(CudaOps, Linear) {
@@ -426,6 +445,7 @@ struct AttnCase {
   int64_t B, S, H, Hkv, D;
   bool causal;
   int64_t window;
+  int64_t s2_group = 0;  // S²-Attn group (training, --use_full_attn False)
 };
 }  // namespace
 
@@ -437,11 +457,17 @@ TEST(CudaOps, Attention) {
       {1, 129, 6, 2, 32, true, 37},  {2, 100, 2, 1, 16, true, 64},  {1, 200, 3, 3, 96, false, 0},
       {1, 150, 4, 1, 128, true, 65}, {1, 70, 2, 1, 16, true, 1},    {1, 300, 8, 2, 128, true, 100},
       {1, 67, 2, 1, 16, false, 10},  {1, 1000, 4, 1, 128, true, 0},
+      // S²-Attn: groups aligned with the 64-row tiles and not; GQA with a kv head serving shifted and unshifted
+      // query heads (Hkv = 1; H 6 / Hkv 3: kv head 1 reads heads 2 and 3); odd H (heads 1-2 of 3 shifted); a
+      // window smaller than the group; groups of 1 (no shift); a partial last group (S not a multiple of G).
+      {1, 256, 4, 2, 64, true, 0, 64},  {2, 300, 4, 1, 32, true, 0, 75},  {1, 200, 6, 3, 16, true, 20, 50},
+      {1, 37, 3, 3, 16, true, 0, 9},    {1, 67, 2, 1, 16, true, 0, 1},    {1, 1000, 4, 1, 128, true, 0, 250},
+      {1, 333, 8, 2, 64, true, 0, 83},  {2, 130, 4, 1, 96, true, 40, 32},
   };
   for (const AttnCase& c : cases) {
     std::ostringstream nm;
     nm << "B" << c.B << " S" << c.S << " H" << c.H << " Hkv" << c.Hkv << " D" << c.D
-       << (c.causal ? " causal" : " full") << " w" << c.window;
+       << (c.causal ? " causal" : " full") << " w" << c.window << " s2 " << c.s2_group;
     SCOPED_TRACE(nm.str());
     const size_t nq = static_cast<size_t>(c.B * c.S * c.H * c.D),
                  nk = static_cast<size_t>(c.B * c.S * c.Hkv * c.D);
@@ -451,6 +477,7 @@ TEST(CudaOps, Attention) {
     AttentionParams p;
     p.causal = c.causal;
     p.sliding_window = c.window;
+    p.s2_group = c.s2_group;
     std::vector<float> out(nq), lse(static_cast<size_t>(c.B * c.H * c.S));
     e.cpu->attention_forward(tensor_of(q, qs), tensor_of(k, ks), tensor_of(v, ks), tensor_of(out, qs),
                              tensor_of(lse, ls), p);

@@ -329,7 +329,9 @@ TEST(TrainPrecisionPolicy, DemoLossStaysCloseToTheFp32Run) {
                                      "--mlp_chunk_tokens",
                                      "128",
                                      "--lm_head_chunks",
-                                     "2"});
+                                     "2",
+                                     "--use_full_attn",  // as measured above (full attention)
+                                     "True"});
     s.args.master_weights = !policy;
     s.args.grad_dtype = policy ? DType::BF16 : DType::F32;
     s.args.output_dir = tmp.file(dir);

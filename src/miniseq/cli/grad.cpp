@@ -26,7 +26,8 @@ std::string format_loss(double loss) {
 int cmd_grad(const Args& args) {
   Flags f("grad",
           "miniseq grad --model DIR --data FILE.jsonl --out GRADS.safetensors [--mini_sequence True|False] "
-          "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False] [--bf16 True|False]",
+          "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False] [--use_full_attn True|False] "
+          "[--bf16 True|False]",
           {
               {"model", FlagKind::String, "", "Hugging Face model directory (config.json + safetensors)"},
               {"data", FlagKind::String, "", "JSONL, one sequence per line: {\"input_ids\": [...], \"labels\": [...]}"},
@@ -35,6 +36,9 @@ int cmd_grad(const Args& args) {
               {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
               {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},
               {"gradient_checkpointing", FlagKind::Bool, "True", "keep layer inputs only, recompute in backward"},
+              {"use_full_attn", FlagKind::Bool, "True",
+               "True: full causal attention, as transformers; False: S2-Attn as `train --use_full_attn False` "
+               "(docs/s2attn.md)"},
               {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 storage, fp32 accumulation)"},
               {"bf16", FlagKind::Bool, "False",
                "cpu: bf16 GEMM inputs with fp32 accumulation in the linear layers (as train --bf16 True)"},
@@ -54,6 +58,7 @@ int cmd_grad(const Args& args) {
   policy.checkpointing = f.boolean("gradient_checkpointing");
   policy.mlp_chunk_tokens = f.i64("mlp_chunk_tokens");
   policy.lm_head_chunks = f.i64("lm_head_chunks");
+  policy.s2_attn = !f.boolean("use_full_attn");
 
   const std::string dev_name = f.str("device");
   MS_CHECK(dev_name == "cpu" || dev_name == "cuda", "grad: --device must be cpu or cuda, got '", dev_name, "'");
@@ -100,9 +105,12 @@ int cmd_grad(const Args& args) {
   write_safetensors(f.str("out"), out, {{"loss", format_loss(loss)}});
 
   std::printf("loss %s\n", format_loss(loss).c_str());
-  std::printf("tokens %lld x %lld, %lld targets; mini_sequence %s, checkpointing %s, MLP chunk %lld rows, "
-              "LM-head chunk %lld rows\n",
-              (long long)batch.batch, (long long)batch.seq, (long long)n_targets, policy.mini_sequence ? "on" : "off",
+  const std::string attention =
+      policy.s2_attn ? "S2-Attn, groups of " + std::to_string(StepPolicy::s2_group_size(batch.seq)) : "full";
+  std::printf("tokens %lld x %lld, %lld targets; attention %s; mini_sequence %s, checkpointing %s, MLP chunk %lld "
+              "rows, LM-head chunk %lld rows\n",
+              (long long)batch.batch, (long long)batch.seq, (long long)n_targets, attention.c_str(),
+              policy.mini_sequence ? "on" : "off",
               policy.checkpointing ? "on" : "off", (long long)policy.mlp_chunk_rows(config, batch.rows()),
               (long long)policy.lm_head_chunk_rows(config, batch.rows()));
   std::printf("planned memory: %s", planned.str().c_str());

@@ -18,7 +18,7 @@
 
 namespace miniseq {
 
-Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy) const {
+Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy, bool training) const {
   Step st;
   st.B = B, st.S = S, st.T = B * S;
   st.d = config_.hidden_size, st.qd = config_.q_dim(), st.kvd = config_.kv_dim();
@@ -31,7 +31,16 @@ Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy)
   st.saved_cat = policy.checkpointing ? MemCategory::TransientActivations : MemCategory::ResidentActivations;
   st.loss_scale = 0.0f;
   st.rope = rope_params(config_, S);
+  st.s2_group = training && policy.s2_attn ? StepPolicy::s2_group_size(S) : 0;
   return st;
+}
+
+AttentionParams Decoder::attention_params(const Step& st, int l) const {
+  AttentionParams ap;
+  ap.causal = true;
+  ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
+  ap.s2_group = st.s2_group;
+  return ap;
 }
 
 ScratchShape Decoder::scratch_shape(const Step& st, int64_t loss_rows, bool backward) const {
@@ -190,9 +199,7 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   be_.rope_forward(k4, st.positions.data(), st.rope);
   s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
   s.lse = plan_.alloc("lse", {st.B, H, st.S}, DType::F32, cat);
-  AttentionParams ap;
-  ap.causal = true;
-  ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
+  AttentionParams ap = attention_params(st, l);
   if (st.kv) {  // decoding: the queries are the newest positions of the cached keys
     const auto [kc, vc] = append_kv(*st.kv, l, s.k, s.v);
     ap.q_offset = kc.size(1) - st.S;
@@ -287,9 +294,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
   {
     Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
     be_.linear_backward(dx, s.attn, w.o, dattn, &g.o, g.o_bias, /*dx_accum=*/false);
-    AttentionParams ap;
-    ap.causal = true;
-    ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
+    const AttentionParams ap = attention_params(st, l);
     const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
     const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
     be_.attention_backward(dattn->view({st.B, st.S, H, D}), q4, k4, v4, s.attn->view({st.B, st.S, H, D}),
@@ -362,7 +367,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
                static_cast<int64_t>(batch.labels.size()) == batch.rows(),
            "internal: token batch of inconsistent size");
   MS_CHECK(storage_ != GradStorage::None, "internal: this decoder was made for inference (no gradients)");
-  Step st = make_step(batch.batch, batch.seq, policy);
+  Step st = make_step(batch.batch, batch.seq, policy, /*training=*/true);
   st.targets = batch.shifted_targets();
   st.ids = batch.input_ids.data();
   st.loss_scale = loss_denominator > 0 ? 1.0f / static_cast<float>(loss_denominator) : 0.0f;

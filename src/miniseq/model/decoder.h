@@ -103,7 +103,10 @@ class Decoder {
   };
   struct Saved;  // what a layer's backward needs from its forward (decoder.cpp)
   struct Step;   // per-call constants: sizes, positions, policy
-  Step make_step(int64_t B, int64_t S, const StepPolicy& policy) const;
+  // `training`: a forward_backward step, the only one where policy.s2_attn applies (inference attends fully).
+  Step make_step(int64_t B, int64_t S, const StepPolicy& policy, bool training) const;
+  // Layer l's attention (forward, recompute and backward alike): causal, its sliding window, the step's S² group.
+  AttentionParams attention_params(const Step& st, int l) const;
   // The sizes that bound a call's backend scratch (ops/scratch.h): loss_rows 0 without a loss.
   ScratchShape scratch_shape(const Step& st, int64_t loss_rows, bool backward) const;
 

@@ -19,6 +19,7 @@ struct Decoder::Step {
   MemCategory saved_cat;  // resident without checkpointing, transient with
   float loss_scale;       // 1 / loss_denominator
   KvCache* kv = nullptr;  // decoding: attention also sees the cached positions
+  int64_t s2_group = 0;   // S²-Attn group (training with policy.s2_attn), 0 = full attention
 };
 
 // The backend's per-call scratch (ops/scratch.h), a workspace buffer of the plan for as long as this lives

@@ -55,7 +55,7 @@ CrossEntropyStats Decoder::forward_eval(const TokenBatch& batch, const StepPolic
   MS_CHECK(static_cast<int64_t>(batch.input_ids.size()) == batch.rows() &&
                static_cast<int64_t>(batch.labels.size()) == batch.rows(),
            "internal: token batch of inconsistent size");
-  Step st = make_step(batch.batch, batch.seq, policy);
+  Step st = make_step(batch.batch, batch.seq, policy, /*training=*/false);
   st.saved_cat = MemCategory::TransientActivations;  // nothing outlives its layer
   st.targets = batch.shifted_targets();
   st.ids = batch.input_ids.data();
@@ -99,7 +99,7 @@ std::vector<float> Decoder::forward_cached(const std::vector<int32_t>& ids, KvCa
   for (int32_t id : ids)
     MS_CHECK(id >= 0 && id < config_.vocab_size, "token id ", id, " is outside the model's vocabulary [0, ",
              config_.vocab_size, ")");
-  Step st = make_step(1, n, policy);
+  Step st = make_step(1, n, policy, /*training=*/false);
   for (int64_t s = 0; s < n; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(cache.pos_ + s);
   st.rope = rope_params(config_, cache.pos_ + n);  // dynamic NTK follows the longest position so far
   st.saved_cat = MemCategory::TransientActivations;

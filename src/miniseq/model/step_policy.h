@@ -13,6 +13,13 @@ struct StepPolicy {
   bool checkpointing = true;     // keep each layer's input, recompute the layer in backward
   int64_t mlp_chunk_tokens = 0;  // rows per MLP chunk; 0 = hidden_size (the paper's C = d)
   int64_t lm_head_chunks = 0;    // chunks of the LM head; 0 = ceil(vocab / hidden) (the paper's M)
+  // S²-Attn (LongLoRA's shifted sparse attention, --use_full_attn False) in training steps; evaluation, passkey and
+  // generation always attend fully (Decoder::make_step). docs/s2attn.md.
+  bool s2_attn = false;
+
+  // S²-Attn group size for sequences of S tokens: LongLoRA's int(S · 1/4), at least 1. LongLoRA refuses an S that
+  // is not a multiple of its group; here the last group (and the last shifted one) just holds fewer positions.
+  static int64_t s2_group_size(int64_t S) { return std::max<int64_t>(1, S / 4); }
 
   // Rows per MLP chunk for T rows (all of them without MsT or when T is smaller: no split).
   int64_t mlp_chunk_rows(const ModelConfig& c, int64_t T) const {

@@ -33,6 +33,10 @@ cli::Flags train_flags(bool sft) {
            "with oneDNN on AVX512-BF16/AMX CPUs, a portable fallback elsewhere; the CUDA device always computes so)"},
           {"tf32", FlagKind::Bool, "False", "accepted for compatibility"},
           {"use_flash_attn", FlagKind::Bool, "True", "accepted: attention is always memory-efficient"},
+          {"use_full_attn", FlagKind::Bool, "False",
+           "False (LongLoRA's default): shifted sparse attention (S2-Attn) in training, groups of model_max_length/4 "
+           "tokens, half the heads shifted by half a group (docs/s2attn.md); True: full causal attention. "
+           "Evaluation, passkey and generation always attend fully"},
           {"low_rank_training", FlagKind::Bool, "False", "LoRA + S2-Attn (not available yet: must be False)"},
           // Schedule and optimizer (Hugging Face TrainingArguments defaults).
           {"num_train_epochs", FlagKind::Float, "3", "epochs over the data (when max_steps <= 0)"},
@@ -119,6 +123,7 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.model_max_length = f.i64("model_max_length");
   a.bf16 = f.boolean("bf16");
   a.low_rank_training = f.boolean("low_rank_training");
+  a.use_full_attn = f.boolean("use_full_attn");
   a.num_train_epochs = f.f64("num_train_epochs");
   a.max_steps = f.i64("max_steps");
   a.per_device_train_batch_size = f.i64("per_device_train_batch_size");

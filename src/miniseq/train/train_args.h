@@ -18,6 +18,7 @@ struct TrainArgs {
   int64_t model_max_length = 8192 * 4;
   bool bf16 = false;
   bool low_rank_training = false;
+  bool use_full_attn = false;  // false: S²-Attn in training (LongLoRA's default)
   double num_train_epochs = 3.0;
   int64_t max_steps = -1;
   int64_t per_device_train_batch_size = 8;

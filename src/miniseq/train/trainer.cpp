@@ -164,6 +164,7 @@ StepPolicy policy_from(const TrainArgs& a) {
   p.checkpointing = a.gradient_checkpointing;
   p.mlp_chunk_tokens = a.mlp_chunk_tokens;
   p.lm_head_chunks = a.lm_head_chunks;
+  p.s2_attn = !a.use_full_attn;
   return p;
 }
 
@@ -383,6 +384,13 @@ TrainResult run_training(const TrainSetup& setup) {
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
+    if (policy.s2_attn)
+      std::printf("attention: S2-Attn in training (--use_full_attn False): groups of %lld tokens, half the heads "
+                  "shifted by %lld\n",
+                  (long long)StepPolicy::s2_group_size(a.model_max_length),
+                  (long long)(StepPolicy::s2_group_size(a.model_max_length) / 2));
+    else
+      std::printf("attention: full causal (--use_full_attn True)\n");
     if (cpu_bf16) std::printf("bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
     if (!a.master_weights || a.grad_dtype != DType::F32)
       std::printf("precision: %s weights%s, %s gradients%s\n",

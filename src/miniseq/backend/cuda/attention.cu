@@ -2,8 +2,9 @@
 // [B,S,Hkv,D] -> out [B,S,H,D] (bf16), lse [B,H,S] (fp32, natural log of Σ exp of the scaled scores).
 //
 // Block = (query tile of 64 rows, head h, batch b); 4 warps, each owns 16 query rows for the whole pass. GQA:
-// head h reads kv head h / G. For each key tile of 64 keys in the mask's range (ops/attention_mask.h; tiles
-// with no allowed pair are skipped, tiles partly allowed are masked per element):
+// head h reads kv head h / G. For each key tile of 64 keys in the range of head h's mask (ops/attention_mask.h:
+// causal, sliding window, and with S²-Attn the group of head h, shifted or not; tiles with no allowed pair are
+// skipped, tiles partly allowed are masked per element):
 //   S = Q·Kᵀ (scale·log2 e folded in), m' = max(m, rowmax S), P = 2^(S − m'), l = l·2^(m − m') + ΣP,
 //   O = O·2^(m − m') + P·V   with P rounded to bf16 for the MMA (l sums the fp32 P), all in registers.
 // Then out = O / l and lse = (m + log2 l)·ln 2. The backward (attention_backward.cu) recomputes P from lse.
@@ -30,7 +31,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t nq = min64(kBr, S - i0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int m0 = warp * 16;
-  const DeviceMask& mask = geo.mask;
+  const DeviceMask mask = geo.mask.for_head(h, geo.H);  // S²-Attn: the shifted half of the heads
 
   load_rows<D>(Qs, q, b, i0, kBr, S, geo.H, h);
 
@@ -144,7 +145,8 @@ Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
   g.G = g.H / g.Hkv;
   g.scale = p.scale != 0.0f ? p.scale : 1.0f / sqrtf(static_cast<float>(D));
   g.scale_log2 = g.scale * kLog2e;
-  g.mask = DeviceMask::from(AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset}, g.S);
+  MS_CHECK(p.s2_group >= 0, "CUDA attention: S2-Attn group ", p.s2_group, " must be >= 0");
+  g.mask = DeviceMask::from(AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset, p.s2_group}, g.S);
   return g;
 }
 

@@ -2,8 +2,8 @@
 // Three kernels (q, out, dout, dq [B,S,H,D]; k, v, dk, dv [B,S,Hkv,D]; lse [B,H,S]; all bf16 but lse):
 //   1. Di = rowsum(dO ∘ O) per (b, h, query), fp32, into backend scratch.
 //   2. dK, dV: block = (key tile of 64, kv head, b), 4 warps × 16 keys. It loops over the G query heads of
-//   its kv
-//      head and over the query tiles (32 rows) that can see its keys, recomputing P from lse:
+//      its kv head and, per query head, over the query tiles (32 rows) that can see its keys under that head's
+//      mask (S²-Attn: shifted or not), recomputing P from lse:
 //        Sᵀ = K·Qᵀ,  Pᵀ = 2^(Sᵀ·scale·log2 e − lse·log2 e),  dV += Pᵀ·dO,  dPᵀ = V·dOᵀ,
 //        dSᵀ = Pᵀ ∘ (dPᵀ − Di)·scale,  dK += dSᵀ·Q.
 //      So the sum over query tiles and over the query group is in a fixed order, in registers.
@@ -80,7 +80,6 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kKeyTile, nk = min64(kKeyTile, S - j0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k0 = warp * 16;  // this warp's keys within the tile
-  const DeviceMask& mask = geo.mask;
 
   load_rows<D>(Ks, k, b, j0, kKeyTile, S, geo.Hkv, kvh);
   load_rows<D>(Vs, v, b, j0, kKeyTile, S, geo.Hkv, kvh);
@@ -91,9 +90,12 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < 4; ++e) dk_acc[dt][e] = dv_acc[dt][e] = 0.0f;
   const int64_t key[2] = {j0 + k0 + g, j0 + k0 + g + 8};
 
-  const int64_t ilo = first_query_seeing(mask, j0), ihi = last_query_seeing(mask, j0 + nk - 1);
   for (int64_t hg = 0; hg < geo.G; ++hg) {
     const int64_t h = kvh * geo.G + hg;
+    // Each query head has its own mask (S²-Attn: the query heads of one kv head may be shifted or not), so its
+    // own query range; the dK/dV sums over all of them stay in these registers.
+    const DeviceMask mask = geo.mask.for_head(h, geo.H);
+    const int64_t ilo = first_query_seeing(mask, j0), ihi = last_query_seeing(mask, j0 + nk - 1);
     for (int64_t i0 = ilo; i0 <= ihi; i0 += kQTileKV) {
       const int64_t nq = min64(kQTileKV, S - i0);
       if (!mask.tile_any(i0, i0 + nq, j0, j0 + nk)) continue;
@@ -217,7 +219,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kQTile, nq = min64(kQTile, S - i0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int m0 = warp * 16;
-  const DeviceMask& mask = geo.mask;
+  const DeviceMask mask = geo.mask.for_head(h, geo.H);
 
   load_rows<D>(Qs, q, b, i0, kQTile, S, geo.H, h);
   load_rows<D>(dOs, dout, b, i0, kQTile, S, geo.H, h);

@@ -1,0 +1,253 @@
+// S²-Attn (LongLoRA's shifted sparse attention, `--use_full_attn False`) end to end against the Python
+// reference (tools/s2_attn_reference.py: transformers' Llama / Mistral / Qwen2 with the S² group mask per
+// query head, without LongLoRA's wrap-around leak; goldens in tests/data/golden/s2/, docs/s2attn.md): the
+// loss and every gradient of a training step with S²-Attn for every MsT / checkpointing policy, within 1e-5
+// of the fp32 and the fp64 reference; and the same model at evaluation attends fully (the loss transformers
+// gives with its own attention). Tolerances as tests/test_grad_golden.cpp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "miniseq/io/safetensors.h"
+#include "miniseq/model/decoder.h"
+#include "miniseq/model/planner.h"
+#include "support/goldens.h"
+#include "support/tmpdir.h"
+#include "support/train_fixture.h"
+
+using namespace miniseq;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path s2_dir() {
+  return test::golden_dir() / "s2";
+}
+
+std::vector<std::string> s2_cases() {
+  std::vector<std::string> cases;
+  if (!fs::exists(s2_dir())) return cases;
+  for (const auto& e : fs::directory_iterator(s2_dir()))
+    if (fs::exists(e.path() / "grads.safetensors")) cases.push_back(e.path().filename().string());
+  std::sort(cases.begin(), cases.end());
+  return cases;
+}
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct Case {
+  fs::path dir;
+  ModelConfig config;
+  TokenBatch batch;
+  explicit Case(const std::string& name)
+      : dir(s2_dir() / name),
+        config(load_model_config((dir / "model").string())),
+        batch(read_token_batch_jsonl((dir / "batch.jsonl").string(), config.vocab_size)) {}
+  double meta(const std::string& key) const {
+    return std::stod(SafetensorsFile((dir / "grads.safetensors").string()).metadata().at(key));
+  }
+};
+
+struct Result {
+  double loss = 0;
+  std::map<std::string, std::vector<float>> grads;
+};
+
+// One training step as the planner plans it.
+Result train_step(const Case& c, const StepPolicy& policy) {
+  const int64_t n = c.batch.count_targets();
+  auto be = make_cpu_backend();
+  const MemReport planned =
+      plan_step(c.config, c.batch.batch, c.batch.seq, policy, plan_target_for(*be, false));
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
+  Decoder model(c.config, *be, plan);
+  load_params(SafetensorsModel((c.dir / "model").string()), c.config, model.weights());
+  model.zero_grads();
+  Result r;
+  r.loss = model.forward_backward(c.batch, policy, n) / static_cast<double>(n);
+  EXPECT_EQ(plan.report().peak_bytes, planned.peak_bytes);
+  model.grads().for_each(
+      [&](const ParamSpec& s, const Tensor& g) { r.grads[s.name].assign(g.f32(), g.f32() + g.numel()); });
+  return r;
+}
+
+void compare(const Case& c, const Result& r, const std::string& file) {
+  SafetensorsFile golden((c.dir / file).string());
+  const double ref = std::stod(golden.metadata().at(file == "grads.safetensors" ? "loss" : "loss_f64"));
+  EXPECT_NEAR(r.loss, ref, 1e-6 * std::abs(ref)) << "loss vs " << file;
+  EXPECT_EQ(golden.tensors().size(), r.grads.size());
+  for (const auto& t : golden.tensors()) {
+    auto it = r.grads.find(t.name);
+    ASSERT_NE(it, r.grads.end()) << "no gradient for " << t.name;
+    std::vector<float> want(static_cast<size_t>(t.numel()));
+    golden.read(t.name, Tensor(want.data(), Shape::from(t.shape)));
+    ASSERT_EQ(want.size(), it->second.size()) << t.name;
+    EXPECT_LE(rel_l2(it->second, want), 1e-5) << t.name << " vs " << file;
+  }
+}
+
+std::vector<std::pair<std::string, StepPolicy>> s2_policies() {
+  std::vector<std::pair<std::string, StepPolicy>> out;
+  for (bool mst : {true, false})
+    for (bool ckpt : {true, false}) {
+      StepPolicy p;
+      p.s2_attn = true;
+      p.mini_sequence = mst;
+      p.checkpointing = ckpt;
+      out.push_back({std::string("mst=") + (mst ? "on" : "off") + " ckpt=" + (ckpt ? "on" : "off"), p});
+    }
+  StepPolicy small;  // remainder chunks in the MLP and the LM head
+  small.s2_attn = true;
+  small.mlp_chunk_tokens = 7;
+  small.lm_head_chunks = 5;
+  out.push_back({"mst chunks 7 rows / 5 head chunks", small});
+  return out;
+}
+
+class S2Golden : public ::testing::TestWithParam<std::string> {};
+
+}  // namespace
+
+TEST(S2Attn, GroupRule) {
+  EXPECT_EQ(StepPolicy::s2_group_size(32768), 8192);  // LongLoRA: int(q_len * 1/4)
+  EXPECT_EQ(StepPolicy::s2_group_size(40), 10);
+  EXPECT_EQ(StepPolicy::s2_group_size(45), 11);  // LongLoRA refuses 45; here the last group is [44, 45)
+  EXPECT_EQ(StepPolicy::s2_group_size(3), 1);    // LongLoRA divides by zero; here each token attends itself
+  EXPECT_EQ(StepPolicy::s2_group_size(2), 1);
+}
+
+TEST_P(S2Golden, TrainingStepMatchesReferenceForEveryPolicy) {
+  const Case c(GetParam());
+  ASSERT_EQ(StepPolicy::s2_group_size(c.batch.seq), static_cast<int64_t>(c.meta("s2_group")));
+  auto noise_json = nlohmann::json::parse(test::read_text((s2_dir() / "errors.json").string()));
+  const auto& noise = noise_json["cases"][GetParam()]["grad_rel_err"];
+  std::vector<Result> results;
+  const auto policies = s2_policies();
+  for (const auto& [label, p] : policies) {
+    SCOPED_TRACE(label);
+    results.push_back(train_step(c, p));
+    compare(c, results.back(), "grads.safetensors");
+    compare(c, results.back(), "grads_f64.safetensors");
+  }
+  for (size_t i = 1; i < results.size(); ++i) {  // the policies differ only in summation order
+    SCOPED_TRACE(policies[i].first + " vs " + policies[0].first);
+    EXPECT_NEAR(results[i].loss, results[0].loss, 1e-6 * std::abs(results[0].loss));
+    for (const auto& [name, g] : results[0].grads)
+      EXPECT_LE(rel_l2(results[i].grads.at(name), g), std::max(1e-6, 4.0 * noise.at(name).get<double>()))
+          << name;
+  }
+}
+
+// The same model attends fully at evaluation, whatever the policy says (Decoder::make_step), and in training
+// with
+// --use_full_attn True: both give transformers' loss with its own attention.
+TEST_P(S2Golden, EvaluationAndFullAttentionTrainingAttendFully) {
+  const Case c(GetParam());
+  const double full = c.meta("loss_full"), s2 = c.meta("loss");
+  ASSERT_GT(std::abs(full - s2), 1e-4 * std::abs(full)) << "the case does not tell the two apart";
+
+  auto be = make_cpu_backend();
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, size_t{64} << 20);
+  Decoder model(c.config, *be, plan, GradStorage::None);
+  load_params(SafetensorsModel((c.dir / "model").string()), c.config, model.weights());
+  StepPolicy p;
+  p.s2_attn = true;  // a training policy: evaluation ignores it
+  const CrossEntropyStats st = model.forward_eval(c.batch, p);
+  ASSERT_EQ(st.counted, c.batch.count_targets());
+  EXPECT_NEAR(st.loss_sum / static_cast<double>(st.counted), full, 1e-6 * full);
+
+  StepPolicy full_policy;
+  full_policy.s2_attn = false;
+  EXPECT_NEAR(train_step(c, full_policy).loss, full, 1e-6 * full);
+}
+
+// `miniseq grad` attends fully unless --use_full_attn False (then as `train`'s default).
+TEST(S2Attn, GradCliTakesUseFullAttn) {
+  if (!fs::exists(s2_dir() / "llama_gqa")) GTEST_SKIP() << "no golden " << s2_dir() / "llama_gqa";
+  const Case c("llama_gqa");
+  test::TempDir tmp;
+  const std::string base = "grad --model " + (c.dir / "model").string() + " --data " +
+                           (c.dir / "batch.jsonl").string() + " --out " + tmp.file("g.safetensors");
+  for (const auto& [flags, want] : {std::pair<std::string, double>{"", c.meta("loss_full")},
+                                    {" --use_full_attn False", c.meta("loss")},
+                                    {" --use_full_attn True", c.meta("loss_full")}}) {
+    SCOPED_TRACE(flags);
+    auto r = test::run_miniseq(base + flags);
+    ASSERT_EQ(r.status, 0) << r.out;
+    const double loss = std::stod(SafetensorsFile(tmp.file("g.safetensors")).metadata().at("loss"));
+    EXPECT_NEAR(loss, want, 1e-6 * want);
+    const std::string attention =
+        flags == " --use_full_attn False"
+            ? "attention S2-Attn, groups of " + std::to_string(StepPolicy::s2_group_size(c.batch.seq))
+            : "attention full";
+    EXPECT_NE(r.out.find(attention), std::string::npos) << r.out;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Goldens, S2Golden, ::testing::ValuesIn(s2_cases()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(S2Golden);
+
+TEST(S2Attn, GoldensArePresent) {
+  EXPECT_EQ(s2_cases(), (std::vector<std::string>{"llama_gqa", "mistral_window", "qwen2_kv1_partial"}));
+}
+
+// `miniseq train` takes LongLoRA's default, --use_full_attn False: its step is the S² step (one block of
+// random tokens, one step: the logged loss is that block's loss under each attention), and True gives full
+// attention.
+TEST(S2Attn, TrainingUsesS2UnlessUseFullAttn) {
+  const std::vector<std::string> flags = {"--max_steps",
+                                          "1",
+                                          "--save_strategy",
+                                          "no",
+                                          "--logging_steps",
+                                          "1",
+                                          "--model_max_length",
+                                          "24",
+                                          "--per_device_train_batch_size",
+                                          "1"};
+  TrainArgs a = test::parse_train_args(flags);
+  EXPECT_FALSE(a.use_full_attn);
+  EXPECT_TRUE(policy_from(a).s2_attn);
+  std::vector<std::string> full_flags = flags;
+  full_flags.insert(full_flags.end(), {"--use_full_attn", "True"});
+  EXPECT_FALSE(policy_from(test::parse_train_args(full_flags)).s2_attn);
+  EXPECT_NE(train_flags().help().find("--use_full_attn"), std::string::npos);
+
+  test::TempDir tmp;
+  const Dataset data = test::random_blocks(1, 24, 131, 3);
+  const TokenBatch batch = data.batch({0});
+  const ModelConfig config = load_model_config(test::train_test_model().string());
+  auto direct = [&](bool s2) {
+    auto be = make_cpu_backend();
+    StepPolicy p;
+    p.s2_attn = s2;
+    MemoryPlan plan = MemoryPlan::real(Device::CPU, size_t{64} << 20);
+    Decoder model(config, *be, plan);
+    load_params(SafetensorsModel(test::train_test_model().string()), config, model.weights());
+    model.zero_grads();
+    return model.forward_backward(batch, p, batch.count_targets()) /
+           static_cast<double>(batch.count_targets());
+  };
+  for (bool full : {false, true}) {
+    SCOPED_TRACE(full ? "--use_full_attn True" : "default (--use_full_attn False)");
+    a = test::parse_train_args(full ? full_flags : flags);
+    a.output_dir = tmp.file(full ? "full" : "s2");
+    run_training(test::tiny_setup(a, data));
+    const std::vector<double> loss = test::logged(a.output_dir, "loss");
+    ASSERT_EQ(loss.size(), 1u);
+    const double want = direct(!full);
+    EXPECT_NEAR(loss[0], want, 1e-6 * want);
+    EXPECT_GT(std::abs(loss[0] - direct(full)), 1e-4 * want) << "the two attentions give the same loss";
+  }
+}
