@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -86,14 +87,20 @@ void compare(const Case& c, const Result& r, const std::string& file) {
   const double ref = std::stod(golden.metadata().at(file == "grads.safetensors" ? "loss" : "loss_f64"));
   EXPECT_NEAR(r.loss, ref, 1e-6 * std::abs(ref)) << "loss vs " << file;
   EXPECT_EQ(golden.tensors().size(), r.grads.size());
+  double worst = 0;
+  std::string worst_name;
   for (const auto& t : golden.tensors()) {
     auto it = r.grads.find(t.name);
     ASSERT_NE(it, r.grads.end()) << "no gradient for " << t.name;
     std::vector<float> want(static_cast<size_t>(t.numel()));
     golden.read(t.name, Tensor(want.data(), Shape::from(t.shape)));
     ASSERT_EQ(want.size(), it->second.size()) << t.name;
-    EXPECT_LE(rel_l2(it->second, want), 1e-5) << t.name << " vs " << file;
+    const double err = rel_l2(it->second, want);
+    if (err > worst) worst = err, worst_name = t.name;
+    EXPECT_LE(err, 1e-5) << t.name << " vs " << file;
   }
+  std::printf("[s2] %-18s vs %-22s loss rel %.1e, worst gradient %.2e (%s)\n", c.dir.filename().c_str(),
+              file.c_str(), std::abs(r.loss - ref) / std::abs(ref), worst, worst_name.c_str());
 }
 
 std::vector<std::pair<std::string, StepPolicy>> s2_policies() {
