@@ -8,7 +8,8 @@
 #   deps      the build dependencies, or the .deb files carried in .gpudeps/ (scripts/gpu-deps.sh); else stop
 #   build     -DMINISEQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DMINISEQ_ONEDNN=OFF, -lineinfo for the sanitizer
 #   ops       tests/test_ops_cuda.cpp: every CUDA op vs the CPU backend within its bf16 tolerance
-#   golden    tests/test_grad_golden_cuda.cpp: the golden models end to end vs fp32 goldens; repeatability
+#   golden    tests/test_grad_golden_cuda.cpp: the golden models (and the S²-Attn ones) end to end vs fp32 goldens;
+#             repeatability
 #   cli       `miniseq grad|eval|generate --device cuda` vs the golden loss and transformers' perplexity and ids
 #             (tests/data/eval/reference.json; the bf16 rule for ids: scripts/gpu-check-bf16.json)
 #   offload   `miniseq train --device cuda`, 8 steps: the asynchronous paths (host optimizer in backward, layer
@@ -39,7 +40,7 @@ declare -A BUDGET=(
   [deps]=20       # dpkg -x of 15 carried packages: 3-6 s here (a VM's file system may be slower)
   [build]=240     # 16 cores: ~60 s expected (docs/cuda.md); nothing else can run without it: a wide margin
   [ops]=35        # test_ops_cuda: CUDA context + ~10 op families with double-precision CPU references
-  [golden]=35     # test_grad_golden_cuda: 15 tiny models x policies
+  [golden]=35     # test_grad_golden_cuda: 15 tiny models x policies, 3 S²-Attn goldens x 3 policies
   [cli]=50        # 1 grad + 4 eval + 6 generate processes, ~1-2 s each (CUDA context, cuBLASLt); 4 s each fit
   [offload]=60    # 10 short training runs of the tiny Llama (~2 s each, 5 s fit)
   [sanitize]=60   # only after a failure; memcheck is 10-100x slower than a plain run
