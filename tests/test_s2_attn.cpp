@@ -15,6 +15,7 @@
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "miniseq/ops/attention_mask.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 #include "support/train_fixture.h"
@@ -131,6 +132,20 @@ TEST(S2Attn, GroupRule) {
   EXPECT_EQ(StepPolicy::s2_group_size(45), 11);  // LongLoRA refuses 45; here the last group is [44, 45)
   EXPECT_EQ(StepPolicy::s2_group_size(3), 1);    // LongLoRA divides by zero; here each token attends itself
   EXPECT_EQ(StepPolicy::s2_group_size(2), 1);
+  StepPolicy p;
+  EXPECT_EQ(p.s2_group(40), 0);  // full attention unless s2_attn
+  p.s2_attn = true;
+  EXPECT_EQ(p.s2_group(40), 10);
+  // Supervised fine-tuning (LongLoRA's llama_attn_replace_sft.py): S/4 when 4096 divides the padded length,
+  // else groups of 8192, so a batch of at most 4096 tokens attends fully (the shift, 4096, is past its end).
+  p.s2_sft_group = kLongLoraSftGroup;
+  EXPECT_EQ(p.s2_group(40), 8192);
+  EXPECT_EQ(p.s2_group(10000), 8192);
+  EXPECT_EQ(p.s2_group(8192), 2048);
+  EXPECT_EQ(p.s2_group(12288), 3072);
+  const AttentionMask m = AttentionMask{4096, true, 0, 0, p.s2_group(4095)}.for_head(1, 2);
+  EXPECT_EQ(m.first_key(4094), 0);
+  EXPECT_EQ(m.last_key(4094), 4094);
 }
 
 TEST_P(S2Golden, TrainingStepMatchesReferenceForEveryPolicy) {

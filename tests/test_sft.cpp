@@ -289,7 +289,7 @@ TEST(SftReference, FirstStepLossEqualsTransformers) {
         "/tests/data/sft/" + file + " --output_dir " + out + " --model_max_length " +
         std::to_string(r.ref["model_max_length"].get<int64_t>()) + " --per_device_train_batch_size 2" +
         " --gradient_accumulation_steps 2 --max_steps 1 --learning_rate 0 --logging_steps 1 --save_strategy "
-        "no");
+        "no --use_full_attn True");  // transformers' full attention (S²-Attn: docs/s2attn.md)
     ASSERT_EQ(run.status, 0) << run.out;
     EXPECT_NE(run.out.find("supervised fine-tuning data: 4 records"), std::string::npos) << run.out;
     EXPECT_NE(run.out.find("were truncated to it, as LongLoRA does"), std::string::npos) << run.out;

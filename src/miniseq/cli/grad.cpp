@@ -106,7 +106,7 @@ int cmd_grad(const Args& args) {
 
   std::printf("loss %s\n", format_loss(loss).c_str());
   const std::string attention =
-      policy.s2_attn ? "S2-Attn, groups of " + std::to_string(StepPolicy::s2_group_size(batch.seq)) : "full";
+      policy.s2_attn ? "S2-Attn, groups of " + std::to_string(policy.s2_group(batch.seq)) : "full";
   std::printf("tokens %lld x %lld, %lld targets; attention %s; mini_sequence %s, checkpointing %s, MLP chunk %lld "
               "rows, LM-head chunk %lld rows\n",
               (long long)batch.batch, (long long)batch.seq, (long long)n_targets, attention.c_str(),

@@ -31,7 +31,7 @@ Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy,
   st.saved_cat = policy.checkpointing ? MemCategory::TransientActivations : MemCategory::ResidentActivations;
   st.loss_scale = 0.0f;
   st.rope = rope_params(config_, S);
-  st.s2_group = training && policy.s2_attn ? StepPolicy::s2_group_size(S) : 0;
+  st.s2_group = training ? policy.s2_group(S) : 0;
   return st;
 }
 

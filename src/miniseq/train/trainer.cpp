@@ -219,6 +219,7 @@ TrainResult run_training(const TrainSetup& setup) {
   const CheckedPlan checked = plan_or_refuse(config, a, device_memory_budget(a, *be));
   const RunPlan& run_plan = checked.run;
   policy = checked.policy;
+  if (data.examples()) policy.s2_sft_group = kLongLoraSftGroup;  // supervised fine-tuning: LongLoRA's SFT groups
   result.planned = run_plan.device;
   result.planned_host = run_plan.host;
   result.policy = policy;
@@ -384,11 +385,15 @@ TrainResult run_training(const TrainSetup& setup) {
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
                 gib(static_cast<double>(result.planned.arena_bytes)).c_str(), result.planned.peak_moment.c_str());
-    if (policy.s2_attn)
+    if (policy.s2_attn && data.examples())
+      std::printf("attention: S2-Attn in training (--use_full_attn False), as LongLoRA's supervised-fine-tune: "
+                  "groups of a quarter of a batch's padded length when 4096 divides it, else of %lld tokens; half "
+                  "the heads shifted by half a group\n",
+                  (long long)policy.s2_sft_group);
+    else if (policy.s2_attn)
       std::printf("attention: S2-Attn in training (--use_full_attn False): groups of %lld tokens, half the heads "
                   "shifted by %lld\n",
-                  (long long)StepPolicy::s2_group_size(a.model_max_length),
-                  (long long)(StepPolicy::s2_group_size(a.model_max_length) / 2));
+                  (long long)policy.s2_group(a.model_max_length), (long long)(policy.s2_group(a.model_max_length) / 2));
     else
       std::printf("attention: full causal (--use_full_attn True)\n");
     if (cpu_bf16) std::printf("bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
