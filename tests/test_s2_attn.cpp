@@ -193,26 +193,39 @@ TEST_P(S2Golden, EvaluationAndFullAttentionTrainingAttendFully) {
   EXPECT_NEAR(train_step(c, full_policy).loss, full, 1e-6 * full);
 }
 
-// `miniseq grad` attends fully unless --use_full_attn False (then as `train`'s default).
+// `miniseq grad` attends fully unless --use_full_attn False (then as `train`'s default): with it, the loss
+// and every gradient it writes match the reference for every MsT / checkpointing policy.
 TEST(S2Attn, GradCliTakesUseFullAttn) {
   if (!fs::exists(s2_dir() / "llama_gqa")) GTEST_SKIP() << "no golden " << s2_dir() / "llama_gqa";
   const Case c("llama_gqa");
   test::TempDir tmp;
+  const std::string out = tmp.file("g.safetensors");
   const std::string base = "grad --model " + (c.dir / "model").string() + " --data " +
-                           (c.dir / "batch.jsonl").string() + " --out " + tmp.file("g.safetensors");
-  for (const auto& [flags, want] : {std::pair<std::string, double>{"", c.meta("loss_full")},
-                                    {" --use_full_attn False", c.meta("loss")},
-                                    {" --use_full_attn True", c.meta("loss_full")}}) {
+                           (c.dir / "batch.jsonl").string() + " --out " + out;
+  for (const std::string flags :
+       {"", " --use_full_attn True", " --use_full_attn False", " --use_full_attn False --mini_sequence False",
+        " --use_full_attn False --gradient_checkpointing False",
+        " --use_full_attn False --mini_sequence False --gradient_checkpointing False"}) {
     SCOPED_TRACE(flags);
+    const bool s2 = flags.find("--use_full_attn False") != std::string::npos;
     auto r = test::run_miniseq(base + flags);
     ASSERT_EQ(r.status, 0) << r.out;
-    const double loss = std::stod(SafetensorsFile(tmp.file("g.safetensors")).metadata().at("loss"));
-    EXPECT_NEAR(loss, want, 1e-6 * want);
+    SafetensorsFile grads(out);
+    const double want = s2 ? c.meta("loss") : c.meta("loss_full");
+    EXPECT_NEAR(std::stod(grads.metadata().at("loss")), want, 1e-6 * want);
     const std::string attention =
-        flags == " --use_full_attn False"
-            ? "attention S2-Attn, groups of " + std::to_string(StepPolicy::s2_group_size(c.batch.seq))
-            : "attention full";
+        s2 ? "attention S2-Attn, groups of " + std::to_string(StepPolicy::s2_group_size(c.batch.seq))
+           : "attention full";
     EXPECT_NE(r.out.find(attention), std::string::npos) << r.out;
+    if (!s2) continue;
+    Result res;
+    res.loss = std::stod(grads.metadata().at("loss"));
+    for (const auto& t : grads.tensors()) {
+      std::vector<float>& v = res.grads[t.name];
+      v.resize(static_cast<size_t>(t.numel()));
+      grads.read(t.name, Tensor(v.data(), Shape::from(t.shape)));
+    }
+    compare(c, res, "grads.safetensors");
   }
 }
 
