@@ -35,8 +35,8 @@ cli::Flags train_flags(bool sft) {
           {"use_flash_attn", FlagKind::Bool, "True", "accepted: attention is always memory-efficient"},
           {"use_full_attn", FlagKind::Bool, "False",
            "False (LongLoRA's default): shifted sparse attention (S2-Attn) in training, groups of model_max_length/4 "
-           "tokens, half the heads shifted by half a group (docs/s2attn.md); True: full causal attention. "
-           "Evaluation, passkey and generation always attend fully"},
+           "tokens (supervised-fine-tune: LongLoRA's SFT rule), half the heads shifted by half a group "
+           "(docs/s2attn.md); True: full causal attention. Evaluation, passkey and generation always attend fully"},
           {"low_rank_training", FlagKind::Bool, "False", "LoRA + S2-Attn (not available yet: must be False)"},
           // Schedule and optimizer (Hugging Face TrainingArguments defaults).
           {"num_train_epochs", FlagKind::Float, "3", "epochs over the data (when max_steps <= 0)"},
