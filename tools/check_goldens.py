@@ -6,7 +6,9 @@ It doubles as an executable spec of what the C++ engine computes: config parsing
 rope_theta/rope_scaling and transformers-5 rope_parameters), tied embeddings, GQA, RoPE (rotate-half pairing, HF's
 fp32 tables; linear, dynamic NTK, YaRN and llama3 frequencies from their published formulas, evaluated in fp32),
 Qwen3's per-head q/k RMSNorm, q/k/v/o biases, the sliding window, the embedding's padding_idx (= pad_token_id: lookups
-of the pad id add no gradient), and the shifted mean cross-entropy over labels != -100.
+of the pad id add no gradient), and the shifted mean cross-entropy over labels != -100. The S²-Attn goldens
+(tests/data/golden/s2/, docs/s2attn.md) are checked with the group rule written as "a key at or after the start of
+the query's group", another formulation than tools/s2_attn_reference.py's group numbers.
 
     tools/.venv/bin/python tools/check_goldens.py
 """
@@ -125,7 +127,7 @@ def rmsnorm(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def forward_loss(c, w, ids, labels):
+def forward_loss(c, w, ids, labels, s2=False):
     b, s = ids.shape
     h, hkv, dd = c["heads"], c["kv_heads"], c["head_dim"]
     cos, sin = rope_tables(c, s)
@@ -134,6 +136,14 @@ def forward_loss(c, w, ids, labels):
     allowed = j <= i
     if c["window"] is not None:
         allowed &= i - j < c["window"]
+    if s2:  # S²-Attn (docs/s2attn.md): a key at or after the start of the query's group; heads >= H // 2 shifted
+        g = max(1, s // 4)
+        per_head = []
+        for n in range(h):
+            shift = g // 2 if n >= h // 2 else 0
+            start = torch.where(i < shift, 0, i - (i - shift) % g)  # first position of query i's group
+            per_head.append(allowed & (j >= start))
+        allowed = torch.stack(per_head)  # [H, S, S]
     # [B, S, d]; with padding_idx the pad id's lookups carry no gradient to the table (nn.Embedding's rule)
     x = torch.nn.functional.embedding(ids, w["model.embed_tokens.weight"], padding_idx=c["padding_idx"])
 
@@ -170,14 +180,14 @@ def forward_loss(c, w, ids, labels):
     )
 
 
-def check_case(case_dir):
+def check_case(case_dir, s2=False):
     model_dir = case_dir / "model"
     c = read_config(model_dir)
     w = read_weights(model_dir)
     rows = [json.loads(line) for line in open(case_dir / "batch.jsonl")]
     ids = torch.tensor([r["input_ids"] for r in rows])
     labels = torch.tensor([r["labels"] for r in rows])
-    loss = forward_loss(c, w, ids, labels)
+    loss = forward_loss(c, w, ids, labels, s2)
     loss.backward()
     with safe_open(case_dir / "grads_f64.safetensors", "pt") as f:
         ref_loss = float(f.metadata()["loss_f64"])
@@ -193,12 +203,17 @@ def check_case(case_dir):
 def main():
     torch.set_num_threads(1)
     ok = True
-    for case_dir in sorted(p for p in GOLDEN.iterdir() if (p / "case.json").exists()):
-        loss_err, grad_err, worst = check_case(case_dir)
+    cases = [(p, False) for p in sorted(GOLDEN.iterdir()) if (p / "case.json").exists()]
+    s2_dir = GOLDEN / "s2"  # S²-Attn goldens (tools/s2_attn_reference.py)
+    if s2_dir.exists():
+        cases += [(p, True) for p in sorted(s2_dir.iterdir()) if (p / "case.json").exists()]
+    for case_dir, s2 in cases:
+        loss_err, grad_err, worst = check_case(case_dir, s2)
         # grads_f64 is stored as F32: 6e-8 relative rounding; the loss is kept as an exact f64 repr.
         good = loss_err < 1e-12 and grad_err < 1e-7
         ok &= good
-        print(f"{'ok  ' if good else 'FAIL'} {case_dir.name:22s} loss rel {loss_err:.1e}  grad rel {grad_err:.1e} ({worst})")
+        name = ("s2/" if s2 else "") + case_dir.name
+        print(f"{'ok  ' if good else 'FAIL'} {name:22s} loss rel {loss_err:.1e}  grad rel {grad_err:.1e} ({worst})")
     sys.exit(0 if ok else 1)
 
 
