@@ -12,6 +12,8 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "miniseq/train/distributed.h"
 #include "miniseq/train/output_dir.h"
 #include "support/tmpdir.h"
@@ -282,6 +284,41 @@ TEST(DataParallelTrain, ARankThatHangsEndsTheJobAfterTheTimeout) {
   ASSERT_TRUE(run.wait(40)) << "rank 0 still waits 40 s after rank 1 stopped: " << run.output();
   EXPECT_NE(run.exit_code(), 0);
   EXPECT_NE(run.output().find("rank 0 of 2 waited"), std::string::npos) << run.output();
+}
+
+// Supervised fine-tuning over ranks: each rank pads its own examples, the loss is normalized by the targets
+// of all ranks. Two ranks x batch 1 x accumulation 2 cover the four records of tests/data/sft/ in one step:
+// the loss is transformers' (tools/sft_reference.py), as for one process (test_sft.cpp).
+TEST(DataParallelTrain, SupervisedFineTuningStepEqualsTransformers) {
+  SKIP_WITHOUT_MPI();
+  fs::path tok = fs::path(MINISEQ_SOURCE_DIR) / "../shared/data/tokenizers/mistral";
+  if (const char* env = std::getenv("MINISEQ_TEST_DATA")) tok = fs::path(env) / "tokenizers/mistral";
+  if (!fs::exists(tok / "tokenizer.json")) GTEST_SKIP() << "no Mistral tokenizer at " << tok;
+  TempDir tmp;
+  const std::string sft = test::source_dir() + "/tests/data/sft/";
+  const auto ref = nlohmann::json::parse(test::read_text(sft + "reference.json"));
+  const auto made = test::run_miniseq("tiny-model --out " + tmp.file("model") + " " +
+                                      ref["tiny_model_args"].get<std::string>());
+  ASSERT_EQ(made.status, 0) << made.out;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(tok / f, fs::path(tmp.file("model")) / f);
+  std::vector<std::string> args = {
+      "sft", "--model_name_or_path=" + tmp.file("model"), "--data_path=" + sft + "records.json",
+      "--output_dir=" + tmp.file("out"),
+      "--model_max_length=" + std::to_string(ref["model_max_length"].get<int64_t>())};
+  // Full attention, as transformers' reference (S²-Attn: docs/s2attn.md).
+  for (const char* flag :
+       {"--per_device_train_batch_size=1", "--gradient_accumulation_steps=2", "--max_steps=1",
+        "--learning_rate=0", "--logging_steps=1", "--save_strategy=no", "--use_full_attn=True"})
+    args.push_back(flag);
+  Launch run(2, args, tmp.file("run.log"));
+  ASSERT_TRUE(run.wait(120)) << run.output();
+  ASSERT_EQ(run.exit_code(), 0) << run.output();
+  EXPECT_NE(run.output().find("x 2 data-parallel ranks"), std::string::npos) << run.output();
+  const auto loss = test::logged(tmp.file("out"), "loss");
+  ASSERT_EQ(loss.size(), 1u);
+  const double want = ref["loss"].get<double>();
+  EXPECT_NEAR(loss[0], want, 1e-5 * want);
 }
 
 }  // namespace
