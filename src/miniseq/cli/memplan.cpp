@@ -97,6 +97,8 @@ int cmd_memplan(const Args& args) {
               {"offload_optimizer", FlagKind::Bool, "False", "AdamW moments + fp32 master weights in host memory"},
               {"offload_checkpoints", FlagKind::Int, "0", "checkpointed inputs of the first N layers on the host (-1 = all)"},
               {"host_memory", FlagKind::String, "", "host memory budget for offloaded state, e.g. 128GiB"},
+              {"data_parallel", FlagKind::Int, "1", "data-parallel ranks (the plan is one rank's: docs/distributed.md)"},
+              {"zero_stage", FlagKind::Int, "0", "1: AdamW state and master weights sharded over the ranks (ZeRO-1)"},
               {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
               {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
@@ -124,6 +126,13 @@ int cmd_memplan(const Args& args) {
   target.offload_optimizer = f.boolean("offload_optimizer");
   target.offload_layers = f.i64("offload_checkpoints");
   MS_CHECK(target.offload_layers >= -1, "memplan: --offload_checkpoints must be a layer count or -1 (all)");
+  const int64_t D = f.i64("data_parallel"), zero = f.i64("zero_stage");
+  MS_CHECK(D >= 1, "memplan: --data_parallel must be >= 1");
+  MS_CHECK(zero == 0 || zero == 1, "memplan: --zero_stage must be 0 or 1 (stage 2 is not available yet)");
+  MS_CHECK(zero == 0 || !(target.offload_optimizer || target.optimizer_in_backward || !target.master_weights),
+           "memplan: --zero_stage 1 is not available with --offload_optimizer, --optimizer_in_backward or "
+           "--master_weights False");
+  target.zero_ranks = zero >= 1 ? D : 0;
   const int64_t B = f.i64("per_device_train_batch_size");
   MS_CHECK(B >= 1, "memplan: --per_device_train_batch_size must be >= 1");
   const bool find = f.boolean("find_max_length"), autoc = f.boolean("auto");
@@ -155,11 +164,13 @@ int cmd_memplan(const Args& args) {
                         {"model_type", std::string(arch_name(c.arch))},
                         {"parameters", param_count(param_specs(c))},
                         {"device", device},
-                        {"batch", B}};
+                        {"batch", B},
+                        {"data_parallel", D},
+                        {"zero_stage", zero}};
   const bool text = !f.boolean("json");
   if (text)
     std::printf("memplan: %s, %s parameters, batch %lld, device %s (%s weights%s, %s grads%s%s, %s activations, "
-                "%s AdamW moments)\n",
+                "%s AdamW moments%s)\n",
                 std::string(arch_name(c.arch)).c_str(), count_label(param_count(param_specs(c))).c_str(),
                 (long long)B, device.c_str(), std::string(dtype_name(target.params)).c_str(),
                 keeps_master(target)      ? " + fp32 master"
@@ -168,7 +179,9 @@ int cmd_memplan(const Args& args) {
                 std::string(dtype_name(target.grad_precision)).c_str(),
                 target.grads != target.grad_precision ? " (emulated in F32)" : "",
                 target.optimizer_in_backward ? " per group (optimizer in backward)" : "",
-                std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str());
+                std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str(),
+                zero >= 1 ? (", 1/" + std::to_string(D) + " of them and of the master per rank (ZeRO-1)").c_str()
+                          : "");
   if (S > 0) {
     out["model_max_length"] = S;
     const RunPlan run = plan_run(c, B, S, req, target);

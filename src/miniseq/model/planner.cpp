@@ -51,12 +51,18 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
   model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward);
   const auto specs = param_specs(config);
   std::optional<ParamSet> m, v, master;
-  std::optional<Buffer> staging;
+  std::optional<Buffer> staging, zero_m, zero_v, zero_master;
   if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp
     master.emplace(host, specs, DType::F32, MemCategory::Weights, "master:");
     m.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
     staging = host.alloc("grad_staging", {host_staging_floats(specs)}, DType::F32, MemCategory::Workspace);
+  } else if (target.optimizer && target.zero_ranks > 0) {  // laid out exactly as train/zero_optimizer.cpp
+    const int64_t shard = (param_count(specs) + target.zero_ranks - 1) / target.zero_ranks;
+    zero_m = plan.alloc("exp_avg:shard", {shard}, target.moments, MemCategory::Optimizer);
+    zero_v = plan.alloc("exp_avg_sq:shard", {shard}, target.moments, MemCategory::Optimizer);
+    if (target.params != DType::F32)
+      zero_master = plan.alloc("master:shard", {shard}, DType::F32, MemCategory::Optimizer);
   } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");

@@ -36,6 +36,9 @@ struct PlanTarget {
   // F32 on the CPU, which emulates bf16 gradients in fp32 buffers). Set both with with_precision.
   bool master_weights = true;
   DType grad_precision = DType::F32;
+  // ZeRO stage 1 (train/zero_optimizer.h): the AdamW moments and master weights of one rank's 1/zero_ranks of the
+  // parameters, as three flat buffers (0: not sharded).
+  int64_t zero_ranks = 0;
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
   // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.

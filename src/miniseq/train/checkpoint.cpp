@@ -138,6 +138,7 @@ void save_checkpoint(const SaveRequest& r) {
       write_file_atomic((tmp / "trainer_state.json").string(), j.dump(2) + "\n");
       count_file("trainer_state.json");
     }
+    if (r.before_rename) r.before_rename(tmp.string());
     fsync_dir(tmp);
     // Swap into place: an existing directory of the same name is moved aside first, then removed.
     if (fs::exists(final_dir)) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct SaveRequest {
   nlohmann::json tokenizer_overrides; // {"file name": contents} written instead of copying (e.g. with [PAD] added)
   size_t max_shard_bytes = 5ull << 30;  // Hugging Face's default max_shard_size
   Backend* backend = nullptr;         // to download device tensors (null: everything is on the CPU)
+  // Called with the temporary directory once this process's files are in it, before it is renamed into place:
+  // the other ranks' ZeRO optimizer shards go in there (train/zero_optimizer.h).
+  std::function<void(const std::string& tmp_dir)> before_rename;
 };
 
 void save_checkpoint(const SaveRequest& r);

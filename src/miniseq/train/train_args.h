@@ -47,6 +47,7 @@ struct TrainArgs {
   double max_host_memory_gib = 0;      // host budget for offloaded state (0 = available RAM)
   int64_t data_parallel = 0;           // data-parallel ranks (0 = the number of processes launched)
   double dist_timeout = 1800;          // seconds a collective may wait for the other ranks
+  int64_t zero_stage = 0;              // 1: AdamW state and master weights sharded over the data-parallel ranks
 };
 
 // The flag table (name, type, default, help) for parsing, --help and the effective-config printout; `sft`:

@@ -21,6 +21,7 @@
 #include "miniseq/train/optimizer.h"
 #include "miniseq/train/output_dir.h"
 #include "miniseq/train/schedule.h"
+#include "miniseq/train/zero_optimizer.h"
 
 namespace miniseq {
 
@@ -174,6 +175,7 @@ PlanTarget plan_target(const TrainArgs& a) {
   t.optimizer_in_backward = a.optimizer_in_backward;
   t.offload_optimizer = a.offload_optimizer;
   t.offload_layers = a.offload_checkpoints;
+  t.zero_ranks = a.zero_stage >= 1 ? std::max<int64_t>(1, a.data_parallel) : 0;
   return with_precision(t, a.master_weights, a.grad_dtype);
 }
 
@@ -195,7 +197,13 @@ int64_t total_training_steps(const TrainArgs& a, int64_t blocks) {
 }
 
 TrainResult run_training(const TrainSetup& setup) {
-  const TrainArgs& a = setup.args;
+  // Data parallel over the world (train/distributed.h): only rank 0 prints and writes files.
+  std::unique_ptr<dist::Communicator> single = setup.comm ? nullptr : dist::make_single_process();
+  DataParallel dp(setup.comm ? *setup.comm : *single);
+  check_data_parallel(setup.args, dp.size());
+  TrainArgs args = setup.args;
+  args.data_parallel = dp.size();  // the steps of an epoch count the blocks of all ranks; ZeRO's shards
+  const TrainArgs& a = args;
   const ModelConfig& config = setup.config;
   const Dataset& data = *setup.data;
   const Device device = a.device == "cuda" ? Device::CUDA : Device::CPU;
@@ -204,10 +212,6 @@ TrainResult run_training(const TrainSetup& setup) {
   MS_CHECK(!a.output_dir.empty(), "--output_dir is required");
   StepPolicy policy = policy_from(a);
   TrainResult result;
-  // Data parallel over the world (train/distributed.h): only rank 0 prints and writes files.
-  std::unique_ptr<dist::Communicator> single = setup.comm ? nullptr : dist::make_single_process();
-  DataParallel dp(setup.comm ? *setup.comm : *single);
-  check_data_parallel(a, dp.size());
   const bool quiet = setup.quiet || !dp.root();
 
   // The backend first: its device's free memory is the plan's budget.
@@ -274,55 +278,61 @@ TrainResult run_training(const TrainSetup& setup) {
   // plan_run).
   std::optional<AdamW> dev_opt;
   std::optional<HostOptimizer> host_opt;
+  std::optional<ZeroAdamW> zero_opt;  // --zero_stage 1: this rank's shard of the state (train/zero_optimizer.h)
   if (a.offload_optimizer) {
     host_opt.emplace(*host_plan, param_specs(config), a.moments_dtype, *be);
+  } else if (a.zero_stage >= 1) {
+    zero_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), dp.rank(), dp.size());
   } else {
     dev_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), a.master_weights,
                     static_cast<uint64_t>(a.seed));
   }
   const HostPin pin(*be, host_plan.get(), host_opt ? host_opt->staging_offset() : 0);
-  const ParamSet& exp_avg = host_opt ? host_opt->exp_avg() : dev_opt->exp_avg();
-  const ParamSet& exp_avg_sq = host_opt ? host_opt->exp_avg_sq() : dev_opt->exp_avg_sq();
+  const ParamSet* exp_avg = host_opt ? &host_opt->exp_avg() : dev_opt ? &dev_opt->exp_avg() : nullptr;
+  const ParamSet* exp_avg_sq = host_opt ? &host_opt->exp_avg_sq() : dev_opt ? &dev_opt->exp_avg_sq() : nullptr;
   TrainProgress progress;
   progress.seed = static_cast<uint64_t>(a.seed);
-  {
-    TrainArgs global = a;  // the steps of an epoch count the blocks of all ranks
-    global.data_parallel = dp.size();
-    progress.total_steps = total_training_steps(global, data.size());
-  }
+  progress.total_steps = total_training_steps(a, data.size());
 
   bool resume_flag = false;
-  if (!resume.empty()) {
+  if (!resume.empty() && zero_opt) {
+    progress = load_zero_checkpoint(resume, *zero_opt, model.weights(), *be, dp.comm());
+    resume_flag = true;
+    if (a.max_steps > 0) progress.total_steps = a.max_steps;
+  } else if (!resume.empty()) {
+    refuse_sharded_checkpoint(resume);
     const ParamSet* master = host_opt                ? &host_opt->master()
                              : dev_opt->has_master() ? &dev_opt->master()
                                                      : nullptr;
-    progress = load_checkpoint(resume, model.weights(), exp_avg, exp_avg_sq, be, master).progress;
+    progress = load_checkpoint(resume, model.weights(), *exp_avg, *exp_avg_sq, be, master).progress;
     if (host_opt) host_opt->upload_to(model.weights());
     else dev_opt->weights_from_master(*be, model.weights());
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
-    // Written with another global micro-batch (batch size or rank count): continue after the blocks it
-    // consumed.
-    const int64_t now_blocks = a.per_device_train_batch_size * dp.size();
-    if (progress.micro_batch_blocks > 0 && progress.micro_batch_blocks != now_blocks) {
-      const int64_t done = progress.micro_in_epoch * progress.micro_batch_blocks;
-      progress.micro_in_epoch = (done + now_blocks - 1) / now_blocks;
-      if (!quiet)
-        std::printf(
-            "resume: the checkpoint took %lld blocks per micro-batch, this run %lld: continuing the epoch "
-            "after block %lld\n",
-            (long long)progress.micro_batch_blocks, (long long)now_blocks,
-            (long long)(progress.micro_in_epoch * now_blocks));
-    }
   } else if (setup.init_weights) {
     setup.init_weights(model.weights(), be);
     if (host_opt) host_opt->init_from(model.weights());
+    else if (zero_opt) zero_opt->reset(*be, model.weights());
     else dev_opt->reset(*be, model.weights());
   } else {
     SafetensorsModel files(setup.model_dir);
     load_params_grown(files, setup.file_config, config, model.weights(), be);
     if (host_opt) host_opt->init_from(model.weights());
+    else if (zero_opt) zero_opt->reset(*be, model.weights());
     else dev_opt->reset(*be, model.weights());
+  }
+  // Written with another global micro-batch (batch size or rank count): continue after the blocks it
+  // consumed.
+  const int64_t now_blocks = a.per_device_train_batch_size * dp.size();
+  if (resume_flag && progress.micro_batch_blocks > 0 && progress.micro_batch_blocks != now_blocks) {
+    const int64_t done = progress.micro_in_epoch * progress.micro_batch_blocks;
+    progress.micro_in_epoch = (done + now_blocks - 1) / now_blocks;
+    if (!quiet)
+      std::printf(
+          "resume: the checkpoint took %lld blocks per micro-batch, this run %lld: continuing the epoch "
+          "after block %lld\n",
+          (long long)progress.micro_batch_blocks, (long long)now_blocks,
+          (long long)(progress.micro_in_epoch * now_blocks));
   }
   progress.run_id = out_dir.run_id;
   progress.micro_batch_blocks = a.per_device_train_batch_size * dp.size();
@@ -336,10 +346,18 @@ TrainResult run_training(const TrainSetup& setup) {
   save.config = &config;
   save.weights = &model.weights();
   save.weights_dtype = a.bf16 || be->weight_precision() == DType::BF16 ? DType::BF16 : DType::F32;
-  save.exp_avg = &exp_avg;
-  save.exp_avg_sq = &exp_avg_sq;
+  save.exp_avg = exp_avg;  // null with ZeRO: each rank's shard goes in instead
+  save.exp_avg_sq = exp_avg_sq;
   if (host_opt) save.master = &host_opt->master();
-  else if (dev_opt->has_master()) save.master = &dev_opt->master();
+  else if (dev_opt && dev_opt->has_master()) save.master = &dev_opt->master();
+  // ZeRO: every rank writes its optimizer shard into the checkpoint rank 0 is writing, before it is renamed into
+  // place (rank 0 names the directory; the others call write_zero_shard at the same step).
+  auto write_zero_shard = [&](const std::string& tmp_dir) {
+    const std::string dir = dp.broadcast_string(tmp_dir);
+    zero_opt->save_shard(dir, model.weights(), *be);
+    dp.barrier();
+  };
+  if (zero_opt) save.before_rename = write_zero_shard;
   save.progress = &progress;
   save.tokenizer_dir = setup.tokenizer_dir;
   save.tokenizer_overrides = setup.tokenizer_overrides;
@@ -455,6 +473,7 @@ TrainResult run_training(const TrainSetup& setup) {
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
       if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm)) {
         if (host_opt) host_opt->step(model.weights(), model.grads(), h);
+        else if (zero_opt) zero_opt->step(*be, model.weights(), model.grads(), h, dp.comm());
         else dev_opt->step(*be, model.weights(), model.grads(), h);
       }
     } else {
@@ -593,6 +612,7 @@ TrainResult run_training(const TrainSetup& setup) {
       break;
     }
     if ((save_now || stop) && dp.root()) save_checkpoint_now();
+    else if ((save_now || stop) && zero_opt) write_zero_shard("");
     if (stop) {
       result.interrupted = true;
       if (!quiet)

@@ -1,0 +1,197 @@
+#include "miniseq/train/zero_optimizer.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "miniseq/io/safetensors.h"
+
+namespace miniseq {
+
+namespace fs = std::filesystem;
+
+ZeroLayout::ZeroLayout(const std::vector<ParamSpec>& specs, int r) : ranks(r) {
+  for (const auto& s : specs) {
+    offsets.push_back(total);
+    total += s.shape.numel();
+  }
+  shard = (total + ranks - 1) / ranks;
+}
+
+std::vector<ZeroLayout::Piece> ZeroLayout::pieces(int64_t flat_begin, int64_t flat_end) const {
+  std::vector<Piece> out;
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    const int64_t p_begin = offsets[i];
+    const int64_t p_end = i + 1 < offsets.size() ? offsets[i + 1] : total;
+    const int64_t b = std::max(p_begin, flat_begin), e = std::min(p_end, flat_end);
+    if (b < e) out.push_back({i, b - p_begin, e - b, b});
+  }
+  return out;
+}
+
+// Allocation order (exp_avg, exp_avg_sq, master) = the planner's (model/planner.cpp plan_run, zero_ranks).
+ZeroAdamW::ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params,
+                     int rank, int ranks)
+    : specs_(specs),
+      layout_(specs, ranks),
+      rank_(rank),
+      m_(plan.alloc("exp_avg:shard", {layout_.shard}, moments, MemCategory::Optimizer)),
+      v_(plan.alloc("exp_avg_sq:shard", {layout_.shard}, moments, MemCategory::Optimizer)) {
+  if (params != DType::F32)
+    master_.emplace(plan.alloc("master:shard", {layout_.shard}, DType::F32, MemCategory::Optimizer));
+}
+
+Tensor ZeroAdamW::piece(const Tensor& flat_shard, const ZeroLayout::Piece& p) const {
+  const int64_t at = p.flat - layout_.begin(rank_);
+  return Tensor(static_cast<char*>(flat_shard.data) + at * static_cast<int64_t>(dtype_size(flat_shard.dtype)),
+                {p.count}, flat_shard.dtype, flat_shard.device);
+}
+
+Tensor ZeroAdamW::piece_of_param(const Tensor& param, const ZeroLayout::Piece& p) {
+  return Tensor(static_cast<char*>(param.data) + p.offset * static_cast<int64_t>(dtype_size(param.dtype)),
+                {p.count}, param.dtype, param.device);
+}
+
+void ZeroAdamW::reset(Backend& be, const ParamSet& weights) {
+  be.fill_zero(m_);
+  be.fill_zero(v_);
+  if (master_)
+    for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_)))
+      be.copy(piece(*master_, p), piece_of_param(weights[p.param], p));
+}
+
+void ZeroAdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h,
+                     dist::Communicator& comm) {
+  // The arithmetic of AdamW::update, on this rank's part of each parameter.
+  for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_))) {
+    const ParamSpec& spec = specs_[p.param];
+    AdamWParams a;
+    a.lr = h.lr, a.beta1 = h.beta1, a.beta2 = h.beta2, a.eps = h.eps, a.step = h.step;
+    a.weight_decay = AdamW::decays(spec) ? h.weight_decay : 0.0;
+    a.grad_scale = static_cast<float>(h.clip);
+    const Tensor master = master_ ? piece(*master_, p) : Tensor();
+    be.adamw_step(piece_of_param(weights[p.param], p), piece_of_param(grads[p.param], p), piece(m_, p),
+                  piece(v_, p), a, master_ ? &master : nullptr);
+  }
+  broadcast_weights(weights, comm);
+}
+
+void ZeroAdamW::broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const {
+  if (comm.size() == 1) return;
+  for (int owner = 0; owner < layout_.ranks; ++owner)
+    for (const auto& p : layout_.pieces(layout_.begin(owner), layout_.end(owner)))
+      comm.broadcast(piece_of_param(weights[p.param], p), owner);
+}
+
+std::string ZeroAdamW::shard_file(int rank, int ranks) {
+  return "optimizer-shard-" + std::to_string(rank) + "-of-" + std::to_string(ranks) + ".safetensors";
+}
+
+void ZeroAdamW::save_shard(const std::string& dir, const ParamSet& weights, Backend& be) const {
+  const int64_t begin = layout_.begin(rank_), n = layout_.end(rank_) - begin;
+  // Host copies: the moments in their dtype, the exact weights of these elements in fp32 (the master, or the
+  // fp32 weights themselves).
+  std::vector<uint8_t> hm(static_cast<size_t>(n) * dtype_size(m_->dtype)), hv(hm.size());
+  std::vector<float> hw(static_cast<size_t>(n));
+  const Tensor m_host(hm.data(), {n}, m_->dtype), v_host(hv.data(), {n}, v_->dtype), w_host(hw.data(), {n});
+  if (n > 0) {
+    const Tensor m_mine(m_->data, {n}, m_->dtype, m_->device), v_mine(v_->data, {n}, v_->dtype, v_->device);
+    be.download(m_host, m_mine);
+    be.download(v_host, v_mine);
+  }
+  for (const auto& p : layout_.pieces(begin, begin + n)) {
+    const Tensor dst(hw.data() + (p.flat - begin), {p.count});
+    be.download(dst, master_ ? piece(*master_, p) : piece_of_param(weights[p.param], p));
+  }
+  const std::map<std::string, std::string> meta = {{"format", "miniseq-zero1"},
+                                                   {"rank", std::to_string(rank_)},
+                                                   {"ranks", std::to_string(layout_.ranks)},
+                                                   {"begin", std::to_string(begin)},
+                                                   {"end", std::to_string(begin + n)},
+                                                   {"total", std::to_string(layout_.total)}};
+  write_safetensors((fs::path(dir) / shard_file(rank_, layout_.ranks)).string(),
+                    {{"exp_avg", m_host, m_host.dtype},
+                     {"exp_avg_sq", v_host, v_host.dtype},
+                     {"weights", w_host, DType::F32}},
+                    meta);
+}
+
+void ZeroAdamW::load_shards(const std::string& dir, const ParamSet& weights, Backend& be,
+                            dist::Communicator& comm) {
+  const int64_t begin = layout_.begin(rank_), end = layout_.end(rank_), n = end - begin;
+  std::vector<float> hm(static_cast<size_t>(n)), hv(hm.size()), hw(hm.size());
+  int64_t covered = 0;
+  int files = 0;
+  const std::regex name(R"(optimizer-shard-(\d+)-of-(\d+)\.safetensors)");
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string file = e.path().filename().string();
+    if (!std::regex_match(file, name)) continue;
+    ++files;
+    const SafetensorsFile f(e.path().string());
+    const auto& meta = f.metadata();
+    auto number = [&](const char* key) -> int64_t {
+      const auto it = meta.find(key);
+      MS_CHECK(it != meta.end() && !it->second.empty() &&
+                   it->second.find_first_not_of("0123456789") == std::string::npos,
+               e.path().string(), ": the metadata has no valid '", key, "' (not a shard written by miniseq)");
+      return std::stoll(it->second);
+    };
+    const int64_t b = number("begin"), en = number("end"), total = number("total");
+    MS_CHECK(total == layout_.total && b <= en && en <= total, e.path().string(), ": a shard of ", total,
+             " parameters [", b, ", ", en, "), but this model has ", layout_.total,
+             "; the checkpoint was written for another model");
+    const int64_t lo = std::max(b, begin), hi = std::min(en, end);
+    if (lo >= hi) continue;
+    std::vector<float> t(static_cast<size_t>(en - b));
+    const Tensor tt(t.data(), {en - b});
+    auto take = [&](const char* tensor, std::vector<float>& into) {
+      f.read(tensor, tt);  // checks the name and the shape [end - begin]; converts to fp32
+      std::copy(t.begin() + (lo - b), t.begin() + (hi - b), into.begin() + (lo - begin));
+    };
+    take("exp_avg", hm);
+    take("exp_avg_sq", hv);
+    take("weights", hw);
+    covered += hi - lo;
+  }
+  MS_CHECK(files > 0, dir,
+           ": no optimizer-shard-*.safetensors: the checkpoint was written without --zero_stage; "
+           "resume it without --zero_stage");
+  MS_CHECK(covered == n, dir, ": the optimizer shards cover ", covered, " of the ", n,
+           " parameters this rank needs: a shard file is missing");
+  if (n > 0) {
+    be.upload(Tensor(m_->data, {n}, m_->dtype, m_->device), Tensor(hm.data(), {n}));
+    be.upload(Tensor(v_->data, {n}, v_->dtype, v_->device), Tensor(hv.data(), {n}));
+  }
+  for (const auto& p : layout_.pieces(begin, end)) {
+    const Tensor src(hw.data() + (p.flat - begin), {p.count});
+    be.upload(piece_of_param(weights[p.param], p), src);
+    if (master_) be.upload(piece(*master_, p), src);
+  }
+  broadcast_weights(weights, comm);
+}
+
+TrainProgress load_zero_checkpoint(const std::string& dir, ZeroAdamW& opt, const ParamSet& weights,
+                                   Backend& be, dist::Communicator& comm) {
+  const fs::path state = fs::path(dir) / "trainer_state.json";
+  MS_CHECK(fs::is_directory(dir), dir, ": checkpoint directory does not exist");
+  MS_CHECK(fs::exists(state), dir, ": not a miniseq checkpoint (no trainer_state.json)");
+  std::ifstream in(state, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  TrainProgress p = parse_trainer_state(text.str(), state.string());
+  opt.load_shards(dir, weights, be, comm);
+  return p;
+}
+
+void refuse_sharded_checkpoint(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "optimizer.safetensors") || !fs::is_directory(dir)) return;
+  for (const auto& e : fs::directory_iterator(dir))
+    MS_CHECK(e.path().filename().string().rfind("optimizer-shard-", 0) != 0, dir,
+             ": the optimizer state is sharded (written with --zero_stage 1); resume it with --zero_stage 1, "
+             "at any "
+             "number of processes");
+}
+
+}  // namespace miniseq

@@ -1,0 +1,83 @@
+// ZeRO stage 1 (--zero_stage 1, docs/distributed.md): AdamW's moments and fp32 master weights sharded over
+// the data-parallel ranks. The parameters, in the table's order, form one flat vector of N elements; rank r
+// owns elements [r·S, min((r+1)·S, N)), S = ceil(N / D), and keeps the optimizer state of those alone (the
+// planner plans the same three flat buffers: model/planner.cpp). Every rank still receives the whole summed
+// gradient; each updates its own elements with the same AdamW arithmetic as the unsharded optimizer (so the
+// weights are the same bits), then every piece is broadcast from its owner, so every rank holds every weight
+// again.
+//
+// Checkpoints: each rank writes its shard (optimizer-shard-R-of-D.safetensors: exp_avg, exp_avg_sq and the
+// exact fp32 weights of its elements, with their flat range in the metadata) into the checkpoint rank 0
+// writes. A resume reads the ranges it owns from whichever shard files hold them, so it works at another rank
+// count too.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "miniseq/core/memory_plan.h"
+#include "miniseq/dist/communicator.h"
+#include "miniseq/model/params.h"
+#include "miniseq/train/checkpoint.h"
+#include "miniseq/train/optimizer.h"
+
+namespace miniseq {
+
+// The flat layout of the parameters over `ranks` shards.
+struct ZeroLayout {
+  ZeroLayout(const std::vector<ParamSpec>& specs, int ranks);
+  int ranks;
+  int64_t total = 0, shard = 0;  // N, S
+  std::vector<int64_t> offsets;  // the flat offset of each parameter, in table order
+  int64_t begin(int r) const { return std::min<int64_t>(static_cast<int64_t>(r) * shard, total); }
+  int64_t end(int r) const { return std::min<int64_t>((static_cast<int64_t>(r) + 1) * shard, total); }
+  // Elements [offset, offset + count) of parameter `param` lie at flat [flat, flat + count).
+  struct Piece {
+    size_t param;
+    int64_t offset, count, flat;
+  };
+  std::vector<Piece> pieces(int64_t flat_begin, int64_t flat_end) const;
+};
+
+class ZeroAdamW {
+ public:
+  // Allocates this rank's shard of exp_avg and exp_avg_sq (moments dtype) and, for weights stored below fp32,
+  // of the fp32 master weights, in that order.
+  ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params, int rank,
+            int ranks);
+
+  const ZeroLayout& layout() const { return layout_; }
+  // A fresh run: moments zero, the master shard from the weights.
+  void reset(Backend& be, const ParamSet& weights);
+  // Updates this rank's elements from the (already summed) gradients, then gives every rank every weight.
+  void step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h,
+            dist::Communicator& comm);
+  // Every piece of every weight from the rank that owns it.
+  void broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const;
+
+  static std::string shard_file(int rank, int ranks);
+  // Writes this rank's shard file into `dir` (the checkpoint being written).
+  void save_shard(const std::string& dir, const ParamSet& weights, Backend& be) const;
+  // Reads this rank's elements from the shard files of checkpoint `dir` (written at any rank count): moments,
+  // master and weights; then every rank gets every weight. Errors name the file.
+  void load_shards(const std::string& dir, const ParamSet& weights, Backend& be, dist::Communicator& comm);
+
+ private:
+  Tensor piece(const Tensor& flat_shard, const ZeroLayout::Piece& p) const;  // the shard's part for p
+  static Tensor piece_of_param(const Tensor& param, const ZeroLayout::Piece& p);
+
+  std::vector<ParamSpec> specs_;
+  ZeroLayout layout_;
+  int rank_;
+  Buffer m_, v_;                  // [S] moments of this rank's elements
+  std::optional<Buffer> master_;  // [S] fp32, for weights stored below fp32
+};
+
+// The progress and this rank's optimizer state and weights from a checkpoint written with --zero_stage 1.
+TrainProgress load_zero_checkpoint(const std::string& dir, ZeroAdamW& opt, const ParamSet& weights,
+                                   Backend& be, dist::Communicator& comm);
+// Refuses, saying what to do, a checkpoint of ZeRO shards resumed without --zero_stage.
+void refuse_sharded_checkpoint(const std::string& dir);
+
+}  // namespace miniseq
