@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "miniseq/core/check.h"
@@ -271,6 +272,54 @@ TEST(SftReference, ExamplesEqualLongLoRAsBuiltByTransformers) {
     EXPECT_EQ(stats.records, 4);
     EXPECT_EQ(stats.without_target, 1);
   }
+}
+
+// The same records through the byte-level tokenizers (Llama-3: "[PAD]" and "<unk>" added; Qwen3: its own pad
+// token, no BOS, "<s>" and "<unk>" already in its vocabulary): the examples as transformers builds them.
+// Nearly all of the time (10-50 s per tokenizer on the 2-core machine) is prepare_special_tokens reading
+// tokenizer.json as nlohmann::ordered_json, whose object insert is linear: quadratic in a 128K-entry
+// vocabulary.
+void expect_transformers_examples(const std::string& name) {
+  const auto refs =
+      nlohmann::json::parse(test::read_text(test::source_dir() + "/tests/data/sft/tokenizers.json"));
+  const int64_t max_len = nlohmann::json::parse(test::read_text(
+      test::source_dir() + "/tests/data/sft/reference.json"))["model_max_length"]
+                              .get<int64_t>();
+  const auto& ref = refs.at(name);
+  const fs::path dir = mistral_tokenizer_dir().parent_path() / name;
+  if (!fs::exists(dir / "tokenizer.json")) GTEST_SKIP() << "no tokenizer at " << dir;
+  const tok::Tokenizer base = tok::Tokenizer::load(dir.string());
+  const PreparedTokenizer prep = prepare_special_tokens(dir.string(), base);
+  EXPECT_EQ(prep.pad_id, ref["pad_token_id"].get<int32_t>()) << name;
+  EXPECT_EQ(prep.vocab_size, ref["vocab_size"].get<int64_t>()) << name;
+  std::unique_ptr<tok::Tokenizer> grown;
+  if (prep.file_overrides.contains("tokenizer.json"))
+    grown = std::make_unique<tok::Tokenizer>(
+        tok::Tokenizer::from_json(prep.file_overrides["tokenizer.json"].get<std::string>(),
+                                  prep.file_overrides["tokenizer_config.json"].get<std::string>(), name));
+  SftTokenization st;
+  st.tokenizer = grown ? grown.get() : &base;
+  st.eos_token = *st.tokenizer->id_to_token(prep.eos_id);
+  EXPECT_EQ(st.eos_token, ref["eos_token"].get<std::string>()) << name;
+  st.pad_id = prep.pad_id;
+  st.max_len = max_len;
+  const Dataset d =
+      sft_dataset(test::source_dir() + "/tests/data/sft/records.json", st, prep.vocab_size, nullptr);
+  ASSERT_EQ(d.size(), static_cast<int64_t>(ref["examples"].size())) << name;
+  for (size_t i = 0; i < ref["examples"].size(); ++i) {
+    const TokenBatch b = d.batch({static_cast<int64_t>(i)});
+    EXPECT_EQ(b.input_ids, ref["examples"][i]["input_ids"].get<std::vector<int32_t>>())
+        << name << " record " << i + 1;
+    EXPECT_EQ(b.labels, ref["examples"][i]["labels"].get<std::vector<int32_t>>())
+        << name << " record " << i + 1;
+  }
+}
+
+TEST(SftReference, Llama3TokenizerGivesTransformersExamples) {
+  expect_transformers_examples("llama3");
+}
+TEST(SftReference, Qwen3TokenizerGivesTransformersExamples) {
+  expect_transformers_examples("qwen3");
 }
 
 // `miniseq sft` (and its long name) for one step of batch 2 x 2 over the four records: Hugging Face Trainer's

@@ -79,6 +79,32 @@ def tokenize(strings, tokenizer):
     return ids, lens
 
 
+def longlora_tokenizer(path):
+    """AutoTokenizer as LongLoRA loads it, with its missing special tokens added; returns it and how many."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, model_max_length=MAX_LEN, padding_side="right",
+                                                           use_fast=True)
+    special = {}
+    if tokenizer.pad_token is None: special["pad_token"] = "[PAD]"
+    if tokenizer.eos_token is None: special["eos_token"] = "</s>"
+    if tokenizer.bos_token is None: special["bos_token"] = "<s>"
+    if tokenizer.unk_token is None: special["unk_token"] = "<unk>"
+    return tokenizer, tokenizer.add_special_tokens(special)
+
+
+def longlora_examples(tokenizer):
+    """SupervisedDataset of RECORDS: input_ids, labels (prompt -100) and the prompt lengths."""
+    sources = [source_of(r) for r in RECORDS]
+    targets = [f"{r['output']}{tokenizer.eos_token}" for r in RECORDS]
+    example_ids, _ = tokenize([s + t for s, t in zip(sources, targets)], tokenizer)
+    _, source_lens = tokenize(sources, tokenizer)
+    labels = []
+    for ids, n in zip(example_ids, source_lens):
+        lab = ids.clone()
+        lab[:n] = IGNORE_INDEX
+        labels.append(lab)
+    return example_ids, labels, source_lens
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--miniseq", default=str(ROOT / "build" / "miniseq"))
@@ -94,30 +120,14 @@ def main():
 
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                                   attn_implementation="eager")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, model_max_length=MAX_LEN,
-                                                               padding_side="right", use_fast=True)
-        # LongLoRA: the missing special tokens, then smart_tokenizer_and_embedding_resize (mean rows).
-        special = {}
-        if tokenizer.pad_token is None: special["pad_token"] = "[PAD]"
-        if tokenizer.eos_token is None: special["eos_token"] = "</s>"
-        if tokenizer.bos_token is None: special["bos_token"] = "<s>"
-        if tokenizer.unk_token is None: special["unk_token"] = "<unk>"
-        added = tokenizer.add_special_tokens(special)
+        tokenizer, added = longlora_tokenizer(model_dir)
         model.resize_token_embeddings(len(tokenizer))
         if added > 0:
             for emb in (model.get_input_embeddings().weight.data, model.get_output_embeddings().weight.data):
                 emb[-added:] = emb[:-added].mean(dim=0, keepdim=True)
         model.eval()  # dropout is 0 anyway; eval keeps it so
 
-        sources = [source_of(r) for r in RECORDS]
-        targets = [f"{r['output']}{tokenizer.eos_token}" for r in RECORDS]
-        example_ids, _ = tokenize([s + t for s, t in zip(sources, targets)], tokenizer)
-        _, source_lens = tokenize(sources, tokenizer)
-        labels = []
-        for ids, n in zip(example_ids, source_lens):
-            lab = ids.clone()
-            lab[:n] = IGNORE_INDEX
-            labels.append(lab)
+        example_ids, labels, source_lens = longlora_examples(tokenizer)
 
         def collate(idx):
             ids = torch.nn.utils.rnn.pad_sequence([example_ids[i] for i in idx], batch_first=True,
@@ -163,6 +173,17 @@ def main():
             "loss": loss,
             "loss_float64": loss64,
         }
+    # The same records through the other tokenizer families (byte-level Llama-3: [PAD] and <unk> added; Qwen3:
+    # a pad token, no BOS, <s> and <unk> added): the examples only.
+    others = {}
+    for name in ("llama3", "qwen3"):
+        tok, _ = longlora_tokenizer(Path(args.tokenizer).parent / name)
+        ids, labs, _ = longlora_examples(tok)
+        others[name] = {"tokenizer": f"../shared/data/tokenizers/{name}", "pad_token_id": tok.pad_token_id,
+                        "eos_token": tok.eos_token, "vocab_size": len(tok),
+                        "examples": [{"input_ids": e.tolist(), "labels": l.tolist()} for e, l in zip(ids, labs)]}
+        print(f"{name}: lengths {[len(e) for e in ids]}, vocabulary {len(tok)}, pad {tok.pad_token_id}")
+    (OUT / "tokenizers.json").write_text(json.dumps(others) + "\n")
     (OUT / "records.json").write_text(json.dumps(RECORDS, indent=1, ensure_ascii=False) + "\n")
     (OUT / "records.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS))
     (OUT / "reference.json").write_text(json.dumps(ref) + "\n")
