@@ -13,7 +13,8 @@ nothing large is committed; tests/test_sft.cpp writes the same model, builds the
 runs `miniseq sft` for one step of batch 2 x 2 accumulation, and compares: every input_ids / labels exactly, the
 loss within 1e-5. The loss is Hugging Face Trainer's for that step: the sum of token losses over all micro-batches
 of the step divided by the number of target tokens of the step (num_items_in_batch), which does not depend on
-how the four records are shuffled into the two micro-batches.
+how the four records are shuffled into the two micro-batches. tokenizers.json holds the examples of the same
+records through the Llama-3 and Qwen3 tokenizers (byte-level; test_sft.cpp compares them too).
 
     tools/.venv/bin/python tools/sft_reference.py --miniseq build/miniseq
 """
