@@ -40,14 +40,15 @@ void print_sft_stats(const SftStats& s, int64_t max_len) {
       (long long)s.records, (long long)s.tokens, (long long)s.target_tokens, (long long)s.longest);
   if (s.truncated > 0)
     std::printf(
-        "  %lld records are longer than --model_max_length %lld and were truncated to it, as LongLoRA does "
-        "(the first: %s)\n",
-        (long long)s.truncated, (long long)max_len, s.first_truncated.c_str());
+        "  %lld %s longer than --model_max_length %lld and truncated to it, as LongLoRA does (the "
+        "first: %s)\n",
+        (long long)s.truncated, s.truncated == 1 ? "record is" : "records are", (long long)max_len,
+        s.first_truncated.c_str());
   if (s.without_target > 0)
     std::printf(
-        "  %lld records keep no response token after truncation and add nothing to the loss (the first: "
-        "%s)\n",
-        (long long)s.without_target, s.first_without_target.c_str());
+        "  %lld %s no response token after truncation and add%s nothing to the loss (the first: %s)\n",
+        (long long)s.without_target, s.without_target == 1 ? "record keeps" : "records keep",
+        s.without_target == 1 ? "s" : "", s.first_without_target.c_str());
 }
 
 int train_command(const Args& raw_args, bool sft) {
