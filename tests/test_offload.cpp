@@ -70,7 +70,7 @@ class DeferredCopies final : public Backend {
     cpu_->rmsnorm_forward(x, w, eps, y, rstd);
   }
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                        const Tensor& dx, const Tensor& dw, bool dx_accum) override {
+                        const Tensor& dx, const Tensor* dw, bool dx_accum) override {
     cpu_->rmsnorm_backward(dy, x, w, rstd, dx, dw, dx_accum);
   }
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {

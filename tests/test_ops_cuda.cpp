@@ -168,6 +168,55 @@ TEST(CudaOps, Linear) {
   }
 }
 
+// The LoRA linear (ops/backend.h LoraBranch) against the CPU's fp32 result on the same bf16 inputs. The GPU
+// rounds the branch's intermediates s·x·Aᵀ and s·dy·B to bf16 (activation dtype) and every output once, so
+// each result is within a few bf16 roundings of its magnitude: 4·u_bf16·max|result| (a wrong term or
+// transpose is off by O(1)).
+TEST(CudaOps, LoraLinear) {
+  Env e;
+  struct C {
+    int64_t T, in, out, r;
+    bool bias;
+  };
+  for (const C c : {C{1, 16, 8, 8, false}, C{17, 64, 48, 8, true}, C{257, 256, 128, 16, false}}) {
+    SCOPED_TRACE(testing::Message() << "T" << c.T << " in" << c.in << " out" << c.out << " r" << c.r);
+    auto x = bf16_round(random_floats(static_cast<size_t>(c.T * c.in), 1)),
+         w = bf16_round(random_floats(static_cast<size_t>(c.out * c.in), 2)),
+         b = bf16_round(random_floats(static_cast<size_t>(c.out), 3)),
+         dy = bf16_round(random_floats(static_cast<size_t>(c.T * c.out), 4)),
+         a = bf16_round(random_floats(static_cast<size_t>(c.r * c.in), 5)),
+         bl = bf16_round(random_floats(static_cast<size_t>(c.out * c.r), 6));
+    const Shape xs{c.T, c.in}, ws{c.out, c.in}, ys{c.T, c.out}, bs{c.out}, as{c.r, c.in}, bls{c.out, c.r},
+        us{c.T, c.r};
+    std::vector<float> y(static_cast<size_t>(c.T * c.out)), dx(static_cast<size_t>(c.T * c.in), 0.0f),
+        da(a.size(), 0.5f), dbl(bl.size(), 0.5f), xa(static_cast<size_t>(c.T * c.r)), dxa(xa.size());
+    Tensor tb = tensor_of(b, bs), ta = tensor_of(a, as), tbl = tensor_of(bl, bls), tda = tensor_of(da, as),
+           tdbl = tensor_of(dbl, bls);
+    LoraBranch l;
+    l.a = &ta, l.b = &tbl, l.scale = 2.0f, l.xa = tensor_of(xa, us), l.dxa = tensor_of(dxa, us), l.da = &tda,
+    l.db = &tdbl;
+    e.cpu->lora_linear_forward(tensor_of(x, xs), tensor_of(w, ws), c.bias ? &tb : nullptr, l,
+                               tensor_of(y, ys));
+    e.cpu->lora_linear_backward(tensor_of(dy, ys), tensor_of(x, xs), tensor_of(w, ws), tensor_of(dx, xs),
+                                nullptr, nullptr, l, /*dx_accum=*/false);
+    auto gx = dev(x, xs), gw = dev(w, ws), gb = dev(b, bs), gy = dev(y, ys), gdy = dev(dy, ys),
+         gdx = dev(dx, xs);
+    auto ga = dev(a, as), gbl = dev(bl, bls), gxa = dev(xa, us), gdxa = dev(dxa, us);
+    auto gda = dev(std::vector<float>(da.size(), 0.5f), as, DType::F32),
+         gdbl = dev(std::vector<float>(dbl.size(), 0.5f), bls, DType::F32);
+    LoraBranch gl;
+    gl.a = &ga->tensor(), gl.b = &gbl->tensor(), gl.scale = 2.0f, gl.xa = *gxa, gl.dxa = *gdxa,
+    gl.da = &gda->tensor(), gl.db = &gdbl->tensor();
+    EXPECT_EQ(e.gpu->lora_workspace_elems(c.r, c.out), 0);
+    e.gpu->lora_linear_forward(*gx, *gw, c.bias ? &gb->tensor() : nullptr, gl, *gy);
+    e.gpu->lora_linear_backward(*gdy, *gx, *gw, *gdx, nullptr, nullptr, gl, false);
+    EXPECT_TRUE(close("lora y", host(*gy), y, 4 * kUb * max_abs(y)));
+    EXPECT_TRUE(close("lora dx", host(*gdx), dx, 4 * kUb * max_abs(dx)));
+    EXPECT_TRUE(close("lora dA", host(*gda), da, 4 * kUb * max_abs(da)));
+    EXPECT_TRUE(close("lora dB", host(*gdbl), dbl, 4 * kUb * max_abs(dbl)));
+  }
+}
+
 TEST(CudaOps, RmsNorm) {
   Env e;
   for (const auto& [T, d] : {std::pair<int64_t, int64_t>{1, 64}, {7, 100}, {600, 256}, {33, 4096}}) {
@@ -178,15 +227,16 @@ TEST(CudaOps, RmsNorm) {
          dx0 = bf16_round(random_floats(static_cast<size_t>(T * d), 4));
     std::vector<float> y(x.size()), r(static_cast<size_t>(T)), dx = dx0, dw(static_cast<size_t>(d), 0.5f);
     const Shape xs{T, d}, ws{d};
+    const Tensor dwt = tensor_of(dw, ws);
     e.cpu->rmsnorm_forward(tensor_of(x, xs), tensor_of(w, ws), 1e-5f, tensor_of(y, xs),
                            tensor_of(r, Shape{T}));
     e.cpu->rmsnorm_backward(tensor_of(dy, xs), tensor_of(x, xs), tensor_of(w, ws), tensor_of(r, Shape{T}),
-                            tensor_of(dx, xs), tensor_of(dw, ws), /*dx_accum=*/true);
+                            tensor_of(dx, xs), &dwt, /*dx_accum=*/true);
     auto gx = dev(x, xs), gw = dev(w, ws), gy = dev(y, xs), gr = dev(r, Shape{T}, DType::F32);
     auto gdy = dev(dy, xs), gdx = dev(dx0, xs),
          gdw = dev(std::vector<float>(static_cast<size_t>(d), 0.5f), ws, DType::F32);
     e.gpu->rmsnorm_forward(*gx, *gw, 1e-5f, *gy, *gr);
-    e.gpu->rmsnorm_backward(*gdy, *gx, *gw, *gr, *gdx, *gdw, true);
+    e.gpu->rmsnorm_backward(*gdy, *gx, *gw, *gr, *gdx, &gdw->tensor(), true);
     EXPECT_TRUE(close("rmsnorm y", host(*gy), y, 2.05 * kUb * max_abs(y)));
     EXPECT_TRUE(close("rmsnorm rstd", host(*gr), r, fp32_tol(d, max_abs(r))));
     // dx = r·g·w − k·x: two terms of size ~|dy|·r·|w| each, one rounding of the (accumulated) sum.

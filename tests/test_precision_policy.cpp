@@ -173,10 +173,9 @@ TEST(Bf16Gradients, EveryAccumulationIsRoundedToBf16) {
   std::vector<float> yn(Tn * in), rstd(Tn), dxn(Tn * in), dwn_e(in, 0.25f), dwn_r(in, 0.25f);
   const Tensor XN(xn.data(), {Tn, in}), WN(wn.data(), {in}), YN(yn.data(), {Tn, in}), R(rstd.data(), {Tn});
   ref.rmsnorm_forward(XN, WN, 1e-5f, YN, R);
-  emu.rmsnorm_backward(Tensor(dyn.data(), {Tn, in}), XN, WN, R, Tensor(dxn.data(), {Tn, in}),
-                       Tensor(dwn_e.data(), {in}), false);
-  ref.rmsnorm_backward(Tensor(dyn.data(), {Tn, in}), XN, WN, R, Tensor(dxn.data(), {Tn, in}),
-                       Tensor(dwn_r.data(), {in}), false);
+  const Tensor DWE(dwn_e.data(), {in}), DWR(dwn_r.data(), {in});
+  emu.rmsnorm_backward(Tensor(dyn.data(), {Tn, in}), XN, WN, R, Tensor(dxn.data(), {Tn, in}), &DWE, false);
+  ref.rmsnorm_backward(Tensor(dyn.data(), {Tn, in}), XN, WN, R, Tensor(dxn.data(), {Tn, in}), &DWR, false);
   round_all(dwn_r);
   EXPECT_EQ(dwn_e, dwn_r);
   // Embedding dtable (repeated ids accumulate in position order, then the row is stored rounded).

@@ -1,5 +1,8 @@
 // `miniseq grad --model DIR --data FILE.jsonl --out GRADS.safetensors`: one forward + backward over one batch,
-// writing the loss and the fp32 gradient of every parameter under its Hugging Face name. The step is planned
+// writing the loss and the fp32 gradient of every trained parameter under its Hugging Face name (with LoRA: the
+// LoRA tensors under their adapter_model.safetensors names and the --trainable_params tensors; frozen ones get
+// none). --peft_model DIR loads a PEFT adapter (its config, its A and B, and trainable_params.safetensors when
+// present); LoRA without it starts from PEFT's initialization (B = 0). The step is planned
 // first (a dry run of the same schedule), then run in an arena of exactly the planned size; the planned and the
 // measured peak memory are printed per category.
 #include <cmath>
@@ -8,8 +11,10 @@
 #include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/cli/commands.h"
 #include "miniseq/cli/flags.h"
+#include "miniseq/cli/lora_flags.h"
 #include "miniseq/core/rss.h"
 #include "miniseq/io/safetensors.h"
+#include "miniseq/model/adapter.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 
@@ -27,8 +32,10 @@ int cmd_grad(const Args& args) {
   Flags f("grad",
           "miniseq grad --model DIR --data FILE.jsonl --out GRADS.safetensors [--mini_sequence True|False] "
           "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False] [--use_full_attn True|False] "
-          "[--bf16 True|False]",
-          {
+          "[--bf16 True|False] "
+          "[--low_rank_training True [--lora_r 8 --lora_alpha 16 --lora_target_modules LIST] | --peft_model DIR] "
+          "[--trainable_params embed,norm]",
+          with_flags({
               {"model", FlagKind::String, "", "Hugging Face model directory (config.json + safetensors)"},
               {"data", FlagKind::String, "", "JSONL, one sequence per line: {\"input_ids\": [...], \"labels\": [...]}"},
               {"out", FlagKind::String, "", "safetensors file for the gradients (fp32, HF names, loss in metadata)"},
@@ -42,7 +49,11 @@ int cmd_grad(const Args& args) {
               {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 storage, fp32 accumulation)"},
               {"bf16", FlagKind::Bool, "False",
                "cpu: bf16 GEMM inputs with fp32 accumulation in the linear layers (as train --bf16 True)"},
-          });
+              {"peft_model", FlagKind::String, "",
+               "PEFT adapter directory (adapter_config.json, adapter_model.safetensors, optional "
+               "trainable_params.safetensors): LoRA with its settings and values"},
+              {"seed", FlagKind::Int, "42", "seed of the LoRA initialization (LoRA without --peft_model)"},
+          }, lora_flag_specs("False")));
   if (!f.parse(args)) return 0;
   for (const char* required : {"model", "data", "out"})
     MS_CHECK(f.has(required), "grad: --", required, " is required (see `miniseq grad --help`)");
@@ -50,6 +61,20 @@ int cmd_grad(const Args& args) {
            "grad: --mlp_chunk_tokens and --lm_head_chunks must be >= 0");
 
   const ModelConfig config = load_model_config(f.str("model"));
+  LoraConfig lora;
+  const std::string peft = f.str("peft_model");
+  if (peft.empty()) {
+    lora = lora_config_from(f);
+  } else {  // the adapter's own settings; flags that would contradict them are refused
+    for (const char* flag : {"lora_r", "lora_alpha", "lora_target_modules"})
+      MS_CHECK(!f.given(flag), "grad: --", flag, " is read from ", peft, "/", kAdapterConfigFile,
+               " with --peft_model; drop it");
+    MS_CHECK(!f.given("low_rank_training") || f.boolean("low_rank_training"),
+             "grad: --peft_model loads a LoRA adapter; it cannot go with --low_rank_training False");
+    const std::vector<std::string> trainable = split_list(f.str("trainable_params"));
+    lora = read_adapter_config(peft);
+    lora.trainable_params = trainable;
+  }
   const TokenBatch batch = read_token_batch_jsonl(f.str("data"), config.vocab_size);
   const int64_t n_targets = batch.count_targets();
   MS_CHECK(n_targets > 0, f.str("data"), ": every label is -100 after the shift by one; there is no loss to compute");
@@ -70,18 +95,31 @@ int cmd_grad(const Args& args) {
   }
 
   // Plan: the same schedule on a dry plan with the dry backend, in the backend's dtypes.
-  const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, plan_target_for(*backend, false));
+  PlanTarget target = plan_target_for(*backend, false);
+  target.lora = lora;
+  const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, target);
 
   // Run in an arena of exactly the planned size.
   backend->warm_up();
   const size_t rss_baseline = current_rss_bytes();
   const size_t device_baseline = backend->device_bytes_in_use();
   MemoryPlan plan = MemoryPlan::real(device, planned.arena_bytes);
-  Decoder model(config, *backend, plan);
+  Decoder model(config, *backend, plan, GradStorage::Persistent, lora);
   {
     SafetensorsModel files(f.str("model"));
     load_params(files, config, model.weights(), backend.get());
   }
+  if (!peft.empty()) {
+    load_adapter_weights(peft, model.weights(), backend.get());
+    if (load_trainable_params(peft, model.weights(), backend.get()))
+      std::printf("loaded %s/%s\n", peft.c_str(), kTrainableParamsFile);
+  } else if (lora.enabled) {
+    init_lora_weights(model.weights(), static_cast<uint64_t>(f.i64("seed")), backend.get());
+  }
+  if (lora.enabled)
+    std::printf("LoRA r %lld, alpha %g, targets %zu module(s); %zu trained tensors, %lld trained parameters\n",
+                (long long)lora.r, lora.alpha, lora.target_modules.size(), model.grads().size(),
+                (long long)param_count(model.grads().specs()));
   model.zero_grads();
   reset_peak_rss();
   const double loss_sum = model.forward_backward(batch, policy, n_targets);

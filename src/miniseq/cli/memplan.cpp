@@ -7,6 +7,7 @@
 
 #include "miniseq/cli/commands.h"
 #include "miniseq/cli/flags.h"
+#include "miniseq/cli/lora_flags.h"
 #include "miniseq/eval/perplexity.h"
 #include "miniseq/model/param_spec.h"
 #include "miniseq/model/planner.h"
@@ -76,8 +77,9 @@ std::string policy_label(const StepPolicy& p) {
 int cmd_memplan(const Args& args) {
   Flags f("memplan",
           "miniseq memplan --model DIR_OR_CONFIG.json --model_max_length S [--per_device_train_batch_size B] "
-          "[--device cpu|cuda] [--memory 80GiB] [--find_max_length] [--auto] [--json] [policy flags]",
-          {
+          "[--device cpu|cuda] [--memory 80GiB] [--find_max_length] [--auto] [--json] [policy flags] "
+          "[--low_rank_training True [LoRA flags]]",
+          with_flags({
               {"model", FlagKind::String, "", "model directory or config.json (no weights needed)"},
               {"model_max_length", FlagKind::Int, "", "sequence length S"},
               {"per_device_train_batch_size", FlagKind::Int, "1", "sequences per micro-batch"},
@@ -102,7 +104,7 @@ int cmd_memplan(const Args& args) {
               {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
               {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
-          });
+          }, lora_flag_specs("False")));
   if (!f.parse(args)) return 0;
   MS_CHECK(f.has("model"), "memplan: --model is required (a model directory or a config.json)");
   const ModelConfig c = load_model_config(f.str("model"));
@@ -115,6 +117,7 @@ int cmd_memplan(const Args& args) {
   MS_CHECK(dtype_from_torch_name(f.str("grad_dtype"), &grads) && grads != DType::F16,
            "memplan: --grad_dtype must be float32 or bfloat16");
   target = with_precision(target, f.boolean("master_weights"), grads);
+  target.lora = lora_config_from(f);
   const int64_t GA = f.i64("gradient_accumulation_steps");
   MS_CHECK(GA >= 1, "memplan: --gradient_accumulation_steps must be >= 1");
   target.optimizer_in_backward = f.boolean("optimizer_in_backward");
@@ -163,6 +166,8 @@ int cmd_memplan(const Args& args) {
                         {"offload_checkpoints", target.offload_layers},
                         {"model_type", std::string(arch_name(c.arch))},
                         {"parameters", param_count(param_specs(c))},
+                        {"low_rank_training", target.lora.enabled},
+                        {"trainable_parameters", param_count(trainable_specs(c, target.lora))},
                         {"device", device},
                         {"batch", B},
                         {"data_parallel", D},
@@ -182,6 +187,11 @@ int cmd_memplan(const Args& args) {
                 std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str(),
                 zero >= 1 ? (", 1/" + std::to_string(D) + " of them and of the master per rank (ZeRO-1)").c_str()
                           : "");
+  if (text && target.lora.enabled)
+    std::printf("LoRA r %lld, alpha %g, %zu target module(s), trainable_params '%s': %s trained parameters (the "
+                "rest frozen: no gradient, no optimizer state)\n",
+                (long long)target.lora.r, target.lora.alpha, target.lora.target_modules.size(),
+                f.str("trainable_params").c_str(), count_label(param_count(trainable_specs(c, target.lora))).c_str());
   if (S > 0) {
     out["model_max_length"] = S;
     const RunPlan run = plan_run(c, B, S, req, target);

@@ -54,15 +54,17 @@ ScratchShape Decoder::scratch_shape(const Step& st, int64_t loss_rows, bool back
   return s;
 }
 
-Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, GradStorage storage)
+Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, GradStorage storage,
+                 const LoraConfig& lora)
     : config_(config),
       be_(backend),
       plan_(plan),
       act_(backend.activation_dtype()),
       storage_(storage),
-      weights_(plan, param_specs(config), backend.param_dtype(), MemCategory::Weights) {
+      lora_(lora),
+      weights_(plan, model_param_specs(config, lora), backend.param_dtype(), MemCategory::Weights) {
   if (storage_ == GradStorage::Persistent)
-    grads_.emplace(plan, param_specs(config), backend.grad_dtype(), MemCategory::Grads, "grad:");
+    grads_.emplace(plan, trainable_specs(config, lora), backend.grad_dtype(), MemCategory::Grads, "grad:");
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     w_layers_.push_back(layer_params(weights_, l));
     if (grads_) g_layers_.push_back(layer_params(*grads_, l));
@@ -98,23 +100,54 @@ uint64_t Decoder::hand_over(GradSink* sink, const ParamSet& grads) {
 
 Decoder::LayerParams Decoder::layer_params(const ParamSet& set, int l) const {
   const std::string p = "model.layers." + std::to_string(l) + ".";
+  auto linear = [&](const std::string& module) {  // "self_attn.q_proj"
+    Linear lin;
+    lin.w = set.find(p + module + ".weight");
+    lin.bias = set.find(p + module + ".bias");
+    lin.lora_a = set.find("base_model.model." + p + module + ".lora_A.weight");
+    lin.lora_b = set.find("base_model.model." + p + module + ".lora_B.weight");
+    return lin;
+  };
   LayerParams lp;
-  lp.in_norm = set.get(p + "input_layernorm.weight");
-  lp.q = set.get(p + "self_attn.q_proj.weight");
-  lp.k = set.get(p + "self_attn.k_proj.weight");
-  lp.v = set.get(p + "self_attn.v_proj.weight");
-  lp.o = set.get(p + "self_attn.o_proj.weight");
-  lp.post_norm = set.get(p + "post_attention_layernorm.weight");
-  lp.gate = set.get(p + "mlp.gate_proj.weight");
-  lp.up = set.get(p + "mlp.up_proj.weight");
-  lp.down = set.get(p + "mlp.down_proj.weight");
-  lp.q_bias = set.find(p + "self_attn.q_proj.bias");
-  lp.k_bias = set.find(p + "self_attn.k_proj.bias");
-  lp.v_bias = set.find(p + "self_attn.v_proj.bias");
-  lp.o_bias = set.find(p + "self_attn.o_proj.bias");
+  lp.in_norm = set.find(p + "input_layernorm.weight");
+  lp.post_norm = set.find(p + "post_attention_layernorm.weight");
   lp.q_norm = set.find(p + "self_attn.q_norm.weight");
   lp.k_norm = set.find(p + "self_attn.k_norm.weight");
+  lp.q = linear("self_attn.q_proj"), lp.k = linear("self_attn.k_proj"), lp.v = linear("self_attn.v_proj");
+  lp.o = linear("self_attn.o_proj");
+  lp.gate = linear("mlp.gate_proj"), lp.up = linear("mlp.up_proj"), lp.down = linear("mlp.down_proj");
   return lp;
+}
+
+void Decoder::proj_forward(const Linear& w, const Tensor& x, const Tensor& y) {
+  if (!w.lora_a) {
+    be_.linear_forward(x, *w.w, w.bias, y);
+    return;
+  }
+  const int64_t rows = x.numel() / w.w->size(1), r = w.lora_a->size(0);
+  Buffer xa = plan_.alloc("lora.xa", {rows, r}, act_, MemCategory::TransientActivations);  // [rows, r]
+  std::optional<Buffer> work;
+  if (const int64_t n = be_.lora_workspace_elems(r, w.w->size(0)); n > 0)
+    work = plan_.alloc("lora.work", {n}, act_, MemCategory::Workspace);
+  LoraBranch lb;
+  lb.a = w.lora_a, lb.b = w.lora_b, lb.scale = lora_.scale(), lb.xa = xa;
+  if (work) lb.work = *work;
+  be_.lora_linear_forward(x, *w.w, w.bias, lb, y);
+}
+
+void Decoder::proj_backward(const Linear& w, const Linear& g, const Tensor& dy, const Tensor& x, const Tensor& dx,
+                            bool dx_accum) {
+  if (!w.lora_a) {
+    be_.linear_backward(dy, x, *w.w, dx, g.w, g.bias, dx_accum);
+    return;
+  }
+  const int64_t rows = x.numel() / w.w->size(1), r = w.lora_a->size(0);
+  Buffer xa = plan_.alloc("lora.xa", {rows, r}, act_, MemCategory::TransientActivations);    // [rows, r]
+  Buffer dxa = plan_.alloc("lora.dxa", {rows, r}, act_, MemCategory::TransientActivations);  // [rows, r]
+  LoraBranch lb;
+  lb.a = w.lora_a, lb.b = w.lora_b, lb.scale = lora_.scale(), lb.xa = xa, lb.dxa = dxa;
+  lb.da = g.lora_a, lb.db = g.lora_b;
+  be_.lora_linear_backward(dy, x, *w.w, dx, g.w, g.bias, lb, dx_accum);
 }
 
 void Decoder::zero_grads() {
@@ -135,7 +168,7 @@ void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& x, Saved& s
     rstd_tmp = plan_.alloc("rstd2", {C}, DType::F32, tr);
     rstd2c = *rstd_tmp;
   }
-  be_.rmsnorm_forward(x.rows(r0, C), w.post_norm, static_cast<float>(config_.rms_norm_eps), n2c, rstd2c);
+  be_.rmsnorm_forward(x.rows(r0, C), *w.post_norm, static_cast<float>(config_.rms_norm_eps), n2c, rstd2c);
   std::optional<Buffer> gate, up, act;
   Tensor g, u, a;  // [C, I]: whole-T buffers of s only without MsT and for a backward (rstd2 given)
   if (st.policy.mini_sequence || !rstd2) {
@@ -146,12 +179,12 @@ void Decoder::mlp_forward_chunk(const Step& st, int l, const Tensor& x, Saved& s
   } else {
     g = s.gate->rows(r0, C), u = s.up->rows(r0, C), a = s.act->rows(r0, C);
   }
-  be_.linear_forward(n2c, w.gate, nullptr, g);
-  be_.linear_forward(n2c, w.up, nullptr, u);
+  proj_forward(w.gate, n2c, g);
+  proj_forward(w.up, n2c, u);
   n2c.release();
   be_.swiglu_forward(g, u, a);
   Buffer out = plan_.alloc("mlp.out", {C, st.d}, act_, tr);  // [C, d]
-  be_.linear_forward(a, w.down, nullptr, out);
+  proj_forward(w.down, a, out);
   be_.add_inplace(x.rows(r0, C), out);
 }
 
@@ -171,7 +204,7 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   {
     Buffer n1 = plan_.alloc("n1", {st.T, st.d}, act_, MemCategory::TransientActivations);
     Buffer rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, MemCategory::TransientActivations);
-    be_.rmsnorm_forward(x, w.in_norm, eps, n1, rstd1);
+    be_.rmsnorm_forward(x, *w.in_norm, eps, n1, rstd1);
     rstd1.release();
     s.q = plan_.alloc("q", {st.T, st.qd}, act_, cat);
     s.k = plan_.alloc("k", {st.T, st.kvd}, act_, cat);
@@ -181,17 +214,17 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
       s.k_raw = plan_.alloc("k_raw", {st.T, st.kvd}, act_, cat);
       s.rstd_q = plan_.alloc("rstd_q", {st.T * H}, DType::F32, cat);
       s.rstd_k = plan_.alloc("rstd_k", {st.T * Hkv}, DType::F32, cat);
-      be_.linear_forward(n1, w.q, w.q_bias, s.q_raw);
-      be_.linear_forward(n1, w.k, w.k_bias, s.k_raw);
+      proj_forward(w.q, n1, s.q_raw);
+      proj_forward(w.k, n1, s.k_raw);
       be_.rmsnorm_forward(s.q_raw->view({st.T * H, D}), *w.q_norm, eps, s.q->view({st.T * H, D}), s.rstd_q);
       be_.rmsnorm_forward(s.k_raw->view({st.T * Hkv, D}), *w.k_norm, eps, s.k->view({st.T * Hkv, D}),
                           s.rstd_k);
       if (!for_backward) s.q_raw.release(), s.k_raw.release(), s.rstd_q.release(), s.rstd_k.release();
     } else {
-      be_.linear_forward(n1, w.q, w.q_bias, s.q);
-      be_.linear_forward(n1, w.k, w.k_bias, s.k);
+      proj_forward(w.q, n1, s.q);
+      proj_forward(w.k, n1, s.k);
     }
-    be_.linear_forward(n1, w.v, w.v_bias, s.v);
+    proj_forward(w.v, n1, s.v);
   }
   const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
   const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
@@ -210,7 +243,7 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   if (!for_backward) s.q.release(), s.k.release(), s.v.release(), s.lse.release();
   {
     Buffer o = plan_.alloc("o", {st.T, st.d}, act_, MemCategory::TransientActivations);  // [T, d]
-    be_.linear_forward(s.attn, w.o, w.o_bias, o);
+    proj_forward(w.o, s.attn, o);
     if (!for_backward) s.attn.release();
     be_.add_inplace(x, o);
   }
@@ -232,9 +265,9 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   if (!finish) {
     if (!st.policy.mini_sequence) {  // recompute for backward: gate/up/act are needed, the output is not
       Buffer n2 = plan_.alloc("n2", {st.T, st.d}, act_, MemCategory::TransientActivations);
-      be_.rmsnorm_forward(x, w.post_norm, eps, n2, s.rstd2);
-      be_.linear_forward(n2, w.gate, nullptr, s.gate);
-      be_.linear_forward(n2, w.up, nullptr, s.up);
+      be_.rmsnorm_forward(x, *w.post_norm, eps, n2, s.rstd2);
+      proj_forward(w.gate, n2, s.gate);
+      proj_forward(w.up, n2, s.up);
       be_.swiglu_forward(s.gate, s.up, s.act);
     }
     return;
@@ -260,7 +293,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
     const int64_t C = std::min(st.mlp_rows, st.T - r0);
     const Tensor hc = h.rows(r0, C), dyc = dx.rows(r0, C), rstd2c = s.rstd2->rows(r0, C);
     Buffer n2c = plan_.alloc("n2", {C, st.d}, act_, tr);  // [C, d]
-    be_.rmsnorm_forward(hc, w.post_norm, eps, n2c, rstd2c);
+    be_.rmsnorm_forward(hc, *w.post_norm, eps, n2c, rstd2c);
     std::optional<Buffer> gate, up, act;
     Tensor gt, ut, at;              // [C, I]
     if (st.policy.mini_sequence) {  // recompute this chunk's intermediates from its input
@@ -268,21 +301,21 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
       up = plan_.alloc("mlp.up", {C, st.I}, act_, tr);
       act = plan_.alloc("mlp.act", {C, st.I}, act_, tr);
       gt = *gate, ut = *up, at = *act;
-      be_.linear_forward(n2c, w.gate, nullptr, gt);
-      be_.linear_forward(n2c, w.up, nullptr, ut);
+      proj_forward(w.gate, n2c, gt);
+      proj_forward(w.up, n2c, ut);
       be_.swiglu_forward(gt, ut, at);
     } else {
       gt = s.gate->rows(r0, C), ut = s.up->rows(r0, C), at = s.act->rows(r0, C);
     }
     Buffer dact = plan_.alloc("mlp.dact", {C, st.I}, act_, tr);  // [C, I]
-    be_.linear_backward(dyc, at, w.down, dact, &g.down, nullptr, /*dx_accum=*/false);
+    proj_backward(w.down, g.down, dyc, at, dact, /*dx_accum=*/false);
     be_.swiglu_backward(dact, gt, ut, /*dgate=*/gt, /*dup=*/ut);  // in place: gate/up become their grads
     dact.release();
     Buffer dn2c = plan_.alloc("dn2", {C, st.d}, act_, tr);  // [C, d]
-    be_.linear_backward(gt, n2c, w.gate, dn2c, &g.gate, nullptr, /*dx_accum=*/false);
-    be_.linear_backward(ut, n2c, w.up, dn2c, &g.up, nullptr, /*dx_accum=*/true);
+    proj_backward(w.gate, g.gate, gt, n2c, dn2c, /*dx_accum=*/false);
+    proj_backward(w.up, g.up, ut, n2c, dn2c, /*dx_accum=*/true);
     // dx += d(post_attention_layernorm)/dh on these rows: they become the gradient of h.
-    be_.rmsnorm_backward(dn2c, hc, w.post_norm, rstd2c, dyc, g.post_norm, /*dx_accum=*/true);
+    be_.rmsnorm_backward(dn2c, hc, *w.post_norm, rstd2c, dyc, g.post_norm, /*dx_accum=*/true);
   }
   s.gate.release(), s.up.release(), s.act.release();
   s.rstd2.release(), s.h.release();
@@ -293,7 +326,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
   Buffer dv = plan_.alloc("dv", {st.T, st.kvd}, act_, tr);
   {
     Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
-    be_.linear_backward(dx, s.attn, w.o, dattn, &g.o, g.o_bias, /*dx_accum=*/false);
+    proj_backward(w.o, g.o, dx, s.attn, dattn, /*dx_accum=*/false);
     const AttentionParams ap = attention_params(st, l);
     const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
     const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
@@ -307,29 +340,29 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
   if (config_.qk_norm) {  // through the per-head norms: dq, dk become the projections' gradients
     Buffer dq_raw = plan_.alloc("dq_raw", {st.T, st.qd}, act_, tr);
     be_.rmsnorm_backward(dq->view({st.T * H, D}), s.q_raw->view({st.T * H, D}), *w.q_norm, s.rstd_q,
-                         dq_raw->view({st.T * H, D}), *g.q_norm, /*dx_accum=*/false);
+                         dq_raw->view({st.T * H, D}), g.q_norm, /*dx_accum=*/false);
     dq = std::move(dq_raw);
     Buffer dk_raw = plan_.alloc("dk_raw", {st.T, st.kvd}, act_, tr);
     be_.rmsnorm_backward(dk->view({st.T * Hkv, D}), s.k_raw->view({st.T * Hkv, D}), *w.k_norm, s.rstd_k,
-                         dk_raw->view({st.T * Hkv, D}), *g.k_norm, /*dx_accum=*/false);
+                         dk_raw->view({st.T * Hkv, D}), g.k_norm, /*dx_accum=*/false);
     dk = std::move(dk_raw);
     s.q_raw.release(), s.k_raw.release(), s.rstd_q.release(), s.rstd_k.release();
   }
   // The input norm again (forward kept only the layer input), then its backward.
   Buffer n1 = plan_.alloc("n1", {st.T, st.d}, act_, tr);  // [T, d]
   Buffer rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, tr);
-  be_.rmsnorm_forward(x_in, w.in_norm, eps, n1, rstd1);
+  be_.rmsnorm_forward(x_in, *w.in_norm, eps, n1, rstd1);
   Buffer dn1 = plan_.alloc("dn1", {st.T, st.d}, act_, tr);  // [T, d]
-  be_.linear_backward(dq, n1, w.q, dn1, &g.q, g.q_bias, /*dx_accum=*/false);
-  be_.linear_backward(dk, n1, w.k, dn1, &g.k, g.k_bias, /*dx_accum=*/true);
-  be_.linear_backward(dv, n1, w.v, dn1, &g.v, g.v_bias, /*dx_accum=*/true);
+  proj_backward(w.q, g.q, dq, n1, dn1, /*dx_accum=*/false);
+  proj_backward(w.k, g.k, dk, n1, dn1, /*dx_accum=*/true);
+  proj_backward(w.v, g.v, dv, n1, dn1, /*dx_accum=*/true);
   dq.release(), dk.release(), dv.release(), n1.release();
   // dx += d(input_layernorm)/dx_in: dx becomes the gradient of the layer input.
-  be_.rmsnorm_backward(dn1, x_in, w.in_norm, rstd1, dx, g.in_norm, /*dx_accum=*/true);
+  be_.rmsnorm_backward(dn1, x_in, *w.in_norm, rstd1, dx, g.in_norm, /*dx_accum=*/true);
 }
 
-double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor& g_norm,
-                                      const Tensor& g_head) {
+double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor* g_norm,
+                                      const Tensor* g_head) {
   MemoryPlan::Phase phase(plan_, "LM head");
   const Tensor& w_norm = weights_.get("model.norm.weight");
   const std::string head = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
@@ -352,7 +385,7 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
     loss += be_.cross_entropy_forward_backward(logits, st.targets.data() + r0, st.loss_scale);
     // dW_head += dlogitsᵀ · nf_c (once per chunk, exactly once overall); dnf_c = dlogits · W_head.
     Buffer dnf = plan_.alloc("dfinal_norm", {C, st.d}, act_, tr);  // [C, d]
-    be_.linear_backward(logits, nf, w_head, dnf, &g_head, nullptr, /*dx_accum=*/false);
+    be_.linear_backward(logits, nf, w_head, dnf, g_head, nullptr, /*dx_accum=*/false);
     logits.release();
     be_.rmsnorm_backward(dnf, x.rows(r0, C), w_norm, rstd, dx.rows(r0, C), g_norm, /*dx_accum=*/false);
   }
@@ -409,14 +442,16 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
 
   // ---- head: loss and the gradient of the last layer's output ----
   const bool per_group = storage_ == GradStorage::PerGroup;
+  const std::vector<ParamSpec> trained = trainable_specs(config_, lora_);
   std::vector<ParamSpec> head_specs, embed_specs;
-  for (const auto& sp : weights_.specs()) {
+  for (const auto& sp : trained) {
     if (sp.role == ParamRole::FinalNorm || sp.role == ParamRole::LmHead) head_specs.push_back(sp);
     if (sp.role == ParamRole::Embedding) embed_specs.push_back(sp);
   }
+  const bool embed_trained = !embed_specs.empty();
   // Per group: the embedding's gradient lives through the whole backward when it is tied to the LM head.
   std::optional<ParamSet> embed_grads, head_grads;
-  if (per_group && config_.tie_word_embeddings) embed_grads.emplace(group_grads(embed_specs));
+  if (per_group && config_.tie_word_embeddings && embed_trained) embed_grads.emplace(group_grads(embed_specs));
   if (per_group) head_grads.emplace(group_grads(head_specs));
   const bool tied = config_.tie_word_embeddings;
   // A handed-over group is freed at once, or (asynchronous reads) when the next one is handed over.
@@ -428,15 +463,20 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
     retiring.reset();
   };
   auto retire = [&](std::optional<ParamSet>& group) {
+    if (group->size() == 0) {  // nothing trained in this group (LoRA): nothing to hand over
+      group.reset();
+      return;
+    }
     const uint64_t reads = hand_over(sink, *group);
     free_retiring();
     if (async_grad_reads_) retiring = std::move(group), retiring_reads = reads;
     group.reset();
   };
   const ParamSet& head_set = per_group ? *head_grads : *grads_;
-  const Tensor g_norm = head_set.get("model.norm.weight");
-  const Tensor g_head = tied ? (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight")
-                             : head_set.get("lm_head.weight");
+  const Tensor* g_norm = head_set.find("model.norm.weight");  // null when frozen (LoRA)
+  const Tensor* g_head = !tied             ? head_set.find("lm_head.weight")
+                         : !embed_trained ? nullptr
+                                          : (per_group ? *embed_grads : *grads_).find("model.embed_tokens.weight");
   Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, act_, MemCategory::ResidentActivations);
   const double loss = head_forward_backward(st, x, dx, g_norm, g_head);
   x.release();
@@ -465,7 +505,7 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
     std::optional<ParamSet> layer_grads;
     if (per_group) {
       std::vector<ParamSpec> specs;
-      for (const auto& sp : weights_.specs())
+      for (const auto& sp : trained)
         if (sp.layer == l) specs.push_back(sp);
       layer_grads.emplace(group_grads(specs));
     }
@@ -489,10 +529,12 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
     ckpt.pop_back();
     if (per_group) retire(layer_grads);
   }
-  if (per_group && !embed_grads) embed_grads.emplace(group_grads(embed_specs));
-  be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"),
-                         config_.embedding_padding_idx.value_or(-1));
-  if (per_group) retire(embed_grads);
+  if (embed_trained) {
+    if (per_group && !embed_grads) embed_grads.emplace(group_grads(embed_specs));
+    be_.embedding_backward(st.ids, dx, (per_group ? *embed_grads : *grads_).get("model.embed_tokens.weight"),
+                           config_.embedding_padding_idx.value_or(-1));
+    if (per_group) retire(embed_grads);
+  }
   free_retiring();
   return loss;
 }

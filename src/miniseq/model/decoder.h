@@ -13,6 +13,7 @@
 
 #include "miniseq/core/memory_plan.h"
 #include "miniseq/model/batch.h"
+#include "miniseq/model/lora.h"
 #include "miniseq/model/params.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/ops/backend.h"
@@ -59,12 +60,15 @@ class GradSink {
 
 class Decoder {
  public:
-  // Allocates the weights (Weights) and, with persistent storage, their gradients (Grads) in the backend's
-  // dtypes, uninitialized.
+  // Allocates the weights (Weights: the base model's and, with LoRA, the LoRA tensors, model_param_specs)
+  // and, with persistent storage, the gradients of the trained ones (Grads: trainable_specs) in the backend's
+  // dtypes, uninitialized. With `lora` enabled, the targeted linears run the LoRA branch
+  // (Backend::lora_linear_forward) and frozen parameters get no gradient.
   Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan,
-          GradStorage storage = GradStorage::Persistent);
+          GradStorage storage = GradStorage::Persistent, const LoraConfig& lora = {});
 
   const ModelConfig& config() const { return config_; }
+  const LoraConfig& lora() const { return lora_; }
   // Memory policy: the checkpointed inputs of layers [0, layers) live in `host` memory (a plan of its own,
   // pinned host memory on a GPU machine) instead of the device: downloaded in forward, uploaded again for the
   // layer's backward. layers < 0 means all. Results are unchanged (the same bits move).
@@ -73,8 +77,8 @@ class Decoder {
   // copy stream): a handed-over group stays allocated until the next group has been handed over, then waits
   // for its copies and is freed, so the device never waits for a download. Costs one group (planned).
   void set_async_grad_reads(bool on) { async_grad_reads_ = on; }
-  const ParamSet& weights() const { return weights_; }
-  const ParamSet& grads() const;  // persistent storage only
+  const ParamSet& weights() const { return weights_; }  // every parameter (frozen ones included)
+  const ParamSet& grads() const;  // persistent storage only: the trained parameters (trainable_specs)
   void zero_grads();
 
   // One forward + backward over a micro-batch. With persistent storage gradients ACCUMULATE into grads();
@@ -95,11 +99,18 @@ class Decoder {
                                     const StepPolicy& policy);
 
  private:
-  // One layer's parameters (or their gradients), resolved once from the table.
+  // One projection: its weight, bias and LoRA adapter, each null where absent (or, among gradients, frozen).
+  struct Linear {
+    const Tensor* w = nullptr;       // [out, in]
+    const Tensor* bias = nullptr;    // [out]
+    const Tensor* lora_a = nullptr;  // [r, in]
+    const Tensor* lora_b = nullptr;  // [out, r]
+  };
+  // One layer's parameters (or their gradients: null where frozen), resolved once from the table.
   struct LayerParams {
-    Tensor in_norm, q, k, v, o, post_norm, gate, up, down;  // HF shapes, see param_spec.h
-    const Tensor *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
-    const Tensor *q_norm = nullptr, *k_norm = nullptr;  // [D] each, Qwen3 only
+    const Tensor *in_norm = nullptr, *post_norm = nullptr;  // [d] each
+    const Tensor *q_norm = nullptr, *k_norm = nullptr;      // [D] each, Qwen3 only
+    Linear q, k, v, o, gate, up, down;                      // HF shapes, see param_spec.h
   };
   struct Saved;  // what a layer's backward needs from its forward (decoder.cpp)
   struct Step;   // per-call constants: sizes, positions, policy
@@ -111,6 +122,11 @@ class Decoder {
   ScratchShape scratch_shape(const Step& st, int64_t loss_rows, bool backward) const;
 
   LayerParams layer_params(const ParamSet& set, int l) const;
+  // y [rows, out] = x·Wᵀ (+ b), plus the LoRA branch when w has one (its [rows, r] workspace from the plan).
+  void proj_forward(const Linear& w, const Tensor& x, const Tensor& y);
+  // The matching backward: dx written (or accumulated), gradients into g's non-null tensors.
+  void proj_backward(const Linear& w, const Linear& g, const Tensor& dy, const Tensor& x, const Tensor& dx,
+                     bool dx_accum);
   // x [T, d]: layer input on entry. With `finish`, x becomes the layer output; without, the forward stops
   // after what backward needs (the MLP output is not computed).
   void layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bool finish);
@@ -128,8 +144,9 @@ class Decoder {
                          int64_t C);
   // Final norm + LM head + cross-entropy over chunks; writes dx [T, d], accumulates the final-norm and
   // LM-head gradients, and returns the summed loss.
-  double head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor& g_norm,
-                               const Tensor& g_head);
+  // g_norm / g_head are null when frozen.
+  double head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor* g_norm,
+                               const Tensor* g_head);
   // A group's gradients for per-group storage: zeroed buffers for `specs`.
   ParamSet group_grads(const std::vector<ParamSpec>& specs);
   uint64_t hand_over(GradSink* sink, const ParamSet& grads);  // the sink's copy ticket
@@ -139,6 +156,7 @@ class Decoder {
   MemoryPlan& plan_;
   DType act_;  // activation storage dtype (backend.activation_dtype())
   GradStorage storage_;
+  LoraConfig lora_;
   ParamSet weights_;
   std::optional<ParamSet> grads_;  // persistent storage
   std::vector<LayerParams> w_layers_, g_layers_;

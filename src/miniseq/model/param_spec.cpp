@@ -14,6 +14,8 @@ std::string_view param_kind(ParamRole r) {
     case ParamRole::UpProj:
     case ParamRole::DownProj: return "mlp";
     case ParamRole::LmHead: return "lm_head";
+    case ParamRole::LoraA:
+    case ParamRole::LoraB: return "lora";
     default: return "attention";
   }
 }

@@ -31,6 +31,8 @@ enum class ParamRole : uint8_t {
   DownProj,       // model.layers.{l}.mlp.down_proj.weight            [d, I]
   FinalNorm,      // model.norm.weight                                [d]
   LmHead,         // lm_head.weight                                   [V, d] (absent when tied)
+  LoraA,          // base_model.model.model.layers.{l}.<module>.lora_A.weight [r, in]  (LoRA, model/lora.h)
+  LoraB,          // base_model.model.model.layers.{l}.<module>.lora_B.weight [out, r]
 };
 
 // Coarse kinds for reports ("embedding", "attention", "mlp", "norm", "lm_head").
@@ -41,6 +43,7 @@ struct ParamSpec {
   Shape shape;
   ParamRole role;
   int layer = -1;    // -1 for model-level parameters
+  ParamRole target = ParamRole::Embedding;  // LoraA / LoraB only: the role of the adapted weight (QProj, …)
 };
 
 // In Hugging Face's module order: embeddings, layers 0..L-1, final norm, lm_head.

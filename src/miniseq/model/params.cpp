@@ -48,6 +48,7 @@ std::vector<std::string> check_model_files(const SafetensorsModel& files, const 
   std::vector<std::string> problems;
   std::set<std::string> expected;
   for (const auto& s : specs) {
+    if (s.role == ParamRole::LoraA || s.role == ParamRole::LoraB) continue;  // not in a model directory
     expected.insert(s.name);
     const auto* e = files.find(s.name);
     if (!e) {
@@ -97,7 +98,7 @@ void load_params(const SafetensorsModel& files, const ModelConfig& config, const
                                                                    : std::string());
   std::vector<uint8_t> staging;
   params.for_each([&](const ParamSpec& s, const Tensor& t) {
-    if (!t.data) return;
+    if (!t.data || s.role == ParamRole::LoraA || s.role == ParamRole::LoraB) return;
     const Tensor h = host_view(backend, t, staging, /*download=*/false);
     files.read(s.name, h);
     store_host_view(backend, t, h);

@@ -42,7 +42,8 @@ std::vector<std::string> check_model_files(const SafetensorsModel& files, const 
                                            const ModelConfig& config);
 
 // Reads every parameter from the files into `params` (converting dtypes); fails on the first mismatch listed by
-// check_model_files. Parameters on a device go through a host staging buffer and `backend->upload`.
+// check_model_files. LoRA tensors (roles LoraA / LoraB) are not part of a model directory: both skip them
+// (model/adapter.h loads or initializes them). Parameters on a device go through a host staging buffer and `backend->upload`.
 void load_params(const SafetensorsModel& files, const ModelConfig& config, const ParamSet& params,
                  Backend* backend = nullptr);
 

@@ -46,10 +46,10 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
   MemoryPlan host = MemoryPlan::dry(Device::CPU);
   DryBackend be(target.device, target.params, target.grads, target.activations);
   Decoder model(config, be, plan,
-                target.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
+                target.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent, target.lora);
   model.set_checkpoint_offload(&host, target.offload_layers);
   model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward);
-  const auto specs = param_specs(config);
+  const auto specs = trainable_specs(config, target.lora);  // what the optimizer updates
   std::optional<ParamSet> m, v, master;
   std::optional<Buffer> staging, zero_m, zero_v, zero_master;
   if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "miniseq/core/memory_plan.h"
+#include "miniseq/model/lora.h"
 #include "miniseq/model/param_spec.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/ops/backend.h"
@@ -39,6 +40,9 @@ struct PlanTarget {
   // ZeRO stage 1 (train/zero_optimizer.h): the AdamW moments and master weights of one rank's 1/zero_ranks of the
   // parameters, as three flat buffers (0: not sharded).
   int64_t zero_ranks = 0;
+  // LoRA / LoRA+ (model/lora.h): the frozen weights have no gradient, no optimizer state and no master copy;
+  // the LoRA tensors and the trained base tensors have all three. Disabled: full fine-tuning.
+  LoraConfig lora = {};
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
   // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.

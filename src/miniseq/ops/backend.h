@@ -68,6 +68,19 @@ struct AdamWParams {
   uint64_t rounding_stream = 0;
 };
 
+// The LoRA branch of one adapted linear (model/lora.h) for lora_linear_forward / lora_linear_backward: the
+// adapter, its gradients, and workspaces from the memory plan.
+struct LoraBranch {
+  const Tensor* a = nullptr;  // A [r, in]
+  const Tensor* b = nullptr;  // B [out, r]
+  float scale = 1.0f;         // s = α / r
+  Tensor xa;    // [T, r] workspace: holds s·x·Aᵀ afterwards (computed by forward and by backward)
+  Tensor dxa;   // [T, r] workspace, backward only: holds s·dy·B afterwards
+  Tensor work;  // [lora_workspace_elems(r, out)] workspace (none when that is 0)
+  const Tensor* da = nullptr;  // backward: dA [r, in] += s·(dy·B)ᵀ·x   (null: no gradient wanted)
+  const Tensor* db = nullptr;  // backward: dB [out, r] += s·dyᵀ·(x·Aᵀ)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -136,9 +149,10 @@ class Backend {
   // ---- RMSNorm (fp32 math as Hugging Face): y = x * rsqrt(mean(x²) + eps) * w; x, y [T, d], rstd [T] ----
   virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                                const Tensor& rstd) = 0;
-  // dx [T, d] written (or accumulated when dx_accum), dw [d] accumulated.
+  // dx [T, d] written (or accumulated when dx_accum), dw [d] accumulated (when non-null: a frozen weight
+  // passes null).
   virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                                const Tensor& dx, const Tensor& dw, bool dx_accum) = 0;
+                                const Tensor& dx, const Tensor* dw, bool dx_accum) = 0;
 
   // ---- linear: y [T, out] = x [T, in] · W [out, in]ᵀ (+ b [out]) ----
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
@@ -146,6 +160,19 @@ class Backend {
   // (when dw non-null), db += Σ_T dy (when db non-null)
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
                                const Tensor* dw, const Tensor* db, bool dx_accum) = 0;
+
+  // ---- LoRA linear: y [T, out] = x [T, in]·W [out, in]ᵀ (+ b) + s·(x·Aᵀ)·Bᵀ, the branch in `l` ----
+  // The default implementations compose the ops above (so every backend runs LoRA at once); Bᵀ for the
+  // forward's accumulation then goes through the host into l.work. Backends with a GEMM that accumulates
+  // x·Bᵀ override both and need no work (lora_workspace_elems 0). Recomputing xa in backward keeps no [T, r]
+  // tensor alive between a layer's forward and its backward.
+  virtual int64_t lora_workspace_elems(int64_t r, int64_t out) const { return r * out; }
+  virtual void lora_linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraBranch& l,
+                                   const Tensor& y);
+  // As linear_backward for the base (dx written or accumulated, dw/db when non-null: a frozen W passes
+  // null), plus  dx += s·(dy·B)·A,  dA += s·(dy·B)ᵀ·x,  dB += s·dyᵀ·(x·Aᵀ)
+  virtual void lora_linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
+                                    const Tensor* dw, const Tensor* db, const LoraBranch& l, bool dx_accum);
 
   // ---- RoPE, rotate_half convention, in place on x [B, S, Hx, D]; positions [S] (same for all rows);
   // p.inv_freq [D/2] ----

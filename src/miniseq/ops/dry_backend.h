@@ -26,11 +26,16 @@ class DryBackend final : public Backend {
   void embedding_forward(const int32_t*, const Tensor&, const Tensor&) override {}
   void embedding_backward(const int32_t*, const Tensor&, const Tensor&, int64_t) override {}
   void rmsnorm_forward(const Tensor&, const Tensor&, float, const Tensor&, const Tensor&) override {}
-  void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+  void rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*,
                         bool) override {}
   void linear_forward(const Tensor&, const Tensor&, const Tensor*, const Tensor&) override {}
   void linear_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*, const Tensor*,
                        bool) override {}
+  // As the CPU and CUDA backends: the LoRA branch needs no workspace beyond the plan's xa / dxa.
+  int64_t lora_workspace_elems(int64_t, int64_t) const override { return 0; }
+  void lora_linear_forward(const Tensor&, const Tensor&, const Tensor*, const LoraBranch&, const Tensor&) override {}
+  void lora_linear_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*, const Tensor*,
+                            const LoraBranch&, bool) override {}
   void rope_forward(const Tensor&, const int32_t*, const RopeParams&) override {}
   void rope_backward(const Tensor&, const int32_t*, const RopeParams&) override {}
   void attention_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,

@@ -33,11 +33,16 @@ class CpuBackend final : public Backend {
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                        const Tensor& rstd) override;
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                        const Tensor& dx, const Tensor& dw, bool dx_accum) override;
+                        const Tensor& dx, const Tensor* dw, bool dx_accum) override;
 
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor* dw,
                        const Tensor* db, bool dx_accum) override;
+  int64_t lora_workspace_elems(int64_t, int64_t) const override { return 0; }
+  void lora_linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraBranch& l,
+                           const Tensor& y) override;
+  void lora_linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
+                            const Tensor* dw, const Tensor* db, const LoraBranch& l, bool dx_accum) override;
 
   void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) override;
   void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) override;

@@ -36,15 +36,15 @@ void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, co
 // With n = x·r, r = (mean(x²)+eps)^-½ and g = dy·w:
 //   dx = r·g − x·r³·mean(g·x)      dw += Σ_t dy·n
 void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                                  const Tensor& dx, const Tensor& dw, bool dx_accum) {
+                                  const Tensor& dx, const Tensor* dw, bool dx_accum) {
   const int64_t d = x.size(-1), T = x.numel() / d;
-  MS_DASSERT(dy.numel() == x.numel() && dx.numel() == x.numel() && w.numel() == d && dw.numel() == d);
+  MS_DASSERT(dy.numel() == x.numel() && dx.numel() == x.numel() && w.numel() == d &&
+             (!dw || dw->numel() == d));
   const float* pdy = dy.f32();
   const float* px = x.f32();
   const float* pw = w.f32();
   const float* pr = rstd.f32();
   float* pdx = dx.f32();
-  float* pdw = dw.f32();
   // Per-thread partials Σ_t dy·n, summed in thread order afterwards: the same bits on every run with the same
   // thread count (a critical section would add them in the order the threads finish).
   const bool parallel = T * d > (1 << 14);
@@ -70,16 +70,19 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
 #pragma omp simd
         for (int64_t c = 0; c < d; ++c) out[c] = r * (g[c] * pw[c]) - k * xr[c];
       }
+      if (!dw) continue;
 #pragma omp simd
       for (int64_t c = 0; c < d; ++c) dwl[c] += g[c] * (xr[c] * r);
     }
   }
+  if (!dw) return;
+  float* pdw = dw->f32();
   for (int64_t c = 0; c < d; ++c) {
     float total = 0.0f;
     for (int k = 0; k < threads; ++k) total += partials[static_cast<size_t>(k) * static_cast<size_t>(d) + c];
     pdw[c] += total;
   }
-  store_grad(dw);
+  store_grad(*dw);
 }
 
 }  // namespace miniseq

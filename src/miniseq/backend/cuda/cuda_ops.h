@@ -65,11 +65,16 @@ class CudaBackend final : public Backend {
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                        const Tensor& rstd) override;
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                        const Tensor& dx, const Tensor& dw, bool dx_accum) override;
+                        const Tensor& dx, const Tensor* dw, bool dx_accum) override;
 
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor* dw,
                        const Tensor* db, bool dx_accum) override;
+  int64_t lora_workspace_elems(int64_t, int64_t) const override { return 0; }
+  void lora_linear_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraBranch& l,
+                           const Tensor& y) override;
+  void lora_linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx,
+                            const Tensor* dw, const Tensor* db, const LoraBranch& l, bool dx_accum) override;
 
   void rope_forward(const Tensor& x, const int32_t* positions, const RopeParams& p) override;
   void rope_backward(const Tensor& dx, const int32_t* positions, const RopeParams& p) override;
@@ -126,7 +131,7 @@ class CudaBackend final : public Backend {
   // C = alpha·op(A)·op(B) + beta·C in cuBLASLt's column-major terms (see linear.cu).
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* A, DType ta, int64_t lda,
             const void* B, DType tb, int64_t ldb, void* C, DType tc, int64_t ldc, float beta,
-            const void* bias = nullptr);
+            const void* bias = nullptr, float alpha = 1.0f);
   // cudaMemcpyAsync on the copy stream after the work issued so far; returns the copy's ticket.
   uint64_t copy_async(void* dst, const void* src, size_t bytes, bool to_device);
   // Σ over rows of a [rows, cols] matrix product dy·(x·rstd) or of dy alone, into out[cols] (+=).

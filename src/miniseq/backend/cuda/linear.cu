@@ -71,7 +71,7 @@ __global__ void bias_grad_partials(const bf16* dy, int64_t T, int64_t cols, floa
 
 void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* A, DType ta,
                        int64_t lda, const void* B, DType tb, int64_t ldb, void* C, DType tc, int64_t ldc,
-                       float beta, const void* bias) {
+                       float beta, const void* bias, float alpha) {
   LtCall call;
   MS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&call.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t opa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -116,7 +116,6 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
                                                  &heur, &found));
   MS_CHECK(found > 0, "CUDA linear: cuBLASLt has no algorithm for m=", m, " n=", n, " k=", k, " (dtypes ",
            dtype_name(ta), "/", dtype_name(tb), "->", dtype_name(tc), ")");
-  const float alpha = 1.0f;
   MS_CUBLAS_CHECK(cublasLtMatmul(lt_, call.op, &alpha, A, call.a, B, call.b, &beta, C, call.c, C, call.c,
                                  &heur.algo, lt_workspace_, lt_workspace_bytes_, /*stream=*/0));
   if (sync_after_launch()) MS_CUDA_CHECK(cudaDeviceSynchronize());  // MINISEQ_CUDA_SYNC=1 (common.cuh)

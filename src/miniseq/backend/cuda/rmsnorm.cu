@@ -84,9 +84,10 @@ void CudaBackend::rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, c
 }
 
 void CudaBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                                   const Tensor& dx, const Tensor& dw, bool dx_accum) {
+                                   const Tensor& dx, const Tensor* dw, bool dx_accum) {
   const int64_t d = x.size(-1), T = x.numel() / d;
-  MS_DASSERT(dy.numel() == x.numel() && dx.numel() == x.numel() && w.numel() == d && dw.numel() == d);
+  MS_DASSERT(dy.numel() == x.numel() && dx.numel() == x.numel() && w.numel() == d &&
+             (!dw || dw->numel() == d));
   if (T == 0) return;
   const int64_t nblk = std::min<int64_t>(T, kMaxBackwardBlocks);
   const size_t smem = static_cast<size_t>(d) * sizeof(float);
@@ -104,7 +105,7 @@ void CudaBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tens
     });
   });
   MS_CUDA_LAUNCH_CHECK();
-  column_sums_finish(partials, nblk, d, dw);
+  if (dw) column_sums_finish(partials, nblk, d, *dw);  // a frozen weight: its partials are left unused
 }
 
 }  // namespace miniseq::cuda
