@@ -1,9 +1,9 @@
 // The packed, cache-blocked CPU attention (FlashAttention-2 algorithm) over a vector-ISA traits class V: one
-// register-blocked micro-kernel for every tile product, the online softmax fused into the key loop, all
-// scratch allocated once per call and thread. Included by attention_avx512.cpp and attention_avx2.cpp after
-// their
-// `#pragma GCC target`, so every function here is a template on V (each instruction set instantiates its own
-// symbols; nothing compiled for AVX-512 can be merged into the AVX2 path).
+// register-blocked micro-kernel for every tile product, the softmax steps fused into the products' epilogues,
+// all scratch allocated once per call and thread. Included by attention_avx512.cpp and attention_avx2.cpp
+// after their `#pragma GCC target`, inside an anonymous namespace, so every function here is compiled for
+// that instruction set and private to that file (nothing compiled for AVX-512 can be merged into the AVX2
+// path).
 //
 // V provides: W (floats per vector), MR × NV (register tile: MR rows × NV vectors), the vector type R and
 // zero/set1/load/store/bcast/fma/add/sub/mul/max/exp/masked (masked(x, lo, hi, j): x where lo <= j <= hi,
@@ -11,16 +11,19 @@
 //
 // Layout: scores are computed transposed, Sᵀ [keys × stacked query rows], so that the softmax of a query row
 // is a column and runs vectorized across query rows with no horizontal reductions, and so that no K or V tile
-// needs a transposed copy: only the query-side tiles are packed, once per query block.
-//   Forward, task = (b, kv head, query block):  Qᵀ [D × Mp] packed once; per key block j:
-//     Sᵀ = scale·K_j·Qᵀ [nk × Mp];  m' = max(m, colmax Sᵀ);  Pᵀ = exp(Sᵀ − m');  l = l·e^(m−m') + colsum Pᵀ;
-//     O = O·e^(m−m') + (Pᵀ)ᵀ·V_j.   Then out = O / l, lse = m + log l.
-//   Backward, task = (b, kv head) (it owns dq of its G heads and dk, dv of its kv head), per query block:
-//     Q, dO [M × Dp] and Qᵀ, dOᵀ [D × Mp] packed, Di = rowsum(dO ∘ O); per key block j:
-//     Pᵀ = exp(scale·K_j·Qᵀ − lse);  dV_j += Pᵀ·dO;  dPᵀ = V_j·dOᵀ;  dSᵀ = scale·Pᵀ∘(dPᵀ − Di);  dK_j +=
-//     dSᵀ·Q; dQ += (dSᵀ)ᵀ·K_j.
-// K, V, dK, dV are used in place (rows of Hkv·D floats) when D is a multiple of W; otherwise K_j, V_j are
-// copied into zero-padded tiles and dK_j, dV_j computed in tiles and added.
+// needs a transposed copy: the query side is packed once per query block (Q, dO as [M × Dp] rows and
+// Qᵀ, dOᵀ as [D × Mp]), K_j and V_j are read in place where they are the broadcast (A) operand and copied
+// into a contiguous zero-padded [nk × Dp] tile where they are the vector (B) operand.
+//   Forward, task = (b, kv head, query block), largest first; per key block j:
+//     Sᵀ = scale·K_j·Qᵀ [nk × Mp], masked, m' = max(m, colmax Sᵀ) (epilogue);  Pᵀ = exp(Sᵀ − m');
+//     l = l·e^(m−m') + colsum Pᵀ;  O = O·e^(m−m') + (Pᵀ)ᵀ·V_j.   Then out = O / l, lse = m + log l.
+//   Backward, task = (b, kv head) (it owns dq of its G heads and dk, dv of its kv head), per query block
+//   (Di = rowsum(dO ∘ O)) and key block j:
+//     Pᵀ = exp(scale·K_j·Qᵀ − lse) (epilogue);  dV_j += Pᵀ·dO;  dSᵀ = scale·Pᵀ∘(V_j·dOᵀ − Di) (epilogue);
+//     dK_j += dSᵀ·Q;  dQ += (dSᵀ)ᵀ·K_j.
+// dK, dV accumulate in place (rows of Hkv·D floats) when D is a multiple of W, else in padded tiles that are
+// then added. Exactness: fp32 products accumulated over D (scores) or over the tile (P·V, dV, dK, dQ) with
+// the running sums in the output, as the OpenBLAS path; exp within 2 ulp.
 //
 // No #pragma once: included once per instruction set, inside that file's namespace.
 
@@ -194,7 +197,7 @@ void tile_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t ars, int
 // Query rows per head in one block: about 256 stacked rows whatever G is.
 template <class V>
 int64_t query_block(int64_t G) {
-  return std::clamp<int64_t>(192 / G, 8, 128);
+  return std::clamp<int64_t>(384 / G, 8, 128);
 }
 template <class V>
 constexpr int64_t key_block() {
@@ -254,6 +257,18 @@ void pack_kv(const float* src, int64_t ld, int64_t nk, int64_t D, int64_t Dp, fl
   }
 }
 
+// Asks for the nk rows of D floats (ld apart) of the next K and V blocks to be brought into L2 while this
+// block computes: the kv rows are 1 KiB apart and come from L3 or memory, and each query block streams them
+// all again.
+template <class V>
+void prefetch_rows(const float* k, const float* v, int64_t ld, int64_t nk, int64_t D) {
+  for (int64_t j = 0; j < nk; ++j)
+    for (int64_t c = 0; c < D; c += 16) {
+      __builtin_prefetch(k + j * ld + c, 0, 2);
+      __builtin_prefetch(v + j * ld + c, 0, 2);
+    }
+}
+
 template <class V>
 void forward(const AttnGeometry& g, const float* q, const float* k, const float* v, float* out, float* lse) {
   using R = typename V::R;
@@ -292,6 +307,9 @@ void forward(const AttnGeometry& g, const float* q, const float* k, const float*
         const int64_t nk = std::min(N, jhi + 1 - j0);
         if (!g.tile_any(kvh, qb.i0, qb.nq, j0, nk)) continue;
         const bool all = g.tile_all(kvh, qb.i0, qb.nq, j0, nk);
+        if (j0 + N <= jhi)
+          prefetch_rows<V>(k + g.kv_off(b, j0 + N, kvh), v + g.kv_off(b, j0 + N, kvh), g.kv_stride(),
+                           std::min(N, jhi + 1 - j0 - N), g.D);
         // K_j is read in place (rows of the A operand), V_j copied into a contiguous zero-padded tile (B
         // operand)
         const float* kb = k + g.kv_off(b, j0, kvh);
@@ -389,6 +407,9 @@ void backward(const AttnGeometry& g, const float* dout, const float* q, const fl
           const int64_t nk = std::min(N, jhi + 1 - j0);
           if (!g.tile_any(kvh, i0, qb.nq, j0, nk)) continue;
           const bool all = g.tile_all(kvh, i0, qb.nq, j0, nk);
+          if (j0 + N <= jhi)
+            prefetch_rows<V>(k + g.kv_off(b, j0 + N, kvh), v + g.kv_off(b, j0 + N, kvh), g.kv_stride(),
+                             std::min(N, jhi + 1 - j0 - N), g.D);
           // K_j, V_j are read in place as A operands; K_j is copied into a contiguous zero-padded tile for dQ
           // (B)
           const int64_t ld = g.kv_stride(), ldd = direct ? ld : Dp;
