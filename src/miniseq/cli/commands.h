@@ -19,6 +19,7 @@ int cmd_grad(const Args& args);        // grad.cpp: loss and gradients of one ba
 int cmd_eval(const Args& args);        // eval.cpp: perplexity and accuracy of a token stream over sliding windows
 int cmd_passkey(const Args& args);     // passkey.cpp: LongLoRA passkey retrieval accuracy per context length
 int cmd_generate(const Args& args);    // generate.cpp: greedy / top-p decoding with a KV cache
+int cmd_merge(const Args& args);       // merge.cpp: a PEFT adapter merged into its base model (LongLoRA)
 
 struct Command {
   const char* name;

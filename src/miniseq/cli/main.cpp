@@ -30,6 +30,7 @@ const Command kCommands[] = {
     {"eval", miniseq::cli::cmd_eval, "perplexity and accuracy over sliding windows of a token stream"},
     {"passkey", miniseq::cli::cmd_passkey, "LongLoRA passkey retrieval test per context length"},
     {"generate", miniseq::cli::cmd_generate, "continue a prompt (greedy or top-p) with a KV cache"},
+    {"merge", miniseq::cli::cmd_merge, "merge a LoRA adapter into its base model (LongLoRA merge script)"},
 };
 
 void usage() {

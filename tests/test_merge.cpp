@@ -1,0 +1,140 @@
+// `miniseq merge` (LongLoRA's merge_lora_weights_and_save_hf_model.py) against transformers + peft's
+// merge_and_unload() in fp32, bit for bit, on the LoRA goldens (tests/data/merge/, written by
+// tools/merge_reference.py); its output-directory rules and errors; and `--peft_model` for eval against the
+// merged model and against the PEFT model's loss.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "miniseq/io/model_config.h"
+#include "miniseq/io/safetensors.h"
+#include "support/goldens.h"
+#include "support/tmpdir.h"
+
+using namespace miniseq;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kCases[] = {"llama_basic", "mistral_window", "qwen2_bias_tied", "qwen3_tied"};
+
+fs::path merge_data() {
+  return test::test_data_dir() / "merge";
+}
+std::string base_model(const std::string& c) {
+  return (test::golden_dir() / c / "model").string();
+}
+
+// A PEFT output directory as training writes it: the golden adapter and the reference's trainable params.
+std::string peft_dir(const test::TempDir& tmp, const std::string& c) {
+  const fs::path dir = tmp.path() / (c + "-peft");
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(test::golden_dir() / c / "lora" / "adapter"))
+    fs::copy_file(e.path(), dir / e.path().filename());
+  fs::copy_file(merge_data() / c / "trainable_params.safetensors", dir / "trainable_params.safetensors");
+  return dir.string();
+}
+
+std::string merge_args(const std::string& base, const std::string& peft, const std::string& out) {
+  return "merge --base_model " + base + " --peft_model " + peft + " --save_path " + out;
+}
+
+const nlohmann::json& reference() {
+  static const nlohmann::json j =
+      nlohmann::json::parse(test::read_text((merge_data() / "reference.json").string()));
+  return j;
+}
+
+}  // namespace
+
+class MergeGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(MergeGolden, EqualsPeftMergeAndUnloadBitForBit) {
+  const std::string c = GetParam();
+  test::TempDir tmp;
+  const std::string out = tmp.file("merged");
+  const auto r = test::run_miniseq(merge_args(base_model(c), peft_dir(tmp, c), out));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const SafetensorsModel got(out);
+  const SafetensorsFile want((merge_data() / c / "merged.safetensors").string());
+  EXPECT_EQ(got.names().size(), want.tensors().size());
+  size_t checked = 0;
+  for (const auto& t : want.tensors()) {
+    const auto* e = got.find(t.name);
+    ASSERT_TRUE(e) << out << " lacks " << t.name;
+    ASSERT_EQ(e->info->dtype, DType::F32) << t.name;
+    ASSERT_EQ(e->info->shape, t.shape) << t.name;
+    const size_t bytes = static_cast<size_t>(t.numel()) * sizeof(float);
+    EXPECT_EQ(std::memcmp(e->file->data(*e->info), want.data(t), bytes), 0)
+        << t.name << " differs from peft's";
+    ++checked;
+  }
+  EXPECT_GT(checked, 10u);
+  // The config is the base model's (no tokens added: the golden models have no tokenizer).
+  const ModelConfig base = load_model_config(base_model(c)), merged = load_model_config(out);
+  EXPECT_EQ(merged.vocab_size, base.vocab_size);
+  EXPECT_EQ(merged.rope.type, base.rope.type);
+  EXPECT_TRUE(fs::exists(fs::path(out) / "generation_config.json") ==
+              fs::exists(fs::path(base_model(c)) / "generation_config.json"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, MergeGolden, ::testing::ValuesIn(kCases));
+
+TEST(MergeCli, ContextSizeSetsTrainingsRopeScaling) {
+  test::TempDir tmp;
+  const std::string out = tmp.file("merged");
+  // llama_basic: 128 positions, no scaling; trained at 512 -> linear 4, as `miniseq train` would have used.
+  const auto r = test::run_miniseq(merge_args(base_model("llama_basic"), peft_dir(tmp, "llama_basic"), out) +
+                                   " --context_size 512");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const ModelConfig merged = load_model_config(out);
+  EXPECT_EQ(merged.rope.type, RopeType::Linear);
+  EXPECT_EQ(merged.rope.factor, 4.0);
+}
+
+TEST(MergeCli, RefusesANonEmptySavePathUnlessAsked) {
+  test::TempDir tmp;
+  const std::string peft = peft_dir(tmp, "llama_basic"), out = tmp.file("merged");
+  fs::create_directories(out);
+  test::write_text(tmp.file("merged/keep.txt"), "x");
+  auto r = test::run_miniseq(merge_args(base_model("llama_basic"), peft, out));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("--overwrite_save_path True"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(tmp.file("merged/keep.txt")));
+  r = test::run_miniseq(merge_args(base_model("llama_basic"), peft, out) + " --overwrite_save_path True");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_FALSE(fs::exists(tmp.file("merged/keep.txt")));
+  EXPECT_TRUE(fs::exists(tmp.file("merged/model.safetensors")));
+  // Never over the adapter or the base model.
+  r = test::run_miniseq(merge_args(base_model("llama_basic"), peft, peft) + " --overwrite_save_path True");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("is the base model or the adapter directory"), std::string::npos) << r.out;
+}
+
+TEST(MergeCli, AMismatchedBaseNamesTheFileAndTensor) {
+  test::TempDir tmp;
+  // llama_basic's adapter (hidden size 64) over a model of hidden size 32.
+  const std::string other = tmp.file("other");
+  ASSERT_EQ(test::run_miniseq("tiny-model --out " + other + " --hidden_size 32 --vocab_size 131").status, 0);
+  const auto r = test::run_miniseq(merge_args(other, peft_dir(tmp, "llama_basic"), tmp.file("merged")));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find(
+                "adapter_model.safetensors: tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_A"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("the model this adapter was trained on"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(tmp.file("merged")));
+  // Trainable params of another model (Qwen3's q_norm / k_norm are no Llama parameters).
+  const std::string peft = tmp.file("llama_basic-peft");
+  fs::copy_file(merge_data() / "qwen3_tied" / "trainable_params.safetensors",
+                fs::path(peft) / "trainable_params.safetensors", fs::copy_options::overwrite_existing);
+  const auto r2 = test::run_miniseq(merge_args(base_model("llama_basic"), peft, tmp.file("merged")));
+  EXPECT_EQ(r2.status, 2);
+  EXPECT_NE(r2.out.find("trainable_params.safetensors: tensor 'model.layers.0.self_attn."), std::string::npos)
+      << r2.out;
+  EXPECT_NE(r2.out.find("is not a parameter of this model"), std::string::npos) << r2.out;
+}
