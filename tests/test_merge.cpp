@@ -138,3 +138,61 @@ TEST(MergeCli, AMismatchedBaseNamesTheFileAndTensor) {
       << r2.out;
   EXPECT_NE(r2.out.find("is not a parameter of this model"), std::string::npos) << r2.out;
 }
+
+namespace {
+double json_loss(const std::string& out) {
+  const size_t at = out.find('{');
+  EXPECT_NE(at, std::string::npos) << out;
+  return nlohmann::json::parse(out.substr(at)).at("loss").get<double>();
+}
+}  // namespace
+
+TEST_P(MergeGolden, PeftModelEqualsTheMergedModelAndPeft) {
+  const std::string c = GetParam();
+  test::TempDir tmp;
+  const std::string peft = peft_dir(tmp, c), merged = tmp.file("merged");
+  ASSERT_EQ(test::run_miniseq(merge_args(base_model(c), peft, merged)).status, 0);
+  const std::string stream = (test::test_data_dir() / "eval" / "stream.bin").string();
+  const std::string eval = " --data " + stream + " --seq_len " +
+                           std::to_string(reference().at("seq_len").get<int64_t>()) +
+                           " --json --progress False";
+  const auto a = test::run_miniseq("eval --model " + base_model(c) + " --peft_model " + peft + eval);
+  ASSERT_EQ(a.status, 0) << a.out;
+  const auto b = test::run_miniseq("eval --model " + merged + eval);
+  ASSERT_EQ(b.status, 0) << b.out;
+  const double with_adapter = json_loss(a.out), of_merged = json_loss(b.out);
+  const double peft_loss = reference().at("cases").at(c).at("peft_loss").get<double>();
+  EXPECT_LE(std::abs(with_adapter - of_merged), 1e-6 * std::abs(of_merged));
+  EXPECT_LE(std::abs(with_adapter - peft_loss), 1e-6 * std::abs(peft_loss)) << "transformers + peft";
+  // Without the adapter the loss is another (the adapter is really applied).
+  const auto base = test::run_miniseq("eval --model " + base_model(c) + eval);
+  ASSERT_EQ(base.status, 0) << base.out;
+  EXPECT_GT(std::abs(json_loss(base.out) - peft_loss), 1e-3);
+  // generate: the same tokens from the adapter over the base as from the merged model.
+  const std::string gen = " --prompt_ids [5,17,3,99,42,7] --max_new_tokens 12 --stop_at_eos False --json";
+  const auto g1 = test::run_miniseq("generate --model " + base_model(c) + " --peft_model " + peft + gen);
+  const auto g2 = test::run_miniseq("generate --model " + merged + gen);
+  ASSERT_EQ(g1.status, 0) << g1.out;
+  ASSERT_EQ(g2.status, 0) << g2.out;
+  const auto ids = [](const std::string& out) {
+    return nlohmann::json::parse(out.substr(out.find('{'))).at("new_ids");
+  };
+  EXPECT_EQ(ids(g1.out), ids(g2.out));
+}
+
+TEST(MergeCli, PeftModelErrorsNameTheAdapter) {
+  test::TempDir tmp;
+  const std::string other = tmp.file("other");
+  ASSERT_EQ(test::run_miniseq("tiny-model --out " + other + " --hidden_size 32 --vocab_size 131").status, 0);
+  const auto r = test::run_miniseq("eval --model " + other + " --peft_model " + peft_dir(tmp, "llama_basic") +
+                                   " --data " + (test::test_data_dir() / "eval" / "stream.bin").string() +
+                                   " --seq_len 16");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("adapter_model.safetensors: tensor"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("is --model " + other + " the model this adapter was trained on"), std::string::npos)
+      << r.out;
+  const auto r2 = test::run_miniseq("generate --model " + base_model("llama_basic") + " --peft_model " +
+                                    tmp.file("none") + " --prompt_ids [1,2]");
+  EXPECT_EQ(r2.status, 2);
+  EXPECT_NE(r2.out.find("--peft_model"), std::string::npos) << r2.out;
+}

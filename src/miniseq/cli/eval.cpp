@@ -41,7 +41,9 @@ int cmd_eval(const Args& args) {
   MS_CHECK(dtype == "uint16" || dtype == "uint32", "eval: --token_dtype must be uint16 or uint32, got '", dtype, "'");
 
   const std::string dir = f.str("model"), data = f.str("data");
-  const ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
+  ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
+  const std::string peft = f.str("peft_model");
+  const LoraConfig lora = prepare_peft_config(dir, peft, config);
   const StreamFormat format = f.str("data_format").empty() ? stream_format_for(data)
                                                             : parse_stream_format(f.str("data_format"));
   std::vector<int32_t> stream;
@@ -58,11 +60,12 @@ int cmd_eval(const Args& args) {
   const StepPolicy policy = inference_policy(f);
   auto backend = inference_backend(f);
 
-  const MemReport planned = plan_evaluation(config, n, seq_len, stride, f.i64("batch"), policy, backend->device(),
-                                            backend->param_dtype(), backend->activation_dtype());
+  const MemReport planned =
+      plan_evaluation(config, n, seq_len, stride, f.i64("batch"), policy, backend->device(),
+                      backend->param_dtype(), backend->activation_dtype(), lora);
   backend->warm_up();
   const size_t rss_baseline = current_rss_bytes();
-  InferenceModel model(dir, config, *backend, planned.arena_bytes);
+  InferenceModel model(dir, config, *backend, planned.arena_bytes, peft, lora);
   const int64_t n_windows = static_cast<int64_t>(eval_windows(n, seq_len, stride).size());
   Progress bar("eval", n_windows, f.boolean("progress"));
   reset_peak_rss();

@@ -34,7 +34,9 @@ int cmd_generate(const Args& args) {
   MS_CHECK(f.has("model"), "generate: --model is required (see `miniseq generate --help`)");
   MS_CHECK(f.has("prompt") != f.has("prompt_ids"), "generate: give exactly one of --prompt and --prompt_ids");
   const std::string dir = f.str("model");
-  const ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
+  ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
+  const std::string peft = f.str("peft_model");
+  const LoraConfig lora = prepare_peft_config(dir, peft, config);
   const auto tokenizer = load_tokenizer_if_present(dir, config);
   std::vector<int32_t> prompt;
   if (f.has("prompt")) {
@@ -59,9 +61,10 @@ int cmd_generate(const Args& args) {
                                                        : static_cast<int32_t>(config.eos_token_id.value_or(-1));
   const StepPolicy policy = inference_policy(f);
   auto backend = inference_backend(f);
-  const MemReport planned = plan_generation(config, static_cast<int64_t>(prompt.size()), opt, policy,
-                                            backend->device(), backend->param_dtype(), backend->activation_dtype());
-  InferenceModel model(dir, config, *backend, planned.arena_bytes);
+  const MemReport planned =
+      plan_generation(config, static_cast<int64_t>(prompt.size()), opt, policy, backend->device(),
+                      backend->param_dtype(), backend->activation_dtype(), lora);
+  InferenceModel model(dir, config, *backend, planned.arena_bytes, peft, lora);
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> out = generate(model.decoder(), model.plan(), backend->activation_dtype(), prompt, opt,
                                             policy);

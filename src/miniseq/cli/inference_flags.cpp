@@ -10,6 +10,9 @@ std::vector<FlagSpec> inference_flags(std::vector<FlagSpec> own) {
       {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 storage, fp32 accumulation)"},
       {"rope_scaling_factor", FlagKind::Float, "0",
        "linear RoPE scaling factor replacing config.json's (0 = as saved; LongLoRA: ceil(context / original))"},
+      {"peft_model", FlagKind::String, "",
+       "PEFT adapter directory (adapter_config.json, adapter_model.safetensors, optional "
+       "trainable_params.safetensors) run over --model without merging"},
       {"mini_sequence", FlagKind::Bool, "True", "chunk the MLP and the LM head (MsT) in the forward pass"},
       {"mlp_chunk_tokens", FlagKind::Int, "0", "rows per MLP chunk (0 = hidden_size)"},
       {"lm_head_chunks", FlagKind::Int, "0", "LM-head chunks (0 = ceil(vocab / hidden))"},

@@ -1,5 +1,5 @@
-// Flags shared by the inference commands (eval, passkey, generate): model, device, RoPE scaling and the forward
-// pass's MsT chunking. Declared once here; each command appends its own.
+// Flags shared by the inference commands (eval, passkey, generate): model, PEFT adapter, device, RoPE scaling
+// and the forward pass's MsT chunking. Declared once here; each command appends its own.
 #pragma once
 
 #include <memory>

@@ -35,7 +35,9 @@ int cmd_passkey(const Args& args) {
   MS_CHECK(f.has("model"), "passkey: --model is required (see `miniseq passkey --help`)");
   MS_CHECK(f.i64("trials") >= 1, "passkey: --trials must be >= 1");
   const std::string dir = f.str("model");
-  const ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
+  ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
+  const std::string peft = f.str("peft_model");
+  const LoraConfig lora = prepare_peft_config(dir, peft, config);
   const auto tokenizer = load_tokenizer_if_present(dir, config);
   MS_CHECK(tokenizer, "passkey: ", dir, " has no tokenizer.json; the test is posed in text");
   const double ratio = f.f64("chars_per_token") > 0
@@ -92,9 +94,9 @@ int cmd_passkey(const Args& args) {
   opt.eos_id = tokenizer->eos_id();
   const StepPolicy policy = inference_policy(f);
   auto backend = inference_backend(f);
-  const MemReport planned = plan_generation(config, longest, opt, policy, backend->device(), backend->param_dtype(),
-                                            backend->activation_dtype());
-  InferenceModel model(dir, config, *backend, planned.arena_bytes);
+  const MemReport planned = plan_generation(config, longest, opt, policy, backend->device(),
+                                            backend->param_dtype(), backend->activation_dtype(), lora);
+  InferenceModel model(dir, config, *backend, planned.arena_bytes, peft, lora);
   std::printf("passkey: %zu context lengths x %lld trials (%.2f filler characters per token), longest prompt %lld "
               "tokens; planned memory %.2f MiB\n",
               fillers.size(), (long long)trials, ratio, (long long)longest,

@@ -72,10 +72,11 @@ std::vector<int32_t> generate(Decoder& model, MemoryPlan& plan, DType kv_dtype, 
 }
 
 MemReport plan_generation(const ModelConfig& config, int64_t prompt_tokens, const GenerateOptions& opt,
-                          const StepPolicy& policy, Device device, DType params, DType activations) {
+                          const StepPolicy& policy, Device device, DType params, DType activations,
+                          const LoraConfig& lora) {
   MemoryPlan plan = MemoryPlan::dry(device);
   DryBackend be(device, params, DType::F32, activations);
-  Decoder model(config, be, plan, GradStorage::None);
+  Decoder model(config, be, plan, GradStorage::None, lora);
   generate(model, plan, activations, std::vector<int32_t>(static_cast<size_t>(prompt_tokens), 0), opt, policy);
   return plan.report();
 }

@@ -37,6 +37,7 @@ std::vector<int32_t> generate(Decoder& model, MemoryPlan& plan, DType kv_dtype, 
 
 // The planned memory of generate(): the same calls on a dry plan.
 MemReport plan_generation(const ModelConfig& config, int64_t prompt_tokens, const GenerateOptions& opt,
-                          const StepPolicy& policy, Device device, DType params, DType activations);
+                          const StepPolicy& policy, Device device, DType params, DType activations,
+                          const LoraConfig& lora = {});
 
 }  // namespace miniseq

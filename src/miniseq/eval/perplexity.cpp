@@ -72,12 +72,13 @@ EvalResult evaluate_stream(Decoder& model, const std::vector<int32_t>& stream, i
   return r;
 }
 
-MemReport plan_evaluation(const ModelConfig& config, int64_t n, int64_t seq_len, int64_t stride, int64_t batch,
-                          const StepPolicy& policy, Device device, DType params, DType activations) {
+MemReport plan_evaluation(const ModelConfig& config, int64_t n, int64_t seq_len, int64_t stride,
+                          int64_t batch, const StepPolicy& policy, Device device, DType params,
+                          DType activations, const LoraConfig& lora) {
   const auto groups = eval_batches(eval_windows(n, seq_len, stride), batch);
   MemoryPlan plan = MemoryPlan::dry(device);
   DryBackend be(device, params, DType::F32, activations);
-  Decoder model(config, be, plan, GradStorage::None);
+  Decoder model(config, be, plan, GradStorage::None, lora);
   // After a batch only the weights are live again, so the sizes that occur are all there is to plan: the first
   // (largest) group and the last one.
   std::vector<const std::vector<EvalWindow>*> shapes = {&groups.front()};

@@ -49,7 +49,8 @@ EvalResult evaluate_stream(Decoder& model, const std::vector<int32_t>& stream, i
 
 // The planned memory of evaluate_stream for a stream of n tokens: the same calls on a dry plan (the largest batch
 // and, when it differs, the last one).
-MemReport plan_evaluation(const ModelConfig& config, int64_t n, int64_t seq_len, int64_t stride, int64_t batch,
-                          const StepPolicy& policy, Device device, DType params, DType activations);
+MemReport plan_evaluation(const ModelConfig& config, int64_t n, int64_t seq_len, int64_t stride,
+                          int64_t batch, const StepPolicy& policy, Device device, DType params,
+                          DType activations, const LoraConfig& lora = {});
 
 }  // namespace miniseq
