@@ -12,6 +12,9 @@
 
 #include "miniseq/io/model_config.h"
 #include "miniseq/io/safetensors.h"
+#include "miniseq/model/adapter.h"
+#include "miniseq/model/params.h"
+#include "miniseq/train/demo_preset.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 
@@ -195,4 +198,90 @@ TEST(MergeCli, PeftModelErrorsNameTheAdapter) {
                                     tmp.file("none") + " --prompt_ids [1,2]");
   EXPECT_EQ(r2.status, 2);
   EXPECT_NE(r2.out.find("--peft_model"), std::string::npos) << r2.out;
+}
+
+// The tokenizer growth of training: a base model whose tokenizer has no pad and no unk token gets "[PAD]" and
+// "<unk>" (LongLoRA's smart_tokenizer_and_embedding_resize), its embedding and LM head two rows = the mean of
+// the old ones; merge writes the grown model and tokenizer, eval --peft_model runs the same grown model.
+TEST(MergeCli, GrowsTheVocabularyAsTrainingDoes) {
+  test::TempDir tmp;
+  const std::string base = tmp.file("base"), peft = tmp.file("peft"), out = tmp.file("merged");
+  ASSERT_EQ(
+      test::run_miniseq("tiny-model --out " + base + " --vocab_size 259 --dtype float32 --seed 3").status, 0);
+  for (auto [name, text] : demo_tokenizer_files()) {
+    if (name == "tokenizer_config.json") {
+      auto j = nlohmann::json::parse(text);
+      j.erase("pad_token");
+      text = j.dump(2);
+    }
+    test::write_text((fs::path(base) / name).string(), text);
+  }
+  // An adapter of this model: A as PEFT initializes it, B nonzero; and a trained final norm.
+  const ModelConfig config = load_model_config(base);
+  LoraConfig lora;
+  lora.enabled = true;
+  lora.trainable_params = {"norm"};
+  MemoryPlan plan = MemoryPlan::real(Device::CPU, 64 << 20);
+  const ParamSet adapter(plan, model_param_specs(config, lora), DType::F32, MemCategory::Weights);
+  load_params(SafetensorsModel(base), config, adapter);
+  init_lora_weights(adapter, 7);
+  adapter.for_each([](const ParamSpec& s, const Tensor& t) {
+    if (s.role != ParamRole::LoraB && s.name != "model.norm.weight") return;
+    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = 0.01f * static_cast<float>((i * 37) % 11) - 0.05f;
+  });
+  save_adapter(peft, adapter, lora, base, DType::F32);
+  ASSERT_TRUE(save_trainable_params(peft, adapter, lora, DType::F32));
+
+  auto r = test::run_miniseq(merge_args(base, peft, out) + " --context_size 8192");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("added [PAD], <unk>; vocabulary 259 -> 261"), std::string::npos) << r.out;
+  const ModelConfig merged = load_model_config(out);
+  EXPECT_EQ(merged.vocab_size, 261);
+  EXPECT_EQ(merged.pad_token_id, 259);
+  EXPECT_EQ(merged.rope.type, RopeType::Linear);  // 2048 positions trained at 8192
+  EXPECT_EQ(merged.rope.factor, 4.0);
+  const auto tok_config = nlohmann::json::parse(test::read_text(out + "/tokenizer_config.json"));
+  EXPECT_EQ(tok_config.at("pad_token"), "[PAD]");
+  EXPECT_EQ(tok_config.at("model_max_length"), 8192);
+  EXPECT_NE(test::read_text(out + "/tokenizer.json").find("\"[PAD]\""), std::string::npos);
+
+  // The new rows are the mean of the old; a merged weight is W + s·B·A; the trained norm is the adapter's.
+  const SafetensorsModel files(out), orig(base);
+  std::vector<float> emb(261 * 64), emb0(259 * 64);
+  files.read("model.embed_tokens.weight", Tensor(emb.data(), {261, 64}));
+  orig.read("model.embed_tokens.weight", Tensor(emb0.data(), {259, 64}));
+  for (int64_t j = 0; j < 64; ++j) {
+    double mean = 0;
+    for (int64_t i = 0; i < 259; ++i) mean += emb0[i * 64 + j];
+    mean /= 259;
+    EXPECT_NEAR(emb[259 * 64 + j], mean, 1e-7);
+    EXPECT_EQ(emb[260 * 64 + j], emb[259 * 64 + j]);
+    EXPECT_EQ(emb[5 * 64 + j], emb0[5 * 64 + j]);
+  }
+  const std::string q = "model.layers.1.self_attn.q_proj.weight";
+  const Tensor& A = adapter.get("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");  // [8, 64]
+  const Tensor& B = adapter.get("base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight");  // [64, 8]
+  std::vector<float> w(64 * 64);
+  files.read(q, Tensor(w.data(), {64, 64}));
+  const float* w0 = adapter.get(q).f32();
+  for (int64_t i = 0; i < 64; ++i)
+    for (int64_t j = 0; j < 64; ++j) {
+      double d = 0;
+      for (int64_t k = 0; k < 8; ++k) d += static_cast<double>(B.f32()[i * 8 + k]) * A.f32()[k * 64 + j];
+      EXPECT_NEAR(w[i * 64 + j], w0[i * 64 + j] + 2.0 * d, 1e-6) << i << "," << j;
+    }
+  std::vector<float> norm(64);
+  files.read("model.norm.weight", Tensor(norm.data(), {64}));
+  EXPECT_EQ(norm[3], adapter.get("model.norm.weight").f32()[3]);
+
+  // eval --peft_model prepares the same grown model (the RoPE factor merge wrote from --context_size given as
+  // LongLoRA's eval.py sets it).
+  test::write_text(tmp.file("doc.txt"), "The pass key is 12345. Remember it. 12345 is the pass key.");
+  const std::string eval = " --data " + tmp.file("doc.txt") + " --seq_len 32 --json --progress False";
+  const auto a =
+      test::run_miniseq("eval --model " + base + " --peft_model " + peft + " --rope_scaling_factor 4" + eval);
+  const auto b = test::run_miniseq("eval --model " + out + eval);
+  ASSERT_EQ(a.status, 0) << a.out;
+  ASSERT_EQ(b.status, 0) << b.out;
+  EXPECT_NEAR(json_loss(a.out), json_loss(b.out), 1e-6 * json_loss(b.out));
 }

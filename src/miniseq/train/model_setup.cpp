@@ -42,7 +42,7 @@ void load_params_grown(const SafetensorsModel& files, const ModelConfig& file_co
   MS_CHECK(problems.empty(), problems.front());
   std::vector<uint8_t> staging;
   params.for_each([&](const ParamSpec& s, const Tensor& t) {
-    if (!t.data) return;
+    if (!t.data || s.role == ParamRole::LoraA || s.role == ParamRole::LoraB) return;  // not in a model directory
     const Tensor h = host_view(backend, t, staging, /*download=*/false);
     if (s.role != ParamRole::Embedding && s.role != ParamRole::LmHead) {
       files.read(s.name, h);
