@@ -13,4 +13,6 @@ fi
 # CI runs as root; Open MPI refuses that unless told. One OpenMP thread per rank: the ranks share the cores.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# A test that fails on some ranks only leaves the others waiting in a collective: the watchdog ends them.
+export MINISEQ_DIST_TIMEOUT="${MINISEQ_DIST_TIMEOUT:-60}"
 exec mpirun --oversubscribe --bind-to none -np "$np" "$@"

@@ -128,6 +128,27 @@ TEST(Communicator, ReduceScatterGivesEachRankItsBlockOfTheSum) {
   }
 }
 
+TEST(Communicator, ReduceAddsTheSumInRankOrderOnTheRootOnly) {
+  const int P = comm().size(), r = comm().rank();
+  for (int64_t n : {int64_t{0}, int64_t{5}, (int64_t{3} << 20) + 11}) {
+    for (int root : {0, P - 1}) {
+      const auto x = inputs(r, n, 7);
+      // The root's out starts with values of its own: the sum is added to them.
+      auto out = inputs(100 + r, n, 8);
+      const auto before = out;
+      comm().reduce_sum_into(Tensor(const_cast<float*>(x.data()), {n}), view(out), root);
+      if (r != root) {
+        expect_bits(out, before, "out on a rank that is not the root");
+        continue;
+      }
+      auto want = serial_sum(P, n, 7);
+      for (int64_t i = 0; i < n; ++i)
+        want[static_cast<size_t>(i)] = before[static_cast<size_t>(i)] + want[static_cast<size_t>(i)];
+      expect_bits(out, want, "reduce_sum_into");
+    }
+  }
+}
+
 TEST(Communicator, AllGatherConcatenatesInRankOrder) {
   const int P = comm().size(), r = comm().rank();
   for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{1001}}) {

@@ -78,6 +78,23 @@ TEST(ZeroPlan, TheOptimizerStateIsOneRanksShard) {
   EXPECT_EQ(shard, 2 * aligned(4 * ((n + 3) / 4)));
 }
 
+TEST(ZeroPlan, StageTwoKeepsOneRanksGradientShardAndNoFullGradient) {
+  const ModelConfig config = load_model_config(test::train_test_model().string());
+  const TrainArgs a =
+      test::parse_train_args({"--model_max_length", "32", "--per_device_train_batch_size", "1"});
+  PlanTarget t = plan_target(a);
+  const StepPolicy policy = policy_from(a);
+  t.zero_ranks = 4;
+  const MemReport one = plan_run(config, 1, 32, policy, t).device;
+  t.zero_grads = true;
+  const MemReport two = plan_run(config, 1, 32, policy, t).device;
+  const auto n = static_cast<size_t>(param_count(param_specs(config)));
+  // Stage 1: every gradient; stage 2: the shard plus one group's gradients at a time.
+  EXPECT_GE(one.peak_by_category[MemCategory::Grads], 4 * n);
+  EXPECT_LT(two.peak_by_category[MemCategory::Grads], one.peak_by_category[MemCategory::Grads]);
+  EXPECT_LT(two.arena_bytes, one.arena_bytes);
+}
+
 TEST(ZeroPlan, MemplanPlansOneRanksShard) {
   const std::string model = test::source_dir() + "/tests/data/golden/llama_basic/model";
   const auto whole = test::run_miniseq("memplan --model " + model + " --model_max_length 64 --json");
@@ -93,16 +110,18 @@ TEST(ZeroPlan, MemplanPlansOneRanksShard) {
   EXPECT_LE(opt_z, opt_w / 4 + 2 * static_cast<int64_t>(MemoryPlan::kAlignment));
   EXPECT_EQ(z["peak_by_category"]["weights"], w["peak_by_category"]["weights"]);
   const auto refused =
-      test::run_miniseq("memplan --model " + model + " --model_max_length 64 --zero_stage 2 2>&1");
+      test::run_miniseq("memplan --model " + model + " --model_max_length 64 --zero_stage 3 2>&1");
   EXPECT_NE(refused.status, 0);
-  EXPECT_NE(refused.out.find("stage 2 is not available yet"), std::string::npos) << refused.out;
+  EXPECT_NE(refused.out.find("--zero_stage must be 0, 1 or 2"), std::string::npos) << refused.out;
 }
 
 TEST(ZeroFlags, StageTwoAndUnsupportedPoliciesAreRefused) {
-  EXPECT_THROW(test::parse_train_args({"--zero_stage", "2"}), Error);
+  EXPECT_THROW(test::parse_train_args({"--zero_stage", "3"}), Error);
+  EXPECT_THROW(test::parse_train_args({"--zero_stage", "2", "--grad_dtype", "bfloat16"}), Error);
   EXPECT_THROW(test::parse_train_args({"--zero_stage", "1", "--offload_optimizer", "True"}), Error);
   EXPECT_THROW(test::parse_train_args({"--zero_stage", "1", "--master_weights", "False"}), Error);
   EXPECT_NO_THROW(test::parse_train_args({"--zero_stage", "1"}));
+  EXPECT_NO_THROW(test::parse_train_args({"--zero_stage", "2"}));
 }
 
 TEST(ZeroTrain, OneRankEqualsTheUnshardedAdamWAndResumesBitExactly) {
@@ -149,7 +168,54 @@ TEST(ZeroTrain, OneRankEqualsTheUnshardedAdamWAndResumesBitExactly) {
         args(tmp.file("wrong"), {"--resume_from_checkpoint", tmp.file("zero/checkpoint-3")}), data));
     FAIL() << "a sharded checkpoint was resumed without --zero_stage";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("resume it with --zero_stage 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("resume it with --zero_stage 1 or 2"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ZeroTrain, StageTwoOnOneRankEqualsTheUnshardedAdamW) {
+  TempDir tmp;
+  const Dataset data = test::random_blocks(8, 16, 131, 22);
+  auto args = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> a = {"--max_steps",
+                                  "4",
+                                  "--learning_rate",
+                                  "1e-3",
+                                  "--weight_decay",
+                                  "0.01",
+                                  "--model_max_length",
+                                  "16",
+                                  "--per_device_train_batch_size",
+                                  "2",
+                                  "--save_steps",
+                                  "2",
+                                  "--logging_steps",
+                                  "1",
+                                  "--output_dir",
+                                  out};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return test::parse_train_args(a);
+  };
+  // One micro-batch per step: the same gradients (each group's, added to a zero shard) and the same norm.
+  run_training(test::tiny_setup(args(tmp.file("plain"), {}), data));
+  run_training(test::tiny_setup(args(tmp.file("zero2"), {"--zero_stage", "2"}), data));
+  EXPECT_EQ(test::read_weights(tmp.file("zero2")), test::read_weights(tmp.file("plain")));
+  run_training(test::tiny_setup(args(tmp.file("resumed"), {"--zero_stage", "2", "--resume_from_checkpoint",
+                                                           tmp.file("zero2/checkpoint-2")}),
+                                data));
+  EXPECT_EQ(test::read_weights(tmp.file("resumed")), test::read_weights(tmp.file("zero2")));
+  // Two micro-batches: the second is added to the shard rather than accumulated in the backward's buffer.
+  run_training(test::tiny_setup(args(tmp.file("plain_ga"), {"--gradient_accumulation_steps", "2"}), data));
+  run_training(test::tiny_setup(
+      args(tmp.file("zero2_ga"), {"--gradient_accumulation_steps", "2", "--zero_stage", "2"}), data));
+  const auto a = test::read_weights(tmp.file("zero2_ga")), b = test::read_weights(tmp.file("plain_ga"));
+  for (const auto& [name, wb] : b) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < wb.size(); ++i) {
+      const double d = static_cast<double>(a.at(name)[i]) - wb[i];
+      num += d * d, den += static_cast<double>(wb[i]) * wb[i];
+    }
+    EXPECT_LT(std::sqrt(num / std::max(den, 1e-300)), 1e-6) << name;
   }
 }
 
@@ -223,6 +289,22 @@ TEST(ZeroTrain, TwoRanksEqualTheUnshardedRunAndReshardOnResume) {
   std::printf("resumed on 1 process from 2 ranks' shards: weights after step 5 differ by %.3g (relative)\n",
               diff);
   EXPECT_LT(diff, 1e-6);
+}
+
+TEST(ZeroTrain, StageTwoOnTwoRanksEqualsTheUnshardedRunThroughTheEpochsEnd) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
+  TempDir tmp;
+  // 25 blocks on 2 ranks: step 13 is the epoch's last, with one block; rank 1 runs it with every label
+  // ignored.
+  const std::string common =
+      " train --preset demo --model_max_length 256 --max_steps 13 --save_strategy no "
+      "--logging_steps 1 --warmup_steps 1 --weight_decay 0.01 --output_dir ";
+  ASSERT_EQ(run(2, common + tmp.file("plain"), tmp.file("plain.log")), 0)
+      << test::read_text(tmp.file("plain.log"));
+  ASSERT_EQ(run(2, common + tmp.file("zero2") + " --zero_stage 2", tmp.file("zero2.log")), 0)
+      << test::read_text(tmp.file("zero2.log"));
+  EXPECT_EQ(test::read_weights(tmp.file("zero2")), test::read_weights(tmp.file("plain")));
+  EXPECT_EQ(test::logged(tmp.file("zero2"), "loss"), test::logged(tmp.file("plain"), "loss"));
 }
 
 }  // namespace

@@ -100,7 +100,8 @@ int cmd_memplan(const Args& args) {
               {"offload_checkpoints", FlagKind::Int, "0", "checkpointed inputs of the first N layers on the host (-1 = all)"},
               {"host_memory", FlagKind::String, "", "host memory budget for offloaded state, e.g. 128GiB"},
               {"data_parallel", FlagKind::Int, "1", "data-parallel ranks (the plan is one rank's: docs/distributed.md)"},
-              {"zero_stage", FlagKind::Int, "0", "1: AdamW state and master weights sharded over the ranks (ZeRO-1)"},
+              {"zero_stage", FlagKind::Int, "0",
+               "1: AdamW state and master weights sharded over the ranks (ZeRO-1); 2: also the gradients"},
               {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
               {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
@@ -131,11 +132,12 @@ int cmd_memplan(const Args& args) {
   MS_CHECK(target.offload_layers >= -1, "memplan: --offload_checkpoints must be a layer count or -1 (all)");
   const int64_t D = f.i64("data_parallel"), zero = f.i64("zero_stage");
   MS_CHECK(D >= 1, "memplan: --data_parallel must be >= 1");
-  MS_CHECK(zero == 0 || zero == 1, "memplan: --zero_stage must be 0 or 1 (stage 2 is not available yet)");
+  MS_CHECK(zero >= 0 && zero <= 2, "memplan: --zero_stage must be 0, 1 or 2");
   MS_CHECK(zero == 0 || !(target.offload_optimizer || target.optimizer_in_backward || !target.master_weights),
            "memplan: --zero_stage 1 is not available with --offload_optimizer, --optimizer_in_backward or "
            "--master_weights False");
   target.zero_ranks = zero >= 1 ? D : 0;
+  target.zero_grads = zero >= 2;
   const int64_t B = f.i64("per_device_train_batch_size");
   MS_CHECK(B >= 1, "memplan: --per_device_train_batch_size must be >= 1");
   const bool find = f.boolean("find_max_length"), autoc = f.boolean("auto");
@@ -185,7 +187,9 @@ int cmd_memplan(const Args& args) {
                 target.grads != target.grad_precision ? " (emulated in F32)" : "",
                 target.optimizer_in_backward ? " per group (optimizer in backward)" : "",
                 std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str(),
-                zero >= 1 ? (", 1/" + std::to_string(D) + " of them and of the master per rank (ZeRO-1)").c_str()
+                zero >= 1 ? (", 1/" + std::to_string(D) + " of them and of the master" +
+                             (zero >= 2 ? " and gradients" : "") + " per rank (ZeRO-" + std::to_string(zero) + ")")
+                                .c_str()
                           : "");
   if (text && target.lora.enabled)
     std::printf("LoRA r %lld, alpha %g, %zu target module(s), trainable_params '%s': %s trained parameters (the "

@@ -24,6 +24,13 @@ class SingleProcess final : public Communicator {
   void reduce_scatter_sum(const Tensor& in, const Tensor& out) override {
     copy(in, out, "reduce_scatter_sum");
   }
+  void reduce_sum_into(const Tensor& x, const Tensor& out, int root) override {
+    check_root(root);
+    MS_CHECK(x.numel() == out.numel() && x.dtype == out.dtype && x.device == Device::CPU &&
+                 out.device == Device::CPU,
+             "internal: reduce_sum_into of ", x.shape.str(), " into ", out.shape.str());
+    sum_blocks_in_rank_order(x.data, 1, 0, x.numel(), x.dtype, out.data, /*accumulate=*/true);
+  }
   void all_gather(const Tensor& in, const Tensor& out) override { copy(in, out, "all_gather"); }
   void all_to_all(const Tensor& in, const Tensor& out) override { copy(in, out, "all_to_all"); }
   void broadcast(const Tensor&, int root) override { check_root(root); }
@@ -118,10 +125,10 @@ void abort_world(int code) {
   (void)code;
 }
 
-void sum_blocks_in_rank_order(const void* blocks, int P, int64_t stride, int64_t n, DType dtype, void* out) {
-  // Tiles of fp32 accumulators, block after block: the same additions in the same order as acc = b_0; acc +=
-  // b_1;
-  // ..., vectorized across elements.
+void sum_blocks_in_rank_order(const void* blocks, int P, int64_t stride, int64_t n, DType dtype, void* out,
+                              bool accumulate) {
+  // Tiles of fp32 accumulators, block after block: the same additions in the same order as acc = b_0;
+  // acc += b_1; ..., vectorized across elements; then out = acc, or out = out + acc.
   constexpr int64_t kTile = 1024;
   float acc[kTile];
   const size_t es = dtype_size(dtype);
@@ -145,6 +152,16 @@ void sum_blocks_in_rank_order(const void* blocks, int P, int64_t stride, int64_t
       }
     }
     char* dst = static_cast<char*>(out) + t0 * static_cast<int64_t>(es);
+    if (accumulate) {
+      if (dtype == DType::F32) {
+        const float* o = reinterpret_cast<const float*>(dst);
+        for (int64_t i = 0; i < m; ++i) acc[i] = o[i] + acc[i];
+      } else {
+        const uint16_t* o = reinterpret_cast<const uint16_t*>(dst);
+        for (int64_t i = 0; i < m; ++i)
+          acc[i] = (dtype == DType::BF16 ? bf16_to_f32(o[i]) : f16_to_f32(o[i])) + acc[i];
+      }
+    }
     if (dtype == DType::F32)
       std::memcpy(dst, acc, static_cast<size_t>(m) * sizeof(float));
     else

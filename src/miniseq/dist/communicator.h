@@ -40,6 +40,9 @@ class Communicator {
 
   // x: [n] on every rank → the sum over ranks, in place on every rank.
   virtual void all_reduce_sum(const Tensor& x) = 0;
+  // x: [n] on every rank → on rank root only, out: [n] += the sum over ranks of x (out = 0 + sum when it
+  // holds zeros); out is not touched elsewhere (it may be empty there). out and x differ.
+  virtual void reduce_sum_into(const Tensor& x, const Tensor& out, int root) = 0;
   // in: [size * n] on every rank → out: [n] = the sum over ranks of block rank() of in.
   virtual void reduce_scatter_sum(const Tensor& in, const Tensor& out) = 0;
   // in: [n] → out: [size * n], block r = rank r's in. in may be block rank() of out itself (in place).
@@ -81,7 +84,9 @@ void abort_world(int code);
 // --- implementation details shared by the MPI and NCCL communicators ---
 // out[i] = sum over j in 0..P-1 (in this order) of blocks[j * stride + i] for i < n, summed in fp32 and
 // rounded once to dtype. out may be one of the blocks.
-void sum_blocks_in_rank_order(const void* blocks, int P, int64_t stride, int64_t n, DType dtype, void* out);
+// With `accumulate`: out[i] = out[i] + that sum (out then must not be one of the blocks).
+void sum_blocks_in_rank_order(const void* blocks, int P, int64_t stride, int64_t n, DType dtype, void* out,
+                              bool accumulate = false);
 // The per-collective watchdog: seconds from MINISEQ_DIST_TIMEOUT, else 1800.
 double default_timeout_seconds();
 

@@ -102,6 +102,31 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
+  void reduce_sum_into(const Tensor& x, const Tensor& out, int root) override {
+    host(x, "reduce_sum_into");
+    MS_CHECK(root >= 0 && root < size_, "internal: reduce to rank ", root, " of ", size_);
+    MS_CHECK(rank_ != root ||
+                 (out.numel() == x.numel() && out.dtype == x.dtype && (out.data != x.data || x.numel() == 0)),
+             "internal: reduce_sum_into of ", x.shape.str(), " into ", out.shape.str());
+    Watchdog::Scope w(*watchdog_, "reduce_sum_into");
+    // Pieces of c elements: every rank's copy gathered on the root (MPI moves bytes), summed there in rank
+    // order.
+    const int P = size_;
+    const int64_t n = x.numel();
+    const size_t es = dtype_size(x.dtype);
+    const int64_t c_max = std::max<int64_t>(1, kStagingBytes / static_cast<int64_t>(es) / P);
+    if (rank_ == root) staging_.resize(static_cast<size_t>(c_max * P) * es);
+    for (int64_t o = 0; o < n; o += c_max) {
+      const int64_t c = std::min(c_max, n - o);
+      check_mpi(MPI_Gather(at(x, o), static_cast<int>(c), mpi_type(x.dtype),
+                           rank_ == root ? staging_.data() : nullptr, static_cast<int>(c), mpi_type(x.dtype),
+                           root, comm_),
+                "MPI_Gather");
+      if (rank_ == root)
+        sum_blocks_in_rank_order(staging_.data(), P, c, c, x.dtype, at(out, o), /*accumulate=*/true);
+    }
+  }
+
   void reduce_scatter_sum(const Tensor& in, const Tensor& out) override {
     host(in, "reduce_scatter_sum"), host(out, "reduce_scatter_sum");
     const int64_t n = blocks_of(in, out, "reduce_scatter_sum");

@@ -46,12 +46,14 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
   MemoryPlan host = MemoryPlan::dry(Device::CPU);
   DryBackend be(target.device, target.params, target.grads, target.activations);
   Decoder model(config, be, plan,
-                target.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent, target.lora);
+                target.optimizer_in_backward || (target.zero_ranks > 0 && target.zero_grads) ? GradStorage::PerGroup
+                                                                                             : GradStorage::Persistent,
+                target.lora);
   model.set_checkpoint_offload(&host, target.offload_layers);
   model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward);
   const auto specs = trainable_specs(config, target.lora);  // what the optimizer updates
   std::optional<ParamSet> m, v, master;
-  std::optional<Buffer> staging, zero_m, zero_v, zero_master;
+  std::optional<Buffer> staging, zero_m, zero_v, zero_master, zero_g;
   if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp
     master.emplace(host, specs, DType::F32, MemCategory::Weights, "master:");
     m.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
@@ -63,6 +65,7 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
     zero_v = plan.alloc("exp_avg_sq:shard", {shard}, target.moments, MemCategory::Optimizer);
     if (target.params != DType::F32)
       zero_master = plan.alloc("master:shard", {shard}, DType::F32, MemCategory::Optimizer);
+    if (target.zero_grads) zero_g = plan.alloc("grads:shard", {shard}, DType::F32, MemCategory::Grads);
   } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");

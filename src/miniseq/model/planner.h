@@ -43,6 +43,9 @@ struct PlanTarget {
   // LoRA / LoRA+ (model/lora.h): the frozen weights have no gradient, no optimizer state and no master copy;
   // the LoRA tensors and the trained base tensors have all three. Disabled: full fine-tuning.
   LoraConfig lora = {};
+  // ZeRO stage 2: no full gradient buffer (the backward hands each group's gradients over, as with the optimizer
+  // in backward) and one rank's flat fp32 gradient shard.
+  bool zero_grads = false;
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
   // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.

@@ -96,7 +96,8 @@ cli::Flags train_flags(bool sft) {
            "processes launched)"},
           {"zero_stage", FlagKind::Int, "0",
            "ZeRO: 1 shards the AdamW moments and fp32 master weights over the data-parallel ranks (each keeps "
-           "1/D of them; checkpoints hold one optimizer shard per rank); 0 = every rank keeps all"},
+           "1/D of them; checkpoints hold one optimizer shard per rank); 2 also the gradients (each group "
+           "summed into its owners' shards during the backward; no full gradient buffer); 0 = every rank keeps all"},
           {"dist_timeout", FlagKind::Float, "1800",
            "seconds a rank waits in a collective for the others before it ends the job with a message "
            "(0 = forever)"},
@@ -163,11 +164,11 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.data_parallel = f.i64("data_parallel");
   a.dist_timeout = f.f64("dist_timeout");
   a.zero_stage = f.i64("zero_stage");
-  MS_CHECK(a.zero_stage == 0 || a.zero_stage == 1,
-           a.zero_stage == 2 ? "--zero_stage 2 (sharded gradients) is not available yet; use --zero_stage 1"
-                             : "--zero_stage must be 0 or 1");
+  MS_CHECK(a.zero_stage >= 0 && a.zero_stage <= 2, "--zero_stage must be 0, 1 or 2, got ", a.zero_stage);
+  MS_CHECK(a.zero_stage < 2 || a.grad_dtype == DType::F32,
+           "--zero_stage 2 keeps fp32 gradient shards; use it with --grad_dtype float32");
   MS_CHECK(a.zero_stage == 0 || (!a.offload_optimizer && !a.optimizer_in_backward && a.master_weights),
-           "--zero_stage 1 shards the device optimizer's state; it is not available yet with --offload_optimizer "
+           "--zero_stage shards the device optimizer's state; it is not available yet with --offload_optimizer "
            "True, --optimizer_in_backward True or --master_weights False");
   MS_CHECK(a.data_parallel >= 0, "--data_parallel must be >= 0 (0: the number of processes), got ",
            a.data_parallel);

@@ -176,6 +176,7 @@ PlanTarget plan_target(const TrainArgs& a) {
   t.offload_optimizer = a.offload_optimizer;
   t.offload_layers = a.offload_checkpoints;
   t.zero_ranks = a.zero_stage >= 1 ? std::max<int64_t>(1, a.data_parallel) : 0;
+  t.zero_grads = a.zero_stage >= 2;
   return with_precision(t, a.master_weights, a.grad_dtype);
 }
 
@@ -271,18 +272,19 @@ TrainResult run_training(const TrainSetup& setup) {
   if (run_plan.host.arena_bytes > 0)
     host_plan.reset(new MemoryPlan(MemoryPlan::real(Device::CPU, run_plan.host.arena_bytes)));
   Decoder model(config, *be, plan,
-                a.optimizer_in_backward ? GradStorage::PerGroup : GradStorage::Persistent);
+                a.optimizer_in_backward || a.zero_stage >= 2 ? GradStorage::PerGroup : GradStorage::Persistent);
   model.set_checkpoint_offload(host_plan.get(), a.offload_checkpoints);
   model.set_async_grad_reads(a.offload_optimizer && a.optimizer_in_backward);  // as plan_run
   // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as
   // plan_run).
   std::optional<AdamW> dev_opt;
   std::optional<HostOptimizer> host_opt;
-  std::optional<ZeroAdamW> zero_opt;  // --zero_stage 1: this rank's shard of the state (train/zero_optimizer.h)
+  std::optional<ZeroAdamW> zero_opt;  // --zero_stage 1, 2: this rank's shard of the state (train/zero_optimizer.h)
   if (a.offload_optimizer) {
     host_opt.emplace(*host_plan, param_specs(config), a.moments_dtype, *be);
   } else if (a.zero_stage >= 1) {
-    zero_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), dp.rank(), dp.size());
+    zero_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), dp.rank(), dp.size(),
+                     /*shard_grads=*/a.zero_stage >= 2);
   } else {
     dev_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), a.master_weights,
                     static_cast<uint64_t>(a.seed));
@@ -449,7 +451,15 @@ TrainResult run_training(const TrainSetup& setup) {
     for (int64_t k = 0; k < GA && progress.micro_in_epoch + k < micro_per_epoch; ++k, ++n_global_micro) {
       const std::vector<int64_t> blocks =
           DataParallel::micro_blocks(order, progress.micro_in_epoch + k, B, D, dp.rank());
-      if (!blocks.empty()) micro.push_back(data.batch(blocks));
+      if (!blocks.empty()) {
+        micro.push_back(data.batch(blocks));
+      } else if (zero_opt && zero_opt->shards_grads()) {
+        // ZeRO-2 sums each gradient group over the ranks as the backward completes it, so every rank runs every
+        // micro-batch: one without a block of its own runs the epoch's first block with every label ignored
+        // (no target, gradients exactly zero).
+        micro.push_back(data.batch({order.front()}));
+        std::fill(micro.back().labels.begin(), micro.back().labels.end(), kIgnoreIndex);
+      }
     }
     double counts[2] = {0.0, 0.0};  // targets, tokens
     for (const auto& mb : micro)
@@ -464,7 +474,17 @@ TrainResult run_training(const TrainSetup& setup) {
     h.step = progress.global_step + 1;
     double loss_sum = 0.0, norm = 0.0;
     bool updated_nonfinite = false;  // a non-finite step whose update could not be held back
-    if (!a.optimizer_in_backward) {
+    if (zero_opt && zero_opt->shards_grads()) {
+      // ZeRO-2: the gradients go to their owners' shards during the backward (train/zero_optimizer.h).
+      be->fill_zero(zero_opt->grad_shard());
+      ZeroGradSink sink(*zero_opt, dp.comm());
+      for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets, &sink);
+      dp.sum(&loss_sum, 1);
+      norm = zero_opt->grad_norm(*be, dp.comm());
+      h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
+      if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm))
+        zero_opt->step_from_shard(*be, model.weights(), h, dp.comm());
+    } else if (!a.optimizer_in_backward) {
       model.zero_grads();
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
       dp.reduce_grads(*be, model.grads());

@@ -1,6 +1,7 @@
 #include "miniseq/train/zero_optimizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -33,7 +34,7 @@ std::vector<ZeroLayout::Piece> ZeroLayout::pieces(int64_t flat_begin, int64_t fl
 
 // Allocation order (exp_avg, exp_avg_sq, master) = the planner's (model/planner.cpp plan_run, zero_ranks).
 ZeroAdamW::ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params,
-                     int rank, int ranks)
+                     int rank, int ranks, bool shard_grads)
     : specs_(specs),
       layout_(specs, ranks),
       rank_(rank),
@@ -41,6 +42,11 @@ ZeroAdamW::ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DTyp
       v_(plan.alloc("exp_avg_sq:shard", {layout_.shard}, moments, MemCategory::Optimizer)) {
   if (params != DType::F32)
     master_.emplace(plan.alloc("master:shard", {layout_.shard}, DType::F32, MemCategory::Optimizer));
+  if (shard_grads) g_.emplace(plan.alloc("grads:shard", {layout_.shard}, DType::F32, MemCategory::Grads));
+  owners_.resize(specs_.size());
+  for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
+  for (int q = 0; q < ranks; ++q)
+    for (const auto& p : layout_.pieces(layout_.begin(q), layout_.end(q))) owners_[p.param].push_back({q, p});
 }
 
 Tensor ZeroAdamW::piece(const Tensor& flat_shard, const ZeroLayout::Piece& p) const {
@@ -59,11 +65,11 @@ void ZeroAdamW::reset(Backend& be, const ParamSet& weights) {
   be.fill_zero(v_);
   if (master_)
     for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_)))
-      be.copy(piece(*master_, p), piece_of_param(weights[p.param], p));
+      be.copy(piece(*master_, p), piece_of_param(weights.get(specs_[p.param].name), p));
 }
 
-void ZeroAdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h,
-                     dist::Communicator& comm) {
+void ZeroAdamW::update(Backend& be, const ParamSet& weights, const AdamWHyper& h,
+                       const std::function<Tensor(const ZeroLayout::Piece&)>& grad) {
   // The arithmetic of AdamW::update, on this rank's part of each parameter.
   for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_))) {
     const ParamSpec& spec = specs_[p.param];
@@ -72,17 +78,50 @@ void ZeroAdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads
     a.weight_decay = AdamW::decays(spec) ? h.weight_decay : 0.0;
     a.grad_scale = static_cast<float>(h.clip);
     const Tensor master = master_ ? piece(*master_, p) : Tensor();
-    be.adamw_step(piece_of_param(weights[p.param], p), piece_of_param(grads[p.param], p), piece(m_, p),
-                  piece(v_, p), a, master_ ? &master : nullptr);
+    be.adamw_step(piece_of_param(weights.get(specs_[p.param].name), p), grad(p), piece(m_, p), piece(v_, p),
+                  a, master_ ? &master : nullptr);
   }
+}
+
+void ZeroAdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h,
+                     dist::Communicator& comm) {
+  update(be, weights, h,
+         [&](const ZeroLayout::Piece& p) { return piece_of_param(grads.get(specs_[p.param].name), p); });
   broadcast_weights(weights, comm);
+}
+
+void ZeroAdamW::step_from_shard(Backend& be, const ParamSet& weights, const AdamWHyper& h,
+                                dist::Communicator& comm) {
+  update(be, weights, h, [&](const ZeroLayout::Piece& p) { return piece(*g_, p); });
+  broadcast_weights(weights, comm);
+}
+
+double ZeroAdamW::grad_norm(Backend& be, dist::Communicator& comm) const {
+  // Per piece in table order (one rank: AdamW::grad_norm's order and bits).
+  double sq = 0.0;
+  for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_)))
+    sq += be.sum_squares(piece(*g_, p));
+  comm.all_reduce_sum_f64(&sq, 1);
+  return std::sqrt(sq);
+}
+
+void ZeroAdamW::reduce_grad(const std::string& name, const Tensor& grad, dist::Communicator& comm) const {
+  const auto it = index_.find(name);
+  MS_CHECK(it != index_.end(), "internal: no parameter '", name, "' in the ZeRO layout");
+  for (const auto& [owner, p] : owners_[it->second])
+    comm.reduce_sum_into(piece_of_param(grad, p), owner == rank_ ? piece(*g_, p) : Tensor(), owner);
+}
+
+uint64_t ZeroGradSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+  for (size_t i = 0; i < specs.size(); ++i) opt_.reduce_grad(specs[i]->name, grads[i], comm_);
+  return 0;
 }
 
 void ZeroAdamW::broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const {
   if (comm.size() == 1) return;
   for (int owner = 0; owner < layout_.ranks; ++owner)
     for (const auto& p : layout_.pieces(layout_.begin(owner), layout_.end(owner)))
-      comm.broadcast(piece_of_param(weights[p.param], p), owner);
+      comm.broadcast(piece_of_param(weights.get(specs_[p.param].name), p), owner);
 }
 
 std::string ZeroAdamW::shard_file(int rank, int ranks) {
@@ -103,7 +142,7 @@ void ZeroAdamW::save_shard(const std::string& dir, const ParamSet& weights, Back
   }
   for (const auto& p : layout_.pieces(begin, begin + n)) {
     const Tensor dst(hw.data() + (p.flat - begin), {p.count});
-    be.download(dst, master_ ? piece(*master_, p) : piece_of_param(weights[p.param], p));
+    be.download(dst, master_ ? piece(*master_, p) : piece_of_param(weights.get(specs_[p.param].name), p));
   }
   const std::map<std::string, std::string> meta = {{"format", "miniseq-zero1"},
                                                    {"rank", std::to_string(rank_)},
@@ -166,7 +205,7 @@ void ZeroAdamW::load_shards(const std::string& dir, const ParamSet& weights, Bac
   }
   for (const auto& p : layout_.pieces(begin, end)) {
     const Tensor src(hw.data() + (p.flat - begin), {p.count});
-    be.upload(piece_of_param(weights[p.param], p), src);
+    be.upload(piece_of_param(weights.get(specs_[p.param].name), p), src);
     if (master_) be.upload(piece(*master_, p), src);
   }
   broadcast_weights(weights, comm);
@@ -189,7 +228,8 @@ void refuse_sharded_checkpoint(const std::string& dir) {
   if (fs::exists(fs::path(dir) / "optimizer.safetensors") || !fs::is_directory(dir)) return;
   for (const auto& e : fs::directory_iterator(dir))
     MS_CHECK(e.path().filename().string().rfind("optimizer-shard-", 0) != 0, dir,
-             ": the optimizer state is sharded (written with --zero_stage 1); resume it with --zero_stage 1, "
+             ": the optimizer state is sharded (written with --zero_stage 1 or 2); resume it with "
+             "--zero_stage 1 or 2, "
              "at any "
              "number of processes");
 }

@@ -13,6 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,10 +45,10 @@ struct ZeroLayout {
 
 class ZeroAdamW {
  public:
-  // Allocates this rank's shard of exp_avg and exp_avg_sq (moments dtype) and, for weights stored below fp32,
-  // of the fp32 master weights, in that order.
+  // Allocates this rank's shard of exp_avg and exp_avg_sq (moments dtype), for weights stored below fp32 of
+  // the fp32 master weights, and with `shard_grads` (stage 2) of the fp32 gradients, in that order.
   ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params, int rank,
-            int ranks);
+            int ranks, bool shard_grads = false);
 
   const ZeroLayout& layout() const { return layout_; }
   // A fresh run: moments zero, the master shard from the weights.
@@ -55,6 +58,16 @@ class ZeroAdamW {
             dist::Communicator& comm);
   // Every piece of every weight from the rank that owns it.
   void broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const;
+
+  // Stage 2: the gradient shard [S] (fp32), summed over the ranks by ZeroGradSink during the backward.
+  bool shards_grads() const { return g_.has_value(); }
+  const Tensor& grad_shard() const { return *g_; }
+  // The global norm of the summed gradients: this rank's sum of squares, summed over the ranks in rank order.
+  double grad_norm(Backend& be, dist::Communicator& comm) const;
+  // Stage 2's update: this rank's elements from the gradient shard, then every rank gets every weight.
+  void step_from_shard(Backend& be, const ParamSet& weights, const AdamWHyper& h, dist::Communicator& comm);
+  // Sums one parameter's gradient over the ranks into its owners' gradient shards (added to what is there).
+  void reduce_grad(const std::string& name, const Tensor& grad, dist::Communicator& comm) const;
 
   static std::string shard_file(int rank, int ranks);
   // Writes this rank's shard file into `dir` (the checkpoint being written).
@@ -66,12 +79,29 @@ class ZeroAdamW {
  private:
   Tensor piece(const Tensor& flat_shard, const ZeroLayout::Piece& p) const;  // the shard's part for p
   static Tensor piece_of_param(const Tensor& param, const ZeroLayout::Piece& p);
+  void update(Backend& be, const ParamSet& weights, const AdamWHyper& h,
+              const std::function<Tensor(const ZeroLayout::Piece&)>& grad);
 
   std::vector<ParamSpec> specs_;
   ZeroLayout layout_;
   int rank_;
-  Buffer m_, v_;                  // [S] moments of this rank's elements
-  std::optional<Buffer> master_;  // [S] fp32, for weights stored below fp32
+  Buffer m_, v_;                         // [S] moments of this rank's elements
+  std::optional<Buffer> master_;         // [S] fp32, for weights stored below fp32
+  std::optional<Buffer> g_;              // [S] fp32 summed gradients (stage 2)
+  std::map<std::string, size_t> index_;  // parameter name → table index
+  std::vector<std::vector<std::pair<int, ZeroLayout::Piece>>> owners_;  // per parameter: (owner, piece)
+};
+
+// Stage 2's gradient sink (GradStorage::PerGroup): each group's gradients, as soon as the backward completes
+// them, are summed over the ranks into their owners' gradient shards; no rank holds the whole gradient.
+class ZeroGradSink : public GradSink {
+ public:
+  ZeroGradSink(const ZeroAdamW& opt, dist::Communicator& comm) : opt_(opt), comm_(comm) {}
+  uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+
+ private:
+  const ZeroAdamW& opt_;
+  dist::Communicator& comm_;
 };
 
 // The progress and this rank's optimizer state and weights from a checkpoint written with --zero_stage 1.

@@ -61,31 +61,33 @@ __device__ T narrow(float x) {
 
 // out[i] = ((b_0[i] + b_1[i]) + b_2[i]) + ... in fp32, rounded once.
 template <typename T>
-__global__ void sum_blocks_kernel(const T* blocks, int P, int64_t stride, int64_t n, T* out) {
+__global__ void sum_blocks_kernel(const T* blocks, int P, int64_t stride, int64_t n, T* out,
+                                  bool accumulate) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float acc = widen(blocks[i]);
     for (int j = 1; j < P; ++j) acc += widen(blocks[j * stride + i]);
-    out[i] = narrow<T>(acc);
+    out[i] = narrow<T>(accumulate ? widen(out[i]) + acc : acc);
   }
 }
 
-void sum_blocks(const void* blocks, int P, int64_t stride, int64_t n, DType t, void* out) {
+void sum_blocks(const void* blocks, int P, int64_t stride, int64_t n, DType t, void* out,
+                bool accumulate = false) {
   if (n == 0) return;
   const int threads = 256;
   const int grid = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
   switch (t) {
     case DType::F32:
       sum_blocks_kernel<<<grid, threads>>>(static_cast<const float*>(blocks), P, stride, n,
-                                           static_cast<float*>(out));
+                                           static_cast<float*>(out), accumulate);
       break;
     case DType::BF16:
       sum_blocks_kernel<<<grid, threads>>>(static_cast<const bf16*>(blocks), P, stride, n,
-                                           static_cast<bf16*>(out));
+                                           static_cast<bf16*>(out), accumulate);
       break;
     case DType::F16:
       sum_blocks_kernel<<<grid, threads>>>(static_cast<const __half*>(blocks), P, stride, n,
-                                           static_cast<__half*>(out));
+                                           static_cast<__half*>(out), accumulate);
       break;
   }
   MS_CUDA_CHECK(cudaGetLastError());
@@ -157,6 +159,27 @@ class NcclCommunicator final : public dist::Communicator {
       MS_NCCL_CHECK(ncclGroupEnd());
     }
     wait("all_reduce_sum");
+  }
+
+  void reduce_sum_into(const Tensor& x, const Tensor& out, int root) override {
+    device(x, "reduce_sum_into");
+    const int P = size(), r = rank();
+    const int64_t n = x.numel();
+    const auto es = static_cast<int64_t>(dtype_size(x.dtype));
+    const int64_t c_max = std::max<int64_t>(1, kStagingBytes / es / P);
+    for (int64_t o = 0; o < n; o += c_max) {
+      const int64_t c = std::min(c_max, n - o);
+      // Every rank's piece to the root's staging buffer (block j from rank j), summed there in rank order.
+      MS_NCCL_CHECK(ncclGroupStart());
+      MS_NCCL_CHECK(ncclSend(at(x, o), static_cast<size_t>(c), nccl_type(x.dtype), root, comm_, stream()));
+      if (r == root)
+        for (int j = 0; j < P; ++j)
+          MS_NCCL_CHECK(ncclRecv(static_cast<char*>(staging_) + j * c * es, static_cast<size_t>(c),
+                                 nccl_type(x.dtype), j, comm_, stream()));
+      MS_NCCL_CHECK(ncclGroupEnd());
+      if (r == root) sum_blocks(staging_, P, c, c, x.dtype, at(out, o), /*accumulate=*/true);
+    }
+    wait("reduce_sum_into");
   }
 
   void reduce_scatter_sum(const Tensor& in, const Tensor& out) override {
