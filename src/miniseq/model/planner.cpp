@@ -153,6 +153,13 @@ std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& 
   out.emplace_back("optimizer and checkpoints on host", t);
   t.moments = DType::BF16;
   out.emplace_back("optimizer (bf16 moments) and checkpoints on host", t);
+  // Only the checkpoints on the host, the optimizer on the device: what LoRA needs at its longest (its trained
+  // state is small, and the host's memory is better spent on layer inputs); for full fine-tuning it fits only
+  // where the device holds the whole optimizer state, so it comes last.
+  t.offload_optimizer = false, t.optimizer_in_backward = in_backward;
+  out.emplace_back(in_backward ? "checkpoints on host, optimizer (bf16 moments) on the device + in backward"
+                               : "checkpoints on host, optimizer (bf16 moments) on the device",
+                   t);
   return out;
 }
 

@@ -99,7 +99,8 @@ int64_t min_offload_layers(const ModelConfig& config, int64_t batch, int64_t seq
 // weights with stochastic rounding) + bf16 moments; + bf16 gradients (the LongLoRA recipe's 8 bytes per
 // parameter); + optimizer in backward; and last the host offload ones, which are exact but slow: optimizer state
 // and master weights on the host; + checkpointed layer inputs on the host (as few layers as fit); the same with
-// bf16 moments on the host. With gradient accumulation (accumulation > 1) the optimizer cannot run inside the
+// bf16 moments on the host; last, the checkpointed inputs on the host with the optimizer (bf16 moments) on the
+// device, which is what LoRA fits longest with (small trained state). With gradient accumulation (accumulation > 1) the optimizer cannot run inside the
 // backward: those rungs are left out, and the host optimizer runs after the backward. `base` gives the device and
 // dtypes.
 std::vector<std::pair<std::string, PlanTarget>> policy_ladder(const PlanTarget& base, int64_t accumulation = 1);
