@@ -1,20 +1,30 @@
 // One training step (forward + backward) of a 125M-parameter Llama on the CPU backend, fp32, batch 1, for
 //   (a) no MsT, no checkpointing   (b) checkpointing   (c) checkpointing + MsT
-// at several sequence lengths: seconds, tokens/s, planned arena and measured peak RSS above the process baseline.
-//   build/bench_step_cpu [--write FILE] [--reps N] [--bf16] [S ...]        (default S = 512 … 16384)
-// --bf16: the CPU backend's bf16 math mode (bf16 GEMM inputs, fp32 accumulation in the linear layers; gemm.h);
-// MINISEQ_CPU_BF16_GEMM=onednn|fallback picks its implementation.
-// Each policy runs --reps times (default 2 up to S = 8192, then 1), interleaved with the others so that load from
-// other processes hits every policy alike; the table keeps the fastest run of each.
-// Before timing, each length checks that the three policies give the same loss (they are exact up to summation
-// order) and that it is close to ln(V) for random weights.
+// at several sequence lengths: seconds, tokens/s, planned arena and measured peak RSS above the process
+// baseline.
+//   build/bench_step_cpu [--write FILE] [--json FILE] [--reps N] [--bf16] [--adamw] [--policies abc]
+//   [--sgemm]
+//                        [S ...]                                           (default S = 512 … 16384)
+// --adamw: the timed step includes the AdamW update of every parameter (as PyTorch's training step does);
+// --policies: which of (a) (b) (c) to run; --sgemm: first measures this machine's fp32 sgemm rate (OpenBLAS,
+// all threads) on the model's GEMM shapes and prints it (the reference for "fraction of the GEMM limit");
+// --json: the rows (and the sgemm rate) as one JSON object, for bench/paired_step.py.
+// --bf16: the CPU backend's bf16 math mode (bf16 GEMM inputs, fp32 accumulation in the linear layers;
+// gemm.h); MINISEQ_CPU_BF16_GEMM=onednn|fallback picks its implementation. Each policy runs --reps times
+// (default 2 up to S = 8192, then 1), interleaved with the others so that load from other processes hits
+// every policy alike; the table keeps the fastest run of each. Before timing, each length checks that the
+// three policies give the same loss (they are exact up to summation order) and that it is close to ln(V) for
+// random weights.
+#include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -24,6 +34,7 @@
 #include "miniseq/core/rss.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "miniseq/train/optimizer.h"
 
 using namespace miniseq;
 
@@ -44,6 +55,22 @@ struct Row {
 };
 
 bool g_bf16 = false;
+bool g_adamw = false;
+
+// fp32 sgemm GFLOP/s (best of 3) for y [M, N] = x [M, K] · W [N, K]ᵀ, as the linear layers call it.
+double sgemm_gflops(int M, int N, int K) {
+  std::vector<float> x(static_cast<size_t>(M) * K, 0.5f), w(static_cast<size_t>(N) * K, 0.25f),
+      y(static_cast<size_t>(M) * N);
+  double best = 0.0;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x.data(), K, w.data(), K, 0.0f,
+                y.data(), N);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep > 0) best = std::max(best, 2.0 * M * N * K / s / 1e9);  // the first call warms up
+  }
+  return best;
+}
 
 Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p) {
   TokenBatch b;
@@ -53,7 +80,7 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p)
   b.labels = b.input_ids;
   const int64_t n = b.count_targets();
 
-  const MemReport planned = plan_step(c, 1, S, p, plan_target_for(*make_cpu_backend(), false));
+  const MemReport planned = plan_step(c, 1, S, p, plan_target_for(*make_cpu_backend(), g_adamw));
   const size_t baseline = current_rss_bytes();
   double seconds, loss;
   size_t peak;
@@ -62,6 +89,8 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p)
     auto be = make_cpu_backend();
     if (g_bf16) set_cpu_math(*be, cpu::Math::BF16);
     Decoder model(c, *be, plan);
+    std::optional<AdamW> opt;  // laid out after the model, as the planner does
+    if (g_adamw) opt.emplace(plan, param_specs(c));
     Rng wr(7);
     model.weights().for_each([&](const ParamSpec& s, const Tensor& t) {
       const bool norm = param_kind(s.role) == "norm";
@@ -69,29 +98,49 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p)
       for (int64_t i = 0; i < t.numel(); ++i) w[i] = norm ? 1.0f : static_cast<float>(0.02 * wr.normal());
     });
     model.zero_grads();
+    if (opt) opt->reset(*be, model.weights());
     reset_peak_rss();
     const auto t0 = std::chrono::steady_clock::now();
     loss = model.forward_backward(b, p, n) / static_cast<double>(n);
+    if (opt) {
+      AdamWHyper h;
+      h.lr = 1e-5;
+      opt->step(*be, model.weights(), model.grads(), h);
+    }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     peak = peak_rss_bytes();
   }
   Row r{S, label, seconds, loss, planned.arena_bytes, peak > baseline ? peak - baseline : 0};
-  std::fprintf(stderr, "S=%-6lld %-26s %8.2f s %9.1f tok/s  loss %.6f  planned %8.1f MiB  measured %8.1f MiB\n",
-               (long long)S, label, seconds, S / seconds, loss, r.planned / 1048576.0, r.measured / 1048576.0);
+  std::fprintf(
+      stderr, "S=%-6lld %-26s %8.2f s %9.1f tok/s  loss %.6f  planned %8.1f MiB  measured %8.1f MiB\n",
+      (long long)S, label, seconds, S / seconds, loss, r.planned / 1048576.0, r.measured / 1048576.0);
   return r;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string write_path;
+  std::string write_path, json_path, which = "abc";
+  bool sgemm = false;
   std::vector<int64_t> lengths;
   int reps_arg = 0;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--write") && i + 1 < argc) write_path = argv[++i];
-    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps_arg = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--bf16")) g_bf16 = true;
-    else lengths.push_back(std::atoll(argv[i]));
+    if (!std::strcmp(argv[i], "--write") && i + 1 < argc)
+      write_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
+      reps_arg = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--policies") && i + 1 < argc)
+      which = argv[++i];
+    else if (!std::strcmp(argv[i], "--bf16"))
+      g_bf16 = true;
+    else if (!std::strcmp(argv[i], "--adamw"))
+      g_adamw = true;
+    else if (!std::strcmp(argv[i], "--sgemm"))
+      sgemm = true;
+    else
+      lengths.push_back(std::atoll(argv[i]));
   }
   if (lengths.empty()) lengths = {512, 1024, 2048, 4096, 8192, 16384};
   const ModelConfig c = model_125m();
@@ -100,6 +149,15 @@ int main(int argc, char** argv) {
     auto warm = make_cpu_backend();  // BLAS workspaces become part of the baseline
     if (g_bf16) set_cpu_math(*warm, cpu::Math::BF16);
     warm->warm_up();
+  }
+  double sgemm_rate = 0.0;
+  if (sgemm) {  // the model's linear shapes at 4096 rows: q/o (768 → 768), gate/up (768 → 2048), down (2048 →
+                // 768)
+    sgemm_rate = std::max(
+        {sgemm_gflops(4096, 768, 768), sgemm_gflops(4096, 2048, 768), sgemm_gflops(4096, 768, 2048)});
+    std::fprintf(stderr,
+                 "sgemm: %.1f GFLOP/s (OpenBLAS, %d threads, best of the model's shapes at 4096 rows)\n",
+                 sgemm_rate, omp_get_max_threads());
   }
   std::vector<Row> rows;
   for (int64_t S : lengths) {
@@ -113,12 +171,18 @@ int main(int argc, char** argv) {
         {g_bf16 ? "(a) no MsT, no ckpt, bf16" : "(a) no MsT, no ckpt", a},
         {g_bf16 ? "(b) ckpt, bf16" : "(b) ckpt", bpol},
         {g_bf16 ? "(c) ckpt + MsT, bf16" : "(c) ckpt + MsT", cpol}};
+    std::vector<size_t> chosen;
+    for (size_t k = 0; k < 3; ++k)
+      if (which.find(static_cast<char>('a' + k)) != std::string::npos) chosen.push_back(k);
     for (int rep = 0; rep < reps; ++rep) {
-      for (size_t k = 0; k < 3; ++k) {
+      for (size_t j = 0; j < chosen.size(); ++j) {
+        const size_t k = chosen[j];
         Row r = run(c, S, policies[k].first, policies[k].second);
-        if (rep == 0) rows.push_back(r);
-        else if (r.seconds < rows[before + k].seconds) rows[before + k].seconds = r.seconds;
-        if (rep > 0) rows[before + k].measured = std::max(rows[before + k].measured, r.measured);
+        if (rep == 0)
+          rows.push_back(r);
+        else if (r.seconds < rows[before + j].seconds)
+          rows[before + j].seconds = r.seconds;
+        if (rep > 0) rows[before + j].measured = std::max(rows[before + j].measured, r.measured);
       }
     }
     for (size_t i = before + 1; i < rows.size(); ++i) {
@@ -131,7 +195,8 @@ int main(int argc, char** argv) {
     }
   }
   std::ostringstream md;
-  md << "| S | policy | seconds | tokens/s | planned arena (MiB) | measured peak RSS (MiB) | measured/planned |\n"
+  md << "| S | policy | seconds | tokens/s | planned arena (MiB) | measured peak RSS (MiB) | "
+        "measured/planned |\n"
      << "|---:|---|---:|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
     char line[256];
@@ -141,6 +206,18 @@ int main(int argc, char** argv) {
     md << line;
   }
   std::printf("%s", md.str().c_str());
+  if (!json_path.empty()) {
+    std::ofstream js(json_path);
+    js << "{\"sgemm_gflops\": " << sgemm_rate << ", \"threads\": " << omp_get_max_threads()
+       << ", \"adamw\": " << (g_adamw ? "true" : "false") << ", \"rows\": [";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      js << (i ? ", " : "") << "{\"seq\": " << r.S << ", \"policy\": \"" << r.policy
+         << "\", \"seconds\": " << r.seconds << ", \"loss\": " << r.loss
+         << ", \"planned_bytes\": " << r.planned << ", \"measured_bytes\": " << r.measured << "}";
+    }
+    js << "]}\n";
+  }
   if (!write_path.empty()) {
     std::ofstream(write_path) << md.str();
     std::fprintf(stderr, "wrote %s\n", write_path.c_str());
