@@ -9,6 +9,7 @@
 
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/adapter.h"
+#include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
@@ -198,4 +199,29 @@ TEST(LoraAdapterFiles, SaveLoadRoundTrip) {
   EXPECT_NE(r.out.find("trainable_params.safetensors"), std::string::npos) << r.out;
   SafetensorsFile g(tmp.file("g.safetensors")), golden((dir / "lora/grads.safetensors").string());
   EXPECT_GT(std::abs(std::stod(g.metadata().at("loss")) - std::stod(golden.metadata().at("loss"))), 1e-3);
+}
+
+// Decoder::trained_weights: the weights of exactly the trained tensors, in the gradients' order, aliasing
+// weights() (what the optimizer walks in step with grads()).
+TEST(LoraDecoder, TrainedWeightsViewTheWeightsInGradientOrder) {
+  const ModelConfig config = load_model_config((test::golden_dir() / "qwen3_tied/model").string());
+  auto be = make_cpu_backend();
+  for (bool enabled : {true, false}) {
+    LoraConfig lora;
+    lora.enabled = enabled;
+    lora.trainable_params = {"norm"};
+    MemoryPlan plan = MemoryPlan::real(Device::CPU, size_t{1} << 23);
+    Decoder model(config, *be, plan, GradStorage::Persistent, lora);
+    const ParamSet& tw = model.trained_weights();
+    ASSERT_EQ(tw.size(), model.grads().size());
+    for (size_t i = 0; i < tw.size(); ++i) {
+      EXPECT_EQ(tw.specs()[i].name, model.grads().specs()[i].name);
+      EXPECT_EQ(tw[i].data, model.weights().get(tw.specs()[i].name).data);
+      EXPECT_EQ(tw[i].shape, model.grads()[i].shape);
+    }
+    // qwen3_tied (2 layers): LoRA A and B of q, k, v, o per layer, 4 norms per layer (q_norm and k_norm match
+    // "norm") and the final norm; full fine-tuning trains all 24 base tensors (tied: no lm_head).
+    EXPECT_EQ(tw.size(), enabled ? 2u * 4u * 2u + 2u * 4u + 1u : 24u);
+    EXPECT_EQ(model.weights().size(), enabled ? 24u + 16u : 24u);
+  }
 }

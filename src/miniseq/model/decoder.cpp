@@ -62,7 +62,8 @@ Decoder::Decoder(const ModelConfig& config, Backend& backend, MemoryPlan& plan, 
       act_(backend.activation_dtype()),
       storage_(storage),
       lora_(lora),
-      weights_(plan, model_param_specs(config, lora), backend.param_dtype(), MemCategory::Weights) {
+      weights_(plan, model_param_specs(config, lora), backend.param_dtype(), MemCategory::Weights),
+      trained_(ParamSet::view_of(weights_, trainable_specs(config, lora))) {
   if (storage_ == GradStorage::Persistent)
     grads_.emplace(plan, trainable_specs(config, lora), backend.grad_dtype(), MemCategory::Grads, "grad:");
   for (int l = 0; l < config_.num_hidden_layers; ++l) {

@@ -78,6 +78,9 @@ class Decoder {
   // for its copies and is freed, so the device never waits for a download. Costs one group (planned).
   void set_async_grad_reads(bool on) { async_grad_reads_ = on; }
   const ParamSet& weights() const { return weights_; }  // every parameter (frozen ones included)
+  // The trained parameters' weights (a view of weights(), in grads()' order: trainable_specs): what AdamW
+  // updates. All of weights() in full fine-tuning.
+  const ParamSet& trained_weights() const { return trained_; }
   const ParamSet& grads() const;  // persistent storage only: the trained parameters (trainable_specs)
   void zero_grads();
 
@@ -158,6 +161,7 @@ class Decoder {
   GradStorage storage_;
   LoraConfig lora_;
   ParamSet weights_;
+  ParamSet trained_;  // view of weights_
   std::optional<ParamSet> grads_;  // persistent storage
   std::vector<LayerParams> w_layers_, g_layers_;
   MemoryPlan* host_ = nullptr;  // checkpoint offload (set_checkpoint_offload)

@@ -10,13 +10,14 @@ ParamSet::ParamSet(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType 
   buffers_.reserve(specs_.size());
   for (size_t i = 0; i < specs_.size(); ++i) {
     buffers_.push_back(plan.alloc(prefix + specs_[i].name, specs_[i].shape, dtype, category));
+    tensors_.push_back(buffers_.back().tensor());
     index_[specs_[i].name] = i;
   }
 }
 
 const Tensor* ParamSet::find(const std::string& hf_name) const {
   auto it = index_.find(hf_name);
-  return it == index_.end() ? nullptr : &buffers_[it->second].tensor();
+  return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
 const Tensor& ParamSet::get(const std::string& hf_name) const {
@@ -27,12 +28,22 @@ const Tensor& ParamSet::get(const std::string& hf_name) const {
 
 size_t ParamSet::bytes() const {
   size_t n = 0;
-  for (const auto& b : buffers_) n += b->bytes();
+  for (const auto& t : tensors_) n += t.bytes();
   return n;
 }
 
 void ParamSet::for_each(const std::function<void(const ParamSpec&, const Tensor&)>& f) const {
-  for (size_t i = 0; i < specs_.size(); ++i) f(specs_[i], buffers_[i].tensor());
+  for (size_t i = 0; i < specs_.size(); ++i) f(specs_[i], tensors_[i]);
+}
+
+ParamSet ParamSet::view_of(const ParamSet& src, const std::vector<ParamSpec>& specs) {
+  ParamSet v;
+  v.specs_ = specs;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    v.tensors_.push_back(src.get(specs[i].name));
+    v.index_[specs[i].name] = i;
+  }
+  return v;
 }
 
 namespace {

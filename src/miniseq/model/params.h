@@ -19,10 +19,14 @@ class ParamSet {
   // One buffer per spec, named "<prefix><HF name>", in the given category and dtype (not initialized).
   ParamSet(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType dtype, MemCategory category,
            const std::string& prefix = "");
+  // A view of the tensors of `src` that `specs` names, in specs' order (no buffers of its own: valid while `src`
+  // lives). E.g. the trained subset of a LoRA run's weights (Decoder::trained_weights), which the optimizer walks
+  // in step with the gradients.
+  static ParamSet view_of(const ParamSet& src, const std::vector<ParamSpec>& specs);
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
   size_t size() const { return specs_.size(); }
-  const Tensor& operator[](size_t i) const { return buffers_[i].tensor(); }
+  const Tensor& operator[](size_t i) const { return tensors_[i]; }
   const Tensor& get(const std::string& hf_name) const;  // throws when absent
   const Tensor* find(const std::string& hf_name) const;  // null when absent
   size_t bytes() const;
@@ -32,7 +36,9 @@ class ParamSet {
 
  private:
   std::vector<ParamSpec> specs_;
-  std::vector<Buffer> buffers_;
+  ParamSet() = default;
+  std::vector<Buffer> buffers_;  // owned storage (empty for a view)
+  std::vector<Tensor> tensors_;  // [i]: the tensor of specs_[i]
   std::map<std::string, size_t> index_;
 };
 
