@@ -477,7 +477,7 @@ TrainResult run_training(const TrainSetup& setup) {
     if (zero_opt && zero_opt->shards_grads()) {
       // ZeRO-2: the gradients go to their owners' shards during the backward (train/zero_optimizer.h).
       be->fill_zero(zero_opt->grad_shard());
-      ZeroGradSink sink(*zero_opt, dp.comm());
+      ZeroGradSink sink(*zero_opt, dp.comm(), *be);
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets, &sink);
       dp.sum(&loss_sum, 1);
       norm = zero_opt->grad_norm(*be, dp.comm());

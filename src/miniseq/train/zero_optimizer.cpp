@@ -105,15 +105,21 @@ double ZeroAdamW::grad_norm(Backend& be, dist::Communicator& comm) const {
   return std::sqrt(sq);
 }
 
-void ZeroAdamW::reduce_grad(const std::string& name, const Tensor& grad, dist::Communicator& comm) const {
+void ZeroAdamW::reduce_grad(const std::string& name, const Tensor& grad, dist::Communicator& comm,
+                            Backend& be) const {
   const auto it = index_.find(name);
   MS_CHECK(it != index_.end(), "internal: no parameter '", name, "' in the ZeRO layout");
-  for (const auto& [owner, p] : owners_[it->second])
+  for (const auto& [owner, p] : owners_[it->second]) {
+    if (comm.size() == 1) {
+      be.add_inplace(piece(*g_, p), piece_of_param(grad, p));
+      continue;
+    }
     comm.reduce_sum_into(piece_of_param(grad, p), owner == rank_ ? piece(*g_, p) : Tensor(), owner);
+  }
 }
 
 uint64_t ZeroGradSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
-  for (size_t i = 0; i < specs.size(); ++i) opt_.reduce_grad(specs[i]->name, grads[i], comm_);
+  for (size_t i = 0; i < specs.size(); ++i) opt_.reduce_grad(specs[i]->name, grads[i], comm_, be_);
   return 0;
 }
 

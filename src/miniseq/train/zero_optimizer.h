@@ -67,7 +67,8 @@ class ZeroAdamW {
   // Stage 2's update: this rank's elements from the gradient shard, then every rank gets every weight.
   void step_from_shard(Backend& be, const ParamSet& weights, const AdamWHyper& h, dist::Communicator& comm);
   // Sums one parameter's gradient over the ranks into its owners' gradient shards (added to what is there).
-  void reduce_grad(const std::string& name, const Tensor& grad, dist::Communicator& comm) const;
+  // One process: the backend adds it (y += x, the same arithmetic; the tensors may be on a device).
+  void reduce_grad(const std::string& name, const Tensor& grad, dist::Communicator& comm, Backend& be) const;
 
   static std::string shard_file(int rank, int ranks);
   // Writes this rank's shard file into `dir` (the checkpoint being written).
@@ -96,12 +97,14 @@ class ZeroAdamW {
 // them, are summed over the ranks into their owners' gradient shards; no rank holds the whole gradient.
 class ZeroGradSink : public GradSink {
  public:
-  ZeroGradSink(const ZeroAdamW& opt, dist::Communicator& comm) : opt_(opt), comm_(comm) {}
+  ZeroGradSink(const ZeroAdamW& opt, dist::Communicator& comm, Backend& be)
+      : opt_(opt), comm_(comm), be_(be) {}
   uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
 
  private:
   const ZeroAdamW& opt_;
   dist::Communicator& comm_;
+  Backend& be_;
 };
 
 // The progress and this rank's optimizer state and weights from a checkpoint written with --zero_stage 1.
