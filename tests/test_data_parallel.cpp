@@ -25,6 +25,23 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
+// Waits until the run has saved a checkpoint of any step: with the demo's --save_total_limit 1 an early one is
+// rotated away within milliseconds when the machine is fast, so polling for one name can miss it.
+bool wait_for_a_checkpoint(const std::string& out, int seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds)) {
+    std::error_code ec;
+    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind("checkpoint-", 0) == 0 && name.size() > 11 &&
+          name.find_first_not_of("0123456789", 11) == std::string::npos)
+        return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 TEST(DataParallelOrder, RanksTakeInterleavedBlocksOfOneGlobalOrder) {
   const std::vector<int64_t> order = {10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};  // 11 blocks
   // B = 2, D = 2: global micro-batch m covers positions 4m .. 4m+3; rank r takes 4m + r and 4m + 2 + r.
@@ -213,11 +230,7 @@ TEST(DataParallelTrain, ASignalToOneRankStopsEveryRankAtTheSameStep) {
       demo_args(tmp.file("out"), {"--max_steps", "100000", "--save_strategy", "steps", "--save_steps", "2"}),
       tmp.file("run.log"));
   // Once a first checkpoint shows the run is under way, SIGTERM to rank 1 only.
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(tmp.file("out/checkpoint-2")) &&
-         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_TRUE(fs::exists(tmp.file("out/checkpoint-2"))) << run.output();
+  ASSERT_TRUE(wait_for_a_checkpoint(tmp.file("out"), 120)) << run.output();
   const pid_t r1 = rank_pid(run.pid, 1);
   ASSERT_GT(r1, 0);
   kill(r1, SIGTERM);
@@ -237,11 +250,7 @@ TEST(DataParallelTrain, AKilledRankEndsTheJobAndTheLastCheckpointResumes) {
       2,
       demo_args(tmp.file("out"), {"--max_steps", "100000", "--save_strategy", "steps", "--save_steps", "2"}),
       tmp.file("run.log"));
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(tmp.file("out/checkpoint-2")) &&
-         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_TRUE(fs::exists(tmp.file("out/checkpoint-2"))) << run.output();
+  ASSERT_TRUE(wait_for_a_checkpoint(tmp.file("out"), 120)) << run.output();
   const pid_t r1 = rank_pid(run.pid, 1);
   ASSERT_GT(r1, 0);
   kill(r1, SIGKILL);
@@ -273,11 +282,7 @@ TEST(DataParallelTrain, ARankThatHangsEndsTheJobAfterTheTimeout) {
              demo_args(tmp.file("out"), {"--max_steps", "100000", "--save_strategy", "steps", "--save_steps",
                                          "2", "--dist_timeout", "3"}),
              tmp.file("run.log"));
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(tmp.file("out/checkpoint-2")) &&
-         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_TRUE(fs::exists(tmp.file("out/checkpoint-2"))) << run.output();
+  ASSERT_TRUE(wait_for_a_checkpoint(tmp.file("out"), 120)) << run.output();
   const pid_t r1 = rank_pid(run.pid, 1);
   ASSERT_GT(r1, 0);
   kill(r1, SIGSTOP);  // alive but never answers
