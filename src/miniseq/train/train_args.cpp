@@ -37,7 +37,8 @@ cli::Flags train_flags(bool sft) {
            "False (LongLoRA's default): shifted sparse attention (S2-Attn) in training, groups of model_max_length/4 "
            "tokens (supervised-fine-tune: LongLoRA's SFT rule), half the heads shifted by half a group "
            "(docs/s2attn.md); True: full causal attention. Evaluation, passkey and generation always attend fully"},
-          {"low_rank_training", FlagKind::Bool, "False", "LoRA + S2-Attn (not available yet: must be False)"},
+          {"low_rank_training", FlagKind::Bool, "False",
+           "LoRA training (not available yet in train: must be False; S2-Attn is --use_full_attn)"},
           // Schedule and optimizer (Hugging Face TrainingArguments defaults).
           {"num_train_epochs", FlagKind::Float, "3", "epochs over the data (when max_steps <= 0)"},
           {"max_steps", FlagKind::Int, "-1", "optimizer steps; overrides num_train_epochs when > 0"},
@@ -198,8 +199,9 @@ TrainArgs train_args_from(const cli::Flags& f) {
   else fail("--save_strategy '", save, "' is not one of steps, epoch, no");
   MS_CHECK(f.str("evaluation_strategy") == "no", "--evaluation_strategy '", f.str("evaluation_strategy"),
            "' is not supported: miniseq train does not evaluate during training (use `miniseq eval` afterwards)");
-  MS_CHECK(!a.low_rank_training, "--low_rank_training True (LoRA + shifted sparse attention) is not available yet; "
-           "run full fine-tuning with --low_rank_training False");
+  MS_CHECK(!a.low_rank_training,
+           "--low_rank_training True (LoRA training) is not available yet in `miniseq train` (grad, memplan, merge "
+           "and --peft_model are); run full fine-tuning with --low_rank_training False");
   MS_CHECK(a.device == "cpu" || a.device == "cuda", "--device must be cpu or cuda, got '", a.device, "'");
   MS_CHECK(a.model_max_length >= 2, "--model_max_length must be at least 2, got ", a.model_max_length);
   MS_CHECK(a.model_max_length <= INT32_MAX, "--model_max_length ", a.model_max_length,
