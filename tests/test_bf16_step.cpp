@@ -34,10 +34,12 @@
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "support/op_check.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
+using test::rel_l2;
 namespace fs = std::filesystem;
 
 namespace {
@@ -68,15 +70,6 @@ Result run_step(const std::string& name, const StepPolicy& policy, cpu::Math mat
   return r;
 }
 
-double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - ref[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 class Bf16Step : public ::testing::TestWithParam<std::string> {};
 

@@ -25,24 +25,18 @@
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/model_setup.h"
+#include "support/op_check.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
+using test::rel_l2;
 namespace fs = std::filesystem;
 
 namespace {
 
 const fs::path kGolden = test::golden_dir();
 
-double rel_l2(const float* a, const float* ref, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct Result {
   double loss = 0;

@@ -23,10 +23,12 @@
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/ops/dry_backend.h"
+#include "support/op_check.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
+using test::rel_l2;
 namespace fs = std::filesystem;
 
 namespace {
@@ -34,14 +36,6 @@ namespace {
 constexpr double kUb = 0x1p-8;
 const fs::path kGolden = test::golden_dir();
 
-double rel_l2(const float* a, const float* ref, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct Result {
   double loss = 0;

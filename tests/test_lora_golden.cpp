@@ -16,22 +16,16 @@
 #include "miniseq/model/adapter.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "support/op_check.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 
 using namespace miniseq;
+using test::rel_l2;
 namespace fs = std::filesystem;
 
 namespace {
 
-double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct Result {
   double loss = 0;

@@ -56,14 +56,6 @@ std::vector<float> host(const Tensor& d) {
   return v;
 }
 
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 // Max-abs check against the CPU result, with the observed error printed (gpu-check collects these lines).
 ::testing::AssertionResult close(const char* what, const std::vector<float>& got,

@@ -16,11 +16,13 @@
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/ops/attention_mask.h"
+#include "support/op_check.h"
 #include "support/goldens.h"
 #include "support/tmpdir.h"
 #include "support/train_fixture.h"
 
 using namespace miniseq;
+using test::rel_l2;
 namespace fs = std::filesystem;
 
 namespace {
@@ -38,14 +40,6 @@ std::vector<std::string> s2_cases() {
   return cases;
 }
 
-double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct Case {
   fs::path dir;

@@ -87,4 +87,18 @@ double dot(const Vec& a, const Vec& b) {
   return ::testing::AssertionSuccess();
 }
 
+double rel_l2(const float* a, const float* ref, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - ref[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
+  return rel_l2(a.data(), ref.data(), static_cast<int64_t>(a.size()));
+}
+
 }  // namespace miniseq::test

@@ -53,4 +53,8 @@ inline Tensor tensor_of(std::vector<float>& v, Shape s) {
   return Tensor(v.data(), s);
 }
 
+// ‖a − ref‖₂ / ‖ref‖₂ in double (‖a − ref‖₂ when ref is all zero): the per-tensor error of the golden tests.
+double rel_l2(const float* a, const float* ref, int64_t n);
+double rel_l2(const std::vector<float>& a, const std::vector<float>& ref);
+
 }  // namespace miniseq::test
