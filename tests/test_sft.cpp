@@ -276,9 +276,6 @@ TEST(SftReference, ExamplesEqualLongLoRAsBuiltByTransformers) {
 
 // The same records through the byte-level tokenizers (Llama-3: "[PAD]" and "<unk>" added; Qwen3: its own pad
 // token, no BOS, "<s>" and "<unk>" already in its vocabulary): the examples as transformers builds them.
-// Nearly all of the time (10-50 s per tokenizer on the 2-core machine) is prepare_special_tokens reading
-// tokenizer.json as nlohmann::ordered_json, whose object insert is linear: quadratic in a 128K-entry
-// vocabulary.
 void expect_transformers_examples(const std::string& name) {
   const auto refs =
       nlohmann::json::parse(test::read_text(test::source_dir() + "/tests/data/sft/tokenizers.json"));

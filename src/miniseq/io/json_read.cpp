@@ -2,6 +2,8 @@
 
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
+#include <vector>
 
 #include "miniseq/core/check.h"
 
@@ -91,8 +93,101 @@ json parse(std::string_view text, const std::string& where, const json::parser_c
   return parse_impl<json>(text, where, cb, what);
 }
 
+namespace {
+
+// Builds an ordered_json in one pass. nlohmann's own DOM parser inserts each key through ordered_map, which
+// searches the object linearly for a duplicate: quadratic in a tokenizer.json vocabulary of 128K keys
+// (tens of seconds). Here each open object keeps a hash index of its keys; a repeated key replaces the
+// earlier value in place (the last one wins, as nlohmann's parser does).
+class OrderedBuilder : public nlohmann::json_sax<nlohmann::ordered_json> {
+  using J = nlohmann::ordered_json;
+  using Slots = std::vector<std::pair<const std::string, J>>;  // ordered_map's storage
+
+ public:
+  explicit OrderedBuilder(J& root) : root_(root) {}
+
+  bool null() override { return put(J(nullptr)); }
+  bool boolean(bool v) override { return put(J(v)); }
+  bool number_integer(number_integer_t v) override { return put(J(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return put(J(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return put(J(v)); }
+  bool string(string_t& v) override { return put(J(std::move(v))); }
+  bool binary(binary_t& v) override { return put(J::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return open(J::object()); }
+  bool start_array(std::size_t) override { return open(J::array()); }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    // Rethrown with its own type (parse_ordered reports a number beyond double range apart).
+    if (const auto* o = dynamic_cast<const nlohmann::detail::out_of_range*>(&e)) throw *o;
+    if (const auto* p = dynamic_cast<const nlohmann::detail::parse_error*>(&e)) throw *p;
+    throw e;
+  }
+
+ private:
+  struct Open {
+    J* value;
+    std::unordered_map<std::string, size_t> keys;  // objects only: key → slot
+  };
+
+  // Stores v in the innermost open container (or as the root) and returns where it now lives. Pointers to
+  // open containers stay valid: a parent gets no new element while a child is open.
+  J* place(J&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    Open& top = stack_.back();
+    if (top.value->is_array()) {
+      auto& a = top.value->get_ref<J::array_t&>();
+      a.push_back(std::move(v));
+      return &a.back();
+    }
+    auto& slots = static_cast<Slots&>(top.value->get_ref<J::object_t&>());
+    if (const auto it = top.keys.find(key_); it != top.keys.end()) {
+      slots[it->second].second = std::move(v);
+      return &slots[it->second].second;
+    }
+    top.keys.emplace(key_, slots.size());
+    slots.emplace_back(std::move(key_), std::move(v));
+    return &slots.back().second;
+  }
+  bool put(J&& v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(J&& container) {
+    stack_.push_back({place(std::move(container)), {}});
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
+
+  J& root_;
+  std::vector<Open> stack_;
+  std::string key_;
+};
+
+}  // namespace
+
 nlohmann::ordered_json parse_ordered(std::string_view text, const std::string& where) {
-  return parse_impl<nlohmann::ordered_json>(text, where, nullptr, "malformed JSON");
+  check_depth(text, where);
+  nlohmann::ordered_json root;
+  OrderedBuilder builder(root);
+  try {
+    nlohmann::ordered_json::sax_parse(text.begin(), text.end(), &builder);
+  } catch (const nlohmann::ordered_json::out_of_range& e) {
+    fail(where, ": malformed JSON: ", nlohmann_reason(e), " (beyond the range of a double)");
+  } catch (const nlohmann::ordered_json::exception& e) {
+    fail(where, ": malformed JSON: ", nlohmann_reason(e));
+  }
+  return root;
 }
 
 json parse_file(const std::string& path) {
