@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "miniseq/core/random.h"
 #include "miniseq/io/safetensors.h"
 #include "miniseq/ops/backend.h"
@@ -81,7 +83,16 @@ TEST(TrainFlags, BothSyntaxesBooleansAndErrors) {
   EXPECT_FALSE(parse({"--bf16=FALSE"}).bf16);
   EXPECT_NE(error_of({"--max_steps", "ten"}).find("--max_steps expects an integer"), std::string::npos);
   EXPECT_NE(error_of({"--lr_scheduler_type", "polynomial"}).find("not supported"), std::string::npos);
-  EXPECT_NE(error_of({"--low_rank_training", "True"}).find("not available yet"), std::string::npos);
+  // LoRA flags: the shared table (cli/lora_flags.h), LongLoRA's values.
+  const TrainArgs lora = parse({"--low_rank_training", "True", "--trainable_params", "embed,norm"});
+  EXPECT_TRUE(lora.lora.enabled);
+  EXPECT_EQ(lora.lora.r, 8);
+  EXPECT_EQ(lora.lora.alpha, 16.0);
+  EXPECT_EQ(lora.lora.trainable_params, (std::vector<std::string>{"embed", "norm"}));
+  EXPECT_NE(error_of({"--low_rank_training", "False", "--lora_r", "4"}).find("applies to LoRA only"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--low_rank_training", "True", "--lora_target_modules", "q_proj,qkv"}).find("qkv"),
+            std::string::npos);
   EXPECT_NE(error_of({"--evaluation_strategy", "steps"}).find("not supported"), std::string::npos);
   EXPECT_NE(train_flags().help().find("--gradient_accumulation_steps"), std::string::npos);
 }
@@ -202,6 +213,106 @@ TEST(TrainLoop, ResumeIsBitExactAndPruningKeepsTheNewest) {
   EXPECT_EQ(cps[1].first, 6);
   EXPECT_TRUE(fs::exists(tmp.file("resumed") + "/training.svg"));
   EXPECT_TRUE(fs::exists(tmp.file("resumed") + "/config.json"));
+}
+
+// LoRA+ (LongLoRA's r 8, alpha 16, q/k/v/o, trainable embed,norm): 6 steps in one run equal 3 + resume + 3 bit
+// for bit, adapter and trainable tensors alike; the checkpoints hold the adapter, the trainable params and the
+// optimizer state of those alone, no base model. With --bf16 True the trainable params are saved in bf16 and the
+// exact fp32 values travel in optimizer.safetensors (master.*).
+TEST(TrainLoop, LoraResumeIsBitExact) {
+  for (const bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "--bf16 True" : "--bf16 False");
+    test::TempDir tmp;
+    const Dataset data = random_blocks(5, 16, 131, 21);
+    TrainArgs a = parse({"--max_steps", "6", "--learning_rate", "2e-3", "--warmup_steps", "2", "--lr_scheduler_type",
+                         "cosine", "--logging_steps", "1", "--model_max_length", "16", "--per_device_train_batch_size",
+                         "2", "--weight_decay", "0.01", "--save_steps", "3", "--low_rank_training", "True",
+                         "--trainable_params", "embed,norm", "--bf16", bf16 ? "True" : "False"});
+    a.output_dir = tmp.file("straight");
+    const TrainResult full = run_training(tiny_setup(a, data));
+    ASSERT_EQ(full.steps, 6);
+
+    a.output_dir = tmp.file("resumed");
+    a.max_steps = 3;
+    run_training(tiny_setup(a, data));
+    const std::string cp = tmp.file("resumed") + "/checkpoint-3";
+    for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "trainable_params.safetensors",
+                          "optimizer.safetensors", "trainer_state.json"})
+      EXPECT_TRUE(fs::exists(cp + "/" + f)) << f;
+    for (const char* f : {"config.json", "model.safetensors"}) EXPECT_FALSE(fs::exists(cp + "/" + f)) << f;
+    // Optimizer state for the trained tensors alone (exp_avg, exp_avg_sq, and master with --bf16).
+    const auto trained = test::read_lora_dir(cp);
+    EXPECT_EQ(SafetensorsFile(cp + "/optimizer.safetensors").tensors().size(), trained.size() * (bf16 ? 3 : 2));
+    EXPECT_EQ(SafetensorsFile(cp + "/trainable_params.safetensors").tensors().front().dtype,
+              bf16 ? DType::BF16 : DType::F32);
+    a.max_steps = 6;
+    a.resume_from_checkpoint = "True";
+    const TrainResult resumed = run_training(tiny_setup(a, data));
+    EXPECT_EQ(resumed.steps, 6);
+    EXPECT_EQ(resumed.last_loss, full.last_loss);  // bitwise
+    EXPECT_EQ(logged(tmp.file("straight"), "loss"), logged(tmp.file("resumed"), "loss"));
+    const auto wa = test::read_lora_dir(tmp.file("straight")), wb = test::read_lora_dir(tmp.file("resumed"));
+    ASSERT_EQ(wa.size(), 22u);  // 2 layers x 4 modules x (A, B) + embedding + 5 norms
+    for (const auto& [name, v] : wa) EXPECT_EQ(v, wb.at(name)) << name;
+
+    // The exact trained values of the two runs' last checkpoints, whatever the saved dtype.
+    SafetensorsFile oa(tmp.file("straight") + "/checkpoint-6/optimizer.safetensors"),
+        ob(tmp.file("resumed") + "/checkpoint-6/optimizer.safetensors");
+    for (const auto& t : oa.tensors()) {
+      std::vector<float> x(static_cast<size_t>(t.numel())), y(x.size());
+      oa.read(t.name, Tensor(x.data(), Shape::from(t.shape)));
+      ob.read(t.name, Tensor(y.data(), Shape::from(t.shape)));
+      EXPECT_EQ(x, y) << t.name;
+    }
+  }
+}
+
+// A LoRA checkpoint is resumed only by a LoRA run of the same base model and LoRA flags; errors say what to do.
+TEST(TrainLoop, LoraResumeRefusesAnotherBaseModelOrConfig) {
+  test::TempDir tmp;
+  const Dataset data = random_blocks(2, 16, 131, 22);
+  TrainArgs a = parse({"--max_steps", "1", "--model_max_length", "16", "--per_device_train_batch_size", "1",
+                       "--save_steps", "1", "--low_rank_training", "True"});
+  a.output_dir = tmp.file("out");
+  run_training(tiny_setup(a, data));
+  const std::string cp = tmp.file("out") + "/checkpoint-1";
+  const nlohmann::json state = nlohmann::json::parse(test::read_text(cp + "/trainer_state.json"));
+  EXPECT_EQ(fs::path(state["model_name_or_path"].get<std::string>()), fs::absolute(kModel).lexically_normal());
+  auto error_of = [&](const TrainArgs& args, const std::string& model_dir) {
+    try {
+      check_resumable(cp, args.lora, model_dir);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error_of(a, kModel.string()), "no error");
+  EXPECT_NE(error_of(a, tmp.file("elsewhere")).find("Resume with the base model the checkpoint was trained on"),
+            std::string::npos);
+  TrainArgs other = a;
+  other.lora.r = 4;
+  EXPECT_NE(error_of(other, kModel.string()).find("resume with the checkpoint's values"), std::string::npos);
+  other = a;
+  other.lora.trainable_params = {"norm"};
+  EXPECT_NE(error_of(other, kModel.string()).find("--trainable_params 'embed,norm'"), std::string::npos);
+  other = a;
+  other.lora.enabled = false;
+  EXPECT_NE(error_of(other, kModel.string()).find("resume it with --low_rank_training True"), std::string::npos);
+
+  // A full fine-tuning checkpoint in a LoRA run.
+  TrainArgs full = parse({"--max_steps", "1", "--model_max_length", "16", "--per_device_train_batch_size", "1",
+                          "--save_steps", "1", "--low_rank_training", "False"});
+  full.output_dir = tmp.file("full");
+  run_training(tiny_setup(full, data));
+  a.output_dir = tmp.file("full");
+  a.resume_from_checkpoint = "True";
+  a.max_steps = 2;
+  try {
+    run_training(tiny_setup(a, data));
+    ADD_FAILURE() << "a full fine-tuning checkpoint was resumed by a LoRA run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("resume it with --low_rank_training False"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TrainCheckpoint, CrashDuringSaveKeepsThePreviousCheckpoint) {

@@ -51,6 +51,21 @@ std::map<std::string, std::vector<float>> read_weights(const std::string& dir) {
   return out;
 }
 
+std::map<std::string, std::vector<float>> read_lora_dir(const std::string& dir) {
+  std::map<std::string, std::vector<float>> out;
+  for (const char* name : {"adapter_model.safetensors", "trainable_params.safetensors"}) {
+    const std::filesystem::path p = std::filesystem::path(dir) / name;
+    if (!std::filesystem::exists(p)) continue;
+    SafetensorsFile f(p.string());
+    for (const auto& t : f.tensors()) {
+      std::vector<float> v(static_cast<size_t>(t.numel()));
+      f.read(t.name, Tensor(v.data(), Shape::from(t.shape)));
+      out[t.name] = std::move(v);
+    }
+  }
+  return out;
+}
+
 std::vector<double> logged(const std::string& dir, const char* field) {
   std::vector<double> values;
   std::istringstream in(read_text(dir + "/metrics.jsonl"));

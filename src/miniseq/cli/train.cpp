@@ -199,7 +199,20 @@ int train_command(const Args& raw_args, bool sft) {
               human_bytes(r.planned.arena_bytes).c_str(), human_bytes(without.arena_bytes).c_str(),
               setup.args.gradient_checkpointing ? "on" : "off");
   if (r.interrupted) return 130;
-  std::printf("final model: %s (checkpoints: %s/checkpoint-*)\n", r.final_dir.c_str(), setup.args.output_dir.c_str());
+  if (setup.args.lora.enabled)
+    std::printf(
+        "final adapter: %s (PEFT adapter_model.safetensors + adapter_config.json%s; checkpoints: "
+        "%s/checkpoint-*). A full model: miniseq merge --base_model %s --peft_model %s --save_path "
+        "MERGED%s\n",
+        r.final_dir.c_str(), setup.args.lora.trainable_params.empty() ? "" : ", trainable_params.safetensors",
+        setup.args.output_dir.c_str(), setup.model_dir.empty() ? "BASE" : setup.model_dir.c_str(),
+        r.final_dir.c_str(),
+        setup.config.rope.factor != setup.file_config.rope.factor
+            ? (" --context_size " + std::to_string(setup.args.model_max_length)).c_str()
+            : "");
+  else
+    std::printf("final model: %s (checkpoints: %s/checkpoint-*)\n", r.final_dir.c_str(),
+                setup.args.output_dir.c_str());
   return 0;
 }
 

@@ -11,6 +11,7 @@
 
 #include "miniseq/io/json_read.h"
 #include "miniseq/io/safetensors.h"
+#include "miniseq/model/adapter.h"
 
 namespace miniseq {
 
@@ -60,9 +61,42 @@ struct HostSet {
   }
 };
 
+std::string join_list(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ",") + x;
+  return out;
+}
+
+bool lora_run(const SaveRequest& r) {
+  return r.lora && r.lora->enabled;
+}
+
+void write_tokenizer(const SaveRequest& r, const fs::path& dir) {
+  for (const char* name : kTokenizerFiles) {
+    if (r.tokenizer_overrides.contains(name)) {
+      write_file_atomic((dir / name).string(), r.tokenizer_overrides[name].get<std::string>());
+    } else if (!r.tokenizer_dir.empty() && fs::exists(fs::path(r.tokenizer_dir) / name)) {
+      write_file_atomic((dir / name).string(), read_file(fs::path(r.tokenizer_dir) / name));
+    } else {
+      continue;
+    }
+    count_file(name);
+  }
+}
+
 void write_model(const SaveRequest& r, const fs::path& dir) {
-  // The config names the dtype the weights are saved in (transformers loads "auto" dtype from it), whatever the
-  // base model's was: a fp32 save of a bf16 model says float32.
+  if (lora_run(r)) {
+    // The adapter in fp32 whatever the weights' dtype (PEFT keeps adapters in fp32 beside a bf16 base: its
+    // autocast_adapter_dtype), the trained base tensors in the model's save dtype.
+    save_adapter(dir.string(), *r.weights, *r.lora, r.base_model, DType::F32, r.backend);
+    count_file(kAdapterWeightsFile);
+    if (save_trainable_params(dir.string(), *r.weights, *r.lora, r.weights_dtype, r.backend))
+      count_file(kTrainableParamsFile);
+    write_tokenizer(r, dir);
+    return;
+  }
+  // The config names the dtype the weights are saved in (transformers loads "auto" dtype from it), whatever
+  // the base model's was: a fp32 save of a bf16 model says float32.
   ModelConfig saved = *r.config;
   saved.torch_dtype = r.weights_dtype;
   nlohmann::json config = saved.to_json();
@@ -74,16 +108,7 @@ void write_model(const SaveRequest& r, const fs::path& dir) {
   for (const auto& [spec, t] : weights.tensors) tensors.push_back({spec->name, t, r.weights_dtype});
   write_safetensors_model(dir.string(), tensors, {{"format", "pt"}}, r.max_shard_bytes);
   count_file("model weights");
-  for (const char* name : kTokenizerFiles) {
-    if (r.tokenizer_overrides.contains(name)) {
-      write_file_atomic((dir / name).string(), r.tokenizer_overrides[name].get<std::string>());
-    } else if (!r.tokenizer_dir.empty() && fs::exists(fs::path(r.tokenizer_dir) / name)) {
-      write_file_atomic((dir / name).string(), read_file(fs::path(r.tokenizer_dir) / name));
-    } else {
-      continue;
-    }
-    count_file(name);
-  }
+  write_tokenizer(r, dir);
 }
 
 }  // namespace
@@ -118,6 +143,7 @@ void save_checkpoint(const SaveRequest& r) {
       // buffers that emulate bf16, --master_weights False).
       const bool saved_exactly = r.weights_dtype == (*r.weights)[0].dtype ||
                                  (r.backend && r.backend->weight_precision() == r.weights_dtype);
+      // (LoRA: the adapter is saved in fp32; trainable_params in weights_dtype, exact under the same rule.)
       const ParamSet* exact = r.master ? r.master : saved_exactly ? nullptr : r.weights;
       std::optional<HostSet> w;
       if (exact) {
@@ -135,6 +161,9 @@ void save_checkpoint(const SaveRequest& r) {
                           {"log_history", p.log_history},   {"writer", "miniseq"}};
       if (!p.run_id.empty()) j["run_id"] = p.run_id;
       if (p.micro_batch_blocks > 0) j["micro_batch_blocks"] = p.micro_batch_blocks;
+      j["model_name_or_path"] = p.model_name_or_path;
+      j["low_rank_training"] = p.low_rank_training;
+      if (p.low_rank_training) j["trainable_params"] = p.trainable_params;
       write_file_atomic((tmp / "trainer_state.json").string(), j.dump(2) + "\n");
       count_file("trainer_state.json");
     }
@@ -181,6 +210,20 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
       MS_CHECK(opt.find("master." + s.name), opt_path.string(), ": no master weight for '", s.name, "'");
       read_into(opt, "master." + s.name, t);
     });
+  } else if (fs::exists(d / kAdapterWeightsFile)) {
+    // A LoRA checkpoint: the LoRA tensors from the adapter, the trained base tensors from trainable_params.
+    const SafetensorsFile adapter((d / kAdapterWeightsFile).string());
+    std::optional<SafetensorsFile> trainable;
+    if (fs::exists(d / kTrainableParamsFile)) trainable.emplace((d / kTrainableParamsFile).string());
+    target.for_each([&](const ParamSpec& s, const Tensor& t) {
+      const bool in_adapter = s.role == ParamRole::LoraA || s.role == ParamRole::LoraB;
+      const fs::path file = d / (in_adapter ? kAdapterWeightsFile : kTrainableParamsFile);
+      const SafetensorsFile* src = in_adapter ? &adapter : trainable ? &*trainable : nullptr;
+      MS_CHECK(
+          src && src->find(s.name), file.string(), ": no tensor '", s.name,
+          "'; the checkpoint was written with other LoRA flags (--lora_target_modules, --trainable_params)");
+      read_into(*src, s.name, t);
+    });
   } else {
     SafetensorsModel model(dir);
     target.for_each([&](const ParamSpec& s, const Tensor& t) {
@@ -202,6 +245,50 @@ LoadedState load_checkpoint(const std::string& dir, const ParamSet& weights, con
   return st;
 }
 
+std::string recorded_model_path(const std::string& model_dir) {
+  return model_dir.empty() ? "" : fs::absolute(model_dir).lexically_normal().string();
+}
+
+void check_resumable(const std::string& dir, const LoraConfig& lora, const std::string& model_dir) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) return;  // load_checkpoint says so
+  const bool lora_checkpoint = fs::exists(d / kAdapterConfigFile);
+  MS_CHECK(lora.enabled || !lora_checkpoint, dir, " is a LoRA checkpoint (", kAdapterConfigFile,
+           "): resume it with --low_rank_training True and the LoRA flags it was trained with");
+  if (!lora.enabled) return;
+  MS_CHECK(lora_checkpoint, dir, " is a full fine-tuning checkpoint (no ", kAdapterConfigFile,
+           "): resume it with --low_rank_training False (LoRA is the default of `miniseq train`)");
+  const LoraConfig saved = read_adapter_config(dir);
+  const std::string config_path = (d / kAdapterConfigFile).string();
+  MS_CHECK(saved.r == lora.r && saved.alpha == lora.alpha && saved.target_modules == lora.target_modules,
+           config_path, ": the checkpoint's adapter has r ", saved.r, ", lora_alpha ", saved.alpha,
+           " and target_modules ", join_list(saved.target_modules), "; this run has --lora_r ", lora.r,
+           " --lora_alpha ", lora.alpha, " --lora_target_modules ", join_list(lora.target_modules),
+           ": resume with the checkpoint's values");
+  const fs::path state_path = d / "trainer_state.json";
+  if (!fs::exists(state_path)) return;  // load_checkpoint says so
+  const TrainProgress p = parse_trainer_state(read_file(state_path), state_path.string());
+  MS_CHECK(p.trainable_params == lora.trainable_params, state_path.string(),
+           ": the checkpoint was trained with "
+           "--trainable_params '",
+           join_list(p.trainable_params), "', this run has '", join_list(lora.trainable_params),
+           "': resume with the checkpoint's value");
+  const std::string now = recorded_model_path(model_dir);
+  auto same = [](const std::string& x, const std::string& y) {
+    if (x.empty() || y.empty()) return x == y;
+    std::error_code e1, e2;
+    const fs::path cx = fs::weakly_canonical(x, e1), cy = fs::weakly_canonical(y, e2);
+    return e1 || e2 ? x == y : cx == cy;
+  };
+  MS_CHECK(same(p.model_name_or_path, now), state_path.string(),
+           ": this LoRA checkpoint holds only the adapter and the trainable parameters of the base model '",
+           p.model_name_or_path.empty() ? "(a built-in preset)" : p.model_name_or_path,
+           "' (its model_name_or_path); this run's --model_name_or_path is '",
+           now.empty() ? "(a built-in preset)" : now,
+           "'. Resume with the base model the checkpoint was trained on (if that directory moved, set "
+           "model_name_or_path in this file to its new place)");
+}
+
 TrainProgress parse_trainer_state(const std::string& text, const std::string& where) {
   const nlohmann::json j = jsonio::parse(text, where);
   const jsonio::Obj o(j, where, /*file_level=*/true);
@@ -216,6 +303,14 @@ TrainProgress parse_trainer_state(const std::string& text, const std::string& wh
   p.seed = seed.get<uint64_t>();
   p.tokens_seen = o.integer_or("tokens_seen", 0, 0);
   p.micro_batch_blocks = o.integer_or("micro_batch_blocks", 0, 0);
+  p.model_name_or_path = o.str("model_name_or_path", "");
+  p.low_rank_training = o.boolean("low_rank_training", false);
+  if (o.has("trainable_params")) {
+    const nlohmann::json& tp = jsonio::as_array(o.get("trainable_params"), o.at("trainable_params"));
+    for (size_t i = 0; i < tp.size(); ++i)
+      p.trainable_params.push_back(
+          jsonio::as_string(tp[i], o.at("trainable_params") + "[" + std::to_string(i) + "]"));
+  }
   p.log_history = o.has("log_history") ? o.array("log_history") : nlohmann::json::array();
   // The records are drawn again (train/metrics.cpp): each is an object whose step and numbers are numbers.
   for (size_t i = 0; i < p.log_history.size(); ++i) {

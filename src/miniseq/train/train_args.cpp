@@ -1,5 +1,6 @@
 #include "miniseq/train/train_args.h"
 
+#include "miniseq/cli/lora_flags.h"
 #include "miniseq/core/check.h"
 
 namespace miniseq {
@@ -13,7 +14,7 @@ cli::Flags train_flags(bool sft) {
             "(alias: miniseq sft; LongLoRA supervised-fine-tune.py)"
           : "miniseq train --model_name_or_path DIR --data_path FILE.jsonl --output_dir OUT [flags]   "
             "(or: miniseq train --preset demo)",
-      {
+      cli::with_flags({
           // Model and data.
           {"model_name_or_path", FlagKind::String, "", "local Hugging Face model directory"},
           {"data_path", FlagKind::String, "",
@@ -37,8 +38,7 @@ cli::Flags train_flags(bool sft) {
            "False (LongLoRA's default): shifted sparse attention (S2-Attn) in training, groups of model_max_length/4 "
            "tokens (supervised-fine-tune: LongLoRA's SFT rule), half the heads shifted by half a group "
            "(docs/s2attn.md); True: full causal attention. Evaluation, passkey and generation always attend fully"},
-          {"low_rank_training", FlagKind::Bool, "False",
-           "LoRA training (not available yet in train: must be False; S2-Attn is --use_full_attn)"},
+          // LoRA: --low_rank_training, --lora_r, ... (cli/lora_flags.h, appended below).
           // Schedule and optimizer (Hugging Face TrainingArguments defaults).
           {"num_train_epochs", FlagKind::Float, "3", "epochs over the data (when max_steps <= 0)"},
           {"max_steps", FlagKind::Int, "-1", "optimizer steps; overrides num_train_epochs when > 0"},
@@ -102,7 +102,7 @@ cli::Flags train_flags(bool sft) {
           {"dist_timeout", FlagKind::Float, "1800",
            "seconds a rank waits in a collective for the others before it ends the job with a message "
            "(0 = forever)"},
-      });
+      }, cli::lora_flag_specs("False")));
 }
 
 const char* schedule_name(Schedule s) {
@@ -127,7 +127,7 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.skip_nonfinite_steps = f.boolean("skip_nonfinite_steps");
   a.model_max_length = f.i64("model_max_length");
   a.bf16 = f.boolean("bf16");
-  a.low_rank_training = f.boolean("low_rank_training");
+  a.lora = cli::lora_config_from(f);
   a.use_full_attn = f.boolean("use_full_attn");
   a.num_train_epochs = f.f64("num_train_epochs");
   a.max_steps = f.i64("max_steps");
@@ -199,9 +199,6 @@ TrainArgs train_args_from(const cli::Flags& f) {
   else fail("--save_strategy '", save, "' is not one of steps, epoch, no");
   MS_CHECK(f.str("evaluation_strategy") == "no", "--evaluation_strategy '", f.str("evaluation_strategy"),
            "' is not supported: miniseq train does not evaluate during training (use `miniseq eval` afterwards)");
-  MS_CHECK(!a.low_rank_training,
-           "--low_rank_training True (LoRA training) is not available yet in `miniseq train` (grad, memplan, merge "
-           "and --peft_model are); run full fine-tuning with --low_rank_training False");
   MS_CHECK(a.device == "cpu" || a.device == "cuda", "--device must be cpu or cuda, got '", a.device, "'");
   MS_CHECK(a.model_max_length >= 2, "--model_max_length must be at least 2, got ", a.model_max_length);
   MS_CHECK(a.model_max_length <= INT32_MAX, "--model_max_length ", a.model_max_length,

@@ -7,6 +7,7 @@
 
 #include "miniseq/cli/flags.h"
 #include "miniseq/core/dtype.h"
+#include "miniseq/model/lora.h"
 
 namespace miniseq {
 
@@ -17,7 +18,9 @@ struct TrainArgs {
   std::string model_name_or_path, output_dir, data_path, resume_from_checkpoint, preset, device = "cpu";
   int64_t model_max_length = 8192 * 4;
   bool bf16 = false;
-  bool low_rank_training = false;
+  // --low_rank_training (LongLoRA's default True), --lora_r, --lora_alpha, --lora_target_modules,
+  // --trainable_params (cli/lora_flags.h); lora.enabled false: full fine-tuning.
+  LoraConfig lora;
   bool use_full_attn = false;  // false: S²-Attn in training (LongLoRA's default)
   double num_train_epochs = 3.0;
   int64_t max_steps = -1;

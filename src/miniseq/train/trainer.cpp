@@ -11,6 +11,7 @@
 
 #include "miniseq/backend/cpu/cpu_backend.h"
 #include "miniseq/core/rss.h"
+#include "miniseq/model/adapter.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/checkpoint.h"
@@ -98,16 +99,21 @@ CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t
     const PlanTarget t = plan_target(a);
     const double per_param = static_cast<double>(dtype_size(t.params)) +
                              (t.offload_optimizer ? 0.0 : 2.0 * static_cast<double>(dtype_size(t.moments)));
-    const double floor = static_cast<double>(param_count(param_specs(config))) * per_param +
-                         static_cast<double>(config.num_hidden_layers) * static_cast<double>(a.per_device_train_batch_size) *
-                             static_cast<double>(a.model_max_length) * static_cast<double>(config.hidden_size) *
-                             static_cast<double>(dtype_size(t.activations)) *
-                             (a.offload_checkpoints != 0 ? 0.0 : 1.0);
-    MS_CHECK(floor <= static_cast<double>(budget), "the run needs at least ", gib(floor),
-             " (weights, AdamW moments and the layer inputs of ", a.per_device_train_batch_size, " x ", a.model_max_length,
-             " tokens) but only ", gib(static_cast<double>(budget)), " is available (", where,
-             "); lower --model_max_length or --per_device_train_batch_size (`miniseq memplan --find_max_length` "
-             "gives the longest that fits)");
+    // LoRA: every weight, moments for the trained ones alone.
+    const double floor =
+        static_cast<double>(param_count(model_param_specs(config, a.lora))) *
+            static_cast<double>(dtype_size(t.params)) +
+        static_cast<double>(param_count(trainable_specs(config, a.lora))) *
+            (per_param - static_cast<double>(dtype_size(t.params))) +
+        static_cast<double>(config.num_hidden_layers) * static_cast<double>(a.per_device_train_batch_size) *
+            static_cast<double>(a.model_max_length) * static_cast<double>(config.hidden_size) *
+            static_cast<double>(dtype_size(t.activations)) * (a.offload_checkpoints != 0 ? 0.0 : 1.0);
+    MS_CHECK(
+        floor <= static_cast<double>(budget), "the run needs at least ", gib(floor),
+        " (weights, AdamW moments and the layer inputs of ", a.per_device_train_batch_size, " x ",
+        a.model_max_length, " tokens) but only ", gib(static_cast<double>(budget)), " is available (", where,
+        "); lower --model_max_length or --per_device_train_batch_size (`miniseq memplan --find_max_length` "
+        "gives the longest that fits)");
   }
   CheckedPlan out;
   out.policy = policy_from(a);
@@ -177,6 +183,7 @@ PlanTarget plan_target(const TrainArgs& a) {
   t.offload_layers = a.offload_checkpoints;
   t.zero_ranks = a.zero_stage >= 1 ? std::max<int64_t>(1, a.data_parallel) : 0;
   t.zero_grads = a.zero_stage >= 2;
+  t.lora = a.lora;
   return with_precision(t, a.master_weights, a.grad_dtype);
 }
 
@@ -237,13 +244,15 @@ TrainResult run_training(const TrainSetup& setup) {
   } else if (resume == "False" || resume == "false") {
     resume.clear();
   }
+  if (!resume.empty()) check_resumable(resume, a.lora, setup.model_dir);
   OutputDirRequest out_req;
   out_req.output_dir = a.output_dir;
   out_req.model_dir = setup.model_dir;
   out_req.resuming = !resume.empty();
   out_req.overwrite = a.overwrite_output_dir;
   {
-    const auto n = static_cast<uint64_t>(param_count(param_specs(config)));
+    // Full fine-tuning saves every parameter; LoRA what it trains (the adapter in fp32; counted as weights).
+    const auto n = static_cast<uint64_t>(param_count(trainable_specs(config, a.lora)));
     const bool bf16_weights = a.bf16 || !a.master_weights || device == Device::CUDA;
     const uint64_t w = bf16_weights ? 2 : 4, m = dtype_size(a.moments_dtype);
     const uint64_t master = bf16_weights && a.master_weights ? 4 : 0;
@@ -271,8 +280,13 @@ TrainResult run_training(const TrainSetup& setup) {
   std::unique_ptr<MemoryPlan> host_plan;
   if (run_plan.host.arena_bytes > 0)
     host_plan.reset(new MemoryPlan(MemoryPlan::real(Device::CPU, run_plan.host.arena_bytes)));
-  Decoder model(config, *be, plan,
-                a.optimizer_in_backward || a.zero_stage >= 2 ? GradStorage::PerGroup : GradStorage::Persistent);
+  Decoder model(
+      config, *be, plan,
+      a.optimizer_in_backward || a.zero_stage >= 2 ? GradStorage::PerGroup : GradStorage::Persistent, a.lora);
+  // What AdamW updates: every weight in full fine-tuning; with LoRA the adapters and --trainable_params (the
+  // frozen weights have no gradient and no optimizer state).
+  const ParamSet& trained = model.trained_weights();
+  const std::vector<ParamSpec> trained_specs = trainable_specs(config, a.lora);
   model.set_checkpoint_offload(host_plan.get(), a.offload_checkpoints);
   model.set_async_grad_reads(a.offload_optimizer && a.optimizer_in_backward);  // as plan_run
   // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as
@@ -281,12 +295,12 @@ TrainResult run_training(const TrainSetup& setup) {
   std::optional<HostOptimizer> host_opt;
   std::optional<ZeroAdamW> zero_opt;  // --zero_stage 1, 2: this rank's shard of the state (train/zero_optimizer.h)
   if (a.offload_optimizer) {
-    host_opt.emplace(*host_plan, param_specs(config), a.moments_dtype, *be);
+    host_opt.emplace(*host_plan, trained_specs, a.moments_dtype, *be);
   } else if (a.zero_stage >= 1) {
-    zero_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), dp.rank(), dp.size(),
+    zero_opt.emplace(plan, trained_specs, a.moments_dtype, be->param_dtype(), dp.rank(), dp.size(),
                      /*shard_grads=*/a.zero_stage >= 2);
   } else {
-    dev_opt.emplace(plan, param_specs(config), a.moments_dtype, be->param_dtype(), a.master_weights,
+    dev_opt.emplace(plan, trained_specs, a.moments_dtype, be->param_dtype(), a.master_weights,
                     static_cast<uint64_t>(a.seed));
   }
   const HostPin pin(*be, host_plan.get(), host_opt ? host_opt->staging_offset() : 0);
@@ -296,9 +310,26 @@ TrainResult run_training(const TrainSetup& setup) {
   progress.seed = static_cast<uint64_t>(a.seed);
   progress.total_steps = total_training_steps(a, data.size());
 
+  // The base model: every weight of a fresh run; with LoRA the frozen weights also on resume (a LoRA
+  // checkpoint holds only what is trained, train/checkpoint.h).
+  auto load_base = [&]() {
+    if (setup.init_weights) {
+      setup.init_weights(model.weights(), be);
+    } else {
+      SafetensorsModel files(setup.model_dir);
+      load_params_grown(files, setup.file_config, config, model.weights(), be);
+    }
+    // bf16 weights without a master (emulated on the CPU): the frozen ones are rounded as the trained ones
+    // are.
+    if (a.lora.enabled && be->weight_precision() != DType::F32)
+      model.weights().for_each([&](const ParamSpec& s, const Tensor& w) {
+        if (!is_trainable(s, a.lora)) be->round_to_precision(w, be->weight_precision());
+      });
+  };
   bool resume_flag = false;
+  if (!resume.empty() && a.lora.enabled) load_base();
   if (!resume.empty() && zero_opt) {
-    progress = load_zero_checkpoint(resume, *zero_opt, model.weights(), *be, dp.comm());
+    progress = load_zero_checkpoint(resume, *zero_opt, trained, *be, dp.comm());
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
   } else if (!resume.empty()) {
@@ -306,23 +337,29 @@ TrainResult run_training(const TrainSetup& setup) {
     const ParamSet* master = host_opt                ? &host_opt->master()
                              : dev_opt->has_master() ? &dev_opt->master()
                                                      : nullptr;
-    progress = load_checkpoint(resume, model.weights(), *exp_avg, *exp_avg_sq, be, master).progress;
-    if (host_opt) host_opt->upload_to(model.weights());
-    else dev_opt->weights_from_master(*be, model.weights());
+    progress = load_checkpoint(resume, trained, *exp_avg, *exp_avg_sq, be, master).progress;
+    if (host_opt)
+      host_opt->upload_to(trained);
+    else
+      dev_opt->weights_from_master(*be, trained);
     resume_flag = true;
     if (a.max_steps > 0) progress.total_steps = a.max_steps;
-  } else if (setup.init_weights) {
-    setup.init_weights(model.weights(), be);
-    if (host_opt) host_opt->init_from(model.weights());
-    else if (zero_opt) zero_opt->reset(*be, model.weights());
-    else dev_opt->reset(*be, model.weights());
   } else {
-    SafetensorsModel files(setup.model_dir);
-    load_params_grown(files, setup.file_config, config, model.weights(), be);
-    if (host_opt) host_opt->init_from(model.weights());
-    else if (zero_opt) zero_opt->reset(*be, model.weights());
-    else dev_opt->reset(*be, model.weights());
+    load_base();
+    if (a.lora.enabled && setup.init_lora)
+      setup.init_lora(model.weights(), be);
+    else if (a.lora.enabled)
+      init_lora_weights(model.weights(), static_cast<uint64_t>(a.seed), be);
+    if (host_opt)
+      host_opt->init_from(trained);
+    else if (zero_opt)
+      zero_opt->reset(*be, trained);
+    else
+      dev_opt->reset(*be, trained);
   }
+  progress.model_name_or_path = recorded_model_path(setup.model_dir);
+  progress.low_rank_training = a.lora.enabled;
+  progress.trainable_params = a.lora.enabled ? a.lora.trainable_params : std::vector<std::string>{};
   // Written with another global micro-batch (batch size or rank count): continue after the blocks it
   // consumed.
   const int64_t now_blocks = a.per_device_train_batch_size * dp.size();
@@ -346,7 +383,9 @@ TrainResult run_training(const TrainSetup& setup) {
 
   SaveRequest save;
   save.config = &config;
-  save.weights = &model.weights();
+  save.weights = a.lora.enabled ? &trained : &model.weights();
+  save.lora = &a.lora;
+  save.base_model = a.model_name_or_path;
   save.weights_dtype = a.bf16 || be->weight_precision() == DType::BF16 ? DType::BF16 : DType::F32;
   save.exp_avg = exp_avg;  // null with ZeRO: each rank's shard goes in instead
   save.exp_avg_sq = exp_avg_sq;
@@ -356,7 +395,7 @@ TrainResult run_training(const TrainSetup& setup) {
   // place (rank 0 names the directory; the others call write_zero_shard at the same step).
   auto write_zero_shard = [&](const std::string& tmp_dir) {
     const std::string dir = dp.broadcast_string(tmp_dir);
-    zero_opt->save_shard(dir, model.weights(), *be);
+    zero_opt->save_shard(dir, trained, *be);
     dp.barrier();
   };
   if (zero_opt) save.before_rename = write_zero_shard;
@@ -367,7 +406,7 @@ TrainResult run_training(const TrainSetup& setup) {
   // Never a checkpoint of non-finite weights (a good one must not be rotated out for it).
   auto weights_finite = [&]() {
     double sq = 0.0;
-    model.weights().for_each([&](const ParamSpec&, const Tensor& w) { sq += be->sum_squares(w); });
+    trained.for_each([&](const ParamSpec&, const Tensor& w) { sq += be->sum_squares(w); });
     return std::isfinite(sq);
   };
   auto save_checkpoint_now = [&]() {
@@ -416,6 +455,20 @@ TrainResult run_training(const TrainSetup& setup) {
                   (long long)policy.s2_group(a.model_max_length), (long long)(policy.s2_group(a.model_max_length) / 2));
     else
       std::printf("attention: full causal (--use_full_attn True)\n");
+    if (a.lora.enabled) {
+      std::string targets, keys;
+      for (const auto& m : a.lora.target_modules) targets += (targets.empty() ? "" : ",") + m;
+      for (const auto& k : a.lora.trainable_params) keys += (keys.empty() ? "" : ",") + k;
+      std::printf(
+          "LoRA%s: r %lld, alpha %g on %s%s%s; %lld of %lld parameters trained, the rest frozen (checkpoints "
+          "hold the adapter%s, not the base model)\n",
+          keys.empty() ? "" : "+", (long long)a.lora.r, a.lora.alpha, targets.c_str(),
+          keys.empty() ? "" : ", trained fully: ", keys.c_str(), (long long)param_count(trained_specs),
+          (long long)param_count(model_param_specs(config, a.lora)),
+          keys.empty() ? "" : " and the trainable params");
+    } else {
+      std::printf("full fine-tuning: every parameter trained (--low_rank_training False)\n");
+    }
     if (cpu_bf16) std::printf("bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
     if (!a.master_weights || a.grad_dtype != DType::F32)
       std::printf("precision: %s weights%s, %s gradients%s\n",
@@ -483,7 +536,7 @@ TrainResult run_training(const TrainSetup& setup) {
       norm = zero_opt->grad_norm(*be, dp.comm());
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
       if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm))
-        zero_opt->step_from_shard(*be, model.weights(), h, dp.comm());
+        zero_opt->step_from_shard(*be, trained, h, dp.comm());
     } else if (!a.optimizer_in_backward) {
       model.zero_grads();
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
@@ -492,9 +545,12 @@ TrainResult run_training(const TrainSetup& setup) {
       norm = AdamW::grad_norm(*be, model.grads());
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
       if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm)) {
-        if (host_opt) host_opt->step(model.weights(), model.grads(), h);
-        else if (zero_opt) zero_opt->step(*be, model.weights(), model.grads(), h, dp.comm());
-        else dev_opt->step(*be, model.weights(), model.grads(), h);
+        if (host_opt)
+          host_opt->step(trained, model.grads(), h);
+        else if (zero_opt)
+          zero_opt->step(*be, trained, model.grads(), h, dp.comm());
+        else
+          dev_opt->step(*be, trained, model.grads(), h);
       }
     } else {
       // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so with
@@ -504,7 +560,7 @@ TrainResult run_training(const TrainSetup& setup) {
       if (a.max_grad_norm > 0) {
         GradNormSink norms(*be);
         loss_sum = model.forward_backward(micro[0], policy, n_targets, &norms);
-        norm = norms.norm(model.weights());
+        norm = norms.norm(trained);
         h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
         first_pass_finite = std::isfinite(loss_sum) && std::isfinite(norm);
       }
@@ -518,7 +574,7 @@ TrainResult run_training(const TrainSetup& setup) {
       if (n_targets > 0 && first_pass_finite) {
         loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
         if (host_opt) host_opt->wait();
-        norm = update.norm(model.weights());
+        norm = update.norm(trained);
         updated_nonfinite = !(std::isfinite(loss_sum) && std::isfinite(norm));
       }
     }

@@ -25,6 +25,9 @@ struct TrainSetup {
   ModelConfig config;       // what is trained: RoPE factor and vocabulary applied
   std::string model_dir;    // weights come from here...
   std::function<void(const ParamSet&, Backend*)> init_weights;  // ...or from this (the demo's random model)
+  // LoRA: the adapters' start (tests: a PEFT adapter directory); by default PEFT's initialization (A
+  // Kaiming-uniform, B = 0) seeded by --seed.
+  std::function<void(const ParamSet&, Backend*)> init_lora;
   const Dataset* data = nullptr;
   std::string tokenizer_dir;
   nlohmann::json tokenizer_overrides = nlohmann::json::object();
