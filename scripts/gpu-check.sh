@@ -411,7 +411,7 @@ with open('$D', 'w') as f:
   # uploads per micro-batch, so every offloading run issues >= 32 copies (64 with accumulation 2): the backend's
   # ring of 16 copy events wraps at least twice. A constant schedule, so that a resumed run's learning rates do
   # not depend on --max_steps.
-  local base=(train --device "$DEV" --model_name_or_path "$G/llama_basic/model" --data_path "$D"
+  local base=(train --device "$DEV" --model_name_or_path "$G/llama_basic/model" --data_path "$D" --low_rank_training False
     --model_max_length 20 --per_device_train_batch_size 2 --max_steps 8 --learning_rate 2e-3
     --lr_scheduler_type constant_with_warmup --warmup_steps 1 --logging_steps 1 --save_strategy no
     --weight_decay 0.01 --max_grad_norm 1.0 --seed 1)
@@ -558,7 +558,7 @@ with open('$WORK/offload-perf.jsonl', 'w') as f:
     sub "$(awk -v i=$i 'BEGIN { print 1 / (3 - i) }')" "$BUILD/miniseq" train --model_name_or_path "$M" \
       --data_path "$WORK/offload-perf.jsonl" --device cuda --output_dir "$WORK/perf-$name" --model_max_length "$S" \
       --max_steps "$steps" --logging_steps 1 --save_strategy no --learning_rate 1e-5 --max_grad_norm 0 \
-      --optimizer_in_backward True "${flags[@]}" >> "$L" 2>&1 || fail
+      --optimizer_in_backward True --low_rank_training False "${flags[@]}" >> "$L" 2>&1 || fail
     kill $smi 2> /dev/null
     peak=$(sort -n "$WORK/$name.smi" 2> /dev/null | tail -1)
     rate=$(grep -o 'tokens/s [0-9.]*' "$L" | tail -1 | awk '{print $2}')

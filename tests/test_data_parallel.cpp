@@ -308,7 +308,7 @@ TEST(DataParallelTrain, SupervisedFineTuningStepEqualsTransformers) {
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
     fs::copy_file(tok / f, fs::path(tmp.file("model")) / f);
   std::vector<std::string> args = {
-      "sft", "--model_name_or_path=" + tmp.file("model"), "--data_path=" + sft + "records.json",
+      "sft", "--low_rank_training=False", "--model_name_or_path=" + tmp.file("model"), "--data_path=" + sft + "records.json",
       "--output_dir=" + tmp.file("out"),
       "--model_max_length=" + std::to_string(ref["model_max_length"].get<int64_t>())};
   // Full attention, as transformers' reference (S²-Attn: docs/s2attn.md).

@@ -205,7 +205,7 @@ TEST(OutputDir, DivergenceStopsBeforeSavingAndSkipSkips) {
         return ids;
       }() + "]}\n");
   const auto run =
-      test::run_miniseq("train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
+      test::run_miniseq("train --low_rank_training False --model_name_or_path " + test::train_test_model().string() + " --data_path " +
                         tmp.file("d.jsonl") + " --output_dir " + tmp.file("cli") +
                         " --model_max_length 16 --max_steps 5 --learning_rate 1e37 --save_steps 1 " +
                         "--per_device_train_batch_size 1");
@@ -219,7 +219,7 @@ TEST(OutputDir, DivergenceStopsBeforeSavingAndSkipSkips) {
 TEST(OutputDir, MistypedLengthsAreRefusedAtOnce) {
   test::TempDir tmp;
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n");
-  const std::string base = "train --model_name_or_path " + test::train_test_model().string() +
+  const std::string base = "train --low_rank_training False --model_name_or_path " + test::train_test_model().string() +
                            " --data_path " + tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
                            " --model_max_length ";
   const std::pair<const char*, const char*> cases[] = {
@@ -248,7 +248,7 @@ TEST(OutputDir, SavedConfigNamesTheSavedDtype) {
   for (const bool bf16 : {false, true}) {
     const std::string out = tmp.file(bf16 ? "bf16" : "fp32");
     const auto r = test::run_miniseq(
-        "train --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") + " --output_dir " +
+        "train --low_rank_training False --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") + " --output_dir " +
         out + " --model_max_length 16 --max_steps 1 " +
         "--per_device_train_batch_size 1 --save_steps 1 --bf16 " + (bf16 ? "True" : "False"));
     ASSERT_EQ(r.status, 0) << r.out;
@@ -270,7 +270,7 @@ TEST(OutputDir, TheLogSaysWhatHappened) {
   for (int i = 0; i < 200; ++i) ids += (i ? ", " : "") + std::to_string((i * 13 + 7) % 131);
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [" + ids + "]}\n");
   const std::string base =
-      "train --model_name_or_path " + test::train_test_model().string() + " --data_path " +
+      "train --low_rank_training False --model_name_or_path " + test::train_test_model().string() + " --data_path " +
       tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
       " --model_max_length 16 --per_device_train_batch_size 1 --save_steps 2 --logging_steps 2";
   auto r = test::run_miniseq(base + " --max_steps 4");

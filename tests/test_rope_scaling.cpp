@@ -125,7 +125,7 @@ TEST(RopeScaling, TrainingPastTheNativeContextSavesTheGrownFactor) {
   std::string ids;
   for (int i = 0; i < 400; ++i) ids += (i ? ", " : "") + std::to_string((i * 37 + 11) % 131);
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [" + ids + "]}\n");
-  auto r = test::run_miniseq("train --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") +
+  auto r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + model + " --data_path " + tmp.file("d.jsonl") +
                              " --output_dir " + tmp.file("out") + " --model_max_length 160 --max_steps 1 " +
                              "--save_strategy no --logging_steps 1");
   ASSERT_EQ(r.status, 0) << r.out;

@@ -327,7 +327,10 @@ TEST(SftReference, FirstStepLossEqualsTransformers) {
   test::TempDir tmp;
   const Reference r = reference_model(tmp);
   const double want = r.ref["loss"].get<double>();
+  // Full fine-tuning, and LoRA+ (LongLoRA's default, as in its supervised-fine-tune.py): PEFT's B = 0 leaves the
+  // first step's loss the base model's.
   for (const char* cmd : {"sft", "supervised-fine-tune"}) {
+    const bool lora = std::string(cmd) == "supervised-fine-tune";
     const std::string file = std::string(cmd) == "sft" ? "records.json" : "records.jsonl";
     const std::string out = tmp.file(std::string("out-") + cmd);
     const auto run = test::run_miniseq(
@@ -335,7 +338,11 @@ TEST(SftReference, FirstStepLossEqualsTransformers) {
         "/tests/data/sft/" + file + " --output_dir " + out + " --model_max_length " +
         std::to_string(r.ref["model_max_length"].get<int64_t>()) + " --per_device_train_batch_size 2" +
         " --gradient_accumulation_steps 2 --max_steps 1 --learning_rate 0 --logging_steps 1 --save_strategy "
-        "no --use_full_attn True");  // transformers' full attention (S²-Attn: docs/s2attn.md)
+        "no --use_full_attn True" +  // transformers' full attention (S²-Attn: docs/s2attn.md)
+        (lora ? " --low_rank_training True --trainable_params embed,norm" : " --low_rank_training False"));
+    EXPECT_EQ(fs::exists(out + "/adapter_model.safetensors"), lora) << run.out;
+    EXPECT_EQ(fs::exists(out + "/trainable_params.safetensors"), lora) << run.out;
+    EXPECT_EQ(fs::exists(out + "/model.safetensors"), !lora) << run.out;
     ASSERT_EQ(run.status, 0) << run.out;
     EXPECT_NE(run.out.find("supervised fine-tuning data: 4 records"), std::string::npos) << run.out;
     EXPECT_NE(
@@ -428,6 +435,35 @@ TEST(SftLoop, FullFineTuningLearnsAndResumeIsBitExact) {
   EXPECT_EQ(resumed.last_loss, full.last_loss);  // bitwise
   EXPECT_EQ(losses, test::logged(tmp.file("resumed"), "loss"));
   const auto wa = test::read_weights(tmp.file("straight")), wb = test::read_weights(tmp.file("resumed"));
+  for (const auto& [name, v] : wa) EXPECT_EQ(v, wb.at(name)) << name;
+}
+
+// LoRA+ supervised fine-tuning (LongLoRA's supervised-fine-tune.py default): learns, saves the adapter and the
+// trainable params only, and a resumed run is bit-identical.
+TEST(SftLoop, LoraLearnsAndResumeIsBitExact) {
+  test::TempDir tmp;
+  const Dataset data = random_examples(5, 20, 4);
+  TrainArgs a = test::parse_train_args({"--max_steps", "8", "--learning_rate", "1e-2", "--logging_steps", "1",
+                                        "--model_max_length", "20", "--per_device_train_batch_size", "2",
+                                        "--save_steps", "3", "--lr_scheduler_type", "constant",
+                                        "--low_rank_training", "True", "--trainable_params", "embed,norm"});
+  a.output_dir = tmp.file("straight");
+  const TrainResult full = run_training(test::tiny_setup(a, data));
+  EXPECT_EQ(full.steps, 8);
+  const auto losses = test::logged(tmp.file("straight"), "loss");
+  ASSERT_EQ(losses.size(), 8u);
+  EXPECT_LT(losses[6] + losses[7], 0.9 * (losses[0] + losses[1]));  // 3 epochs over 5 examples
+  EXPECT_FALSE(fs::exists(tmp.file("straight") + "/model.safetensors"));
+  a.output_dir = tmp.file("resumed");
+  a.max_steps = 3;
+  run_training(test::tiny_setup(a, data));
+  a.max_steps = 8;
+  a.resume_from_checkpoint = "True";
+  const TrainResult resumed = run_training(test::tiny_setup(a, data));
+  EXPECT_EQ(resumed.last_loss, full.last_loss);  // bitwise
+  EXPECT_EQ(losses, test::logged(tmp.file("resumed"), "loss"));
+  const auto wa = test::read_lora_dir(tmp.file("straight")), wb = test::read_lora_dir(tmp.file("resumed"));
+  ASSERT_EQ(wa.size(), 22u);
   for (const auto& [name, v] : wa) EXPECT_EQ(v, wb.at(name)) << name;
 }
 

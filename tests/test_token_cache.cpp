@@ -132,7 +132,7 @@ TEST(TokenCache, RunMemoryDoesNotGrowWithTheData) {
   write(tmp.file("small.jsonl"), size_t{1} << 20);
   write(tmp.file("large.jsonl"), size_t{64} << 20);
   auto peak = [&](const std::string& data, const std::string& out) {
-    const auto r = test::run_miniseq("train --model_name_or_path " + test::train_test_model().string() +
+    const auto r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + test::train_test_model().string() +
                                      " --data_path " + data + " --output_dir " + out +
                                      " --model_max_length 64 --max_steps 2 --per_device_train_batch_size 1 " +
                                      "--logging_steps 1 --save_strategy no");

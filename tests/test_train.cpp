@@ -386,7 +386,7 @@ TEST(TrainCli, RefusesARunThatDoesNotFit) {
   test::TempDir tmp;
   test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8]}\n");
   // Below even the weights, moments and layer inputs: refused at once, before any dry run.
-  auto r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
+  auto r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
                              " --output_dir " + tmp.file("o") + " --model_max_length 8 --max_steps 1 " +
                              "--max_memory_gib 0.0001 --mini_sequence False");
   EXPECT_EQ(r.status, 2) << r.out;
@@ -395,7 +395,7 @@ TEST(TrainCli, RefusesARunThatDoesNotFit) {
             std::string::npos)
       << r.out;
   // Above that floor but below the plan: the refusal names the policy that fits and its flags.
-  r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
+  r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
                         " --output_dir " + tmp.file("o") + " --model_max_length 8 --max_steps 1 " +
                         "--max_memory_gib 0.001 --mini_sequence False");
   EXPECT_EQ(r.status, 2) << r.out;
@@ -407,12 +407,12 @@ TEST(TrainCli, RefusesARunThatDoesNotFit) {
       << r.out;
   EXPECT_NE(r.out.find("--auto` lists the options"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(tmp.file("o")));
-  r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
+  r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("d.jsonl") +
                         " --output_dir " + tmp.file("o") + " --model_max_length 16");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("holds 9 tokens, less than one sequence of --model_max_length 16"), std::string::npos) << r.out;
   test::write_text(tmp.file("bad.jsonl"), "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 500]}\n");
-  r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("bad.jsonl") +
+  r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + kModel.string() + " --data_path " + tmp.file("bad.jsonl") +
                         " --output_dir " + tmp.file("o") + " --model_max_length 2");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("bad.jsonl:2: input_ids value 500 is outside the model's vocabulary [0, 131)"),
@@ -443,7 +443,7 @@ TEST(TrainCli, SigintFinishesTheStepSavesAndExitsNonZero) {
   if (pid == 0) {
     const std::string log = tmp.file("log.txt");
     freopen(log.c_str(), "w", stdout);
-    execl(MINISEQ_BINARY, MINISEQ_BINARY, "train", "--model_name_or_path", kModel.c_str(), "--data_path",
+    execl(MINISEQ_BINARY, MINISEQ_BINARY, "train", "--low_rank_training", "False", "--model_name_or_path", kModel.c_str(), "--data_path",
           tmp.file("d.jsonl").c_str(), "--output_dir", out.c_str(), "--model_max_length", "64", "--max_steps",
           "100000", "--logging_steps", "1", "--per_device_train_batch_size", "1", "--save_steps", "100000",
           static_cast<char*>(nullptr));
@@ -522,6 +522,23 @@ TEST(TrainPolicies, PlannerSeesThePolicies) {
   EXPECT_LT(fused.peak_bytes, bf.peak_bytes);
 }
 
+// `train --low_rank_training True` plans the LoRA layout (the trainer allocates exactly its plan: a buffer beyond
+// it is an error): moments and gradients for the trained tensors alone.
+TEST(TrainPolicies, PlannerSeesLora) {
+  const ModelConfig c = load_model_config(kModel.string());
+  const TrainArgs full = parse({"--model_max_length", "64", "--per_device_train_batch_size", "1"});
+  const TrainArgs lora = parse({"--model_max_length", "64", "--per_device_train_batch_size", "1",
+                                "--low_rank_training", "True", "--trainable_params", "embed,norm"});
+  EXPECT_TRUE(plan_target(lora).lora.enabled);
+  const MemReport f = plan_training(c, full, policy_from(full)), l = plan_training(c, lora, policy_from(lora));
+  const double ratio = static_cast<double>(param_count(trainable_specs(c, lora.lora))) /
+                       static_cast<double>(param_count(param_specs(c)));
+  EXPECT_NEAR(static_cast<double>(l.at_peak[MemCategory::Optimizer]),
+              ratio * static_cast<double>(f.at_peak[MemCategory::Optimizer]),
+              0.02 * static_cast<double>(f.at_peak[MemCategory::Optimizer]));
+  EXPECT_LT(l.peak_by_category[MemCategory::Grads], f.peak_by_category[MemCategory::Grads]);
+}
+
 // Text data through the Hugging Face tokenizer of the model directory, with LongLoRA's special-token rule: the
 // Mistral tokenizer has no pad token, so "[PAD]" is added as id 32000, the vocabulary grows to 32001, the new
 // embedding and LM-head rows are the mean of the old ones, and the saved tokenizer files carry the new token.
@@ -542,7 +559,7 @@ TEST(TrainText, TokenizerPadTokenAndVocabularyGrowth) {
             ". Remember it; the grass is green and the sky is blue.\"}\n";
   test::write_text(tmp.file("docs.jsonl"), docs);
   const std::string out = tmp.file("out");
-  r = test::run_miniseq("train --model_name_or_path " + model + " --data_path " + tmp.file("docs.jsonl") +
+  r = test::run_miniseq("train --low_rank_training False --model_name_or_path " + model + " --data_path " + tmp.file("docs.jsonl") +
                         " --output_dir " + out + " --model_max_length 64 --per_device_train_batch_size 1 "
                         "--max_steps 2 --learning_rate 0 --logging_steps 1 --save_strategy no");
   ASSERT_EQ(r.status, 0) << r.out;

@@ -45,7 +45,7 @@ def main():
             (tmp / "data.jsonl").write_text(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
             for bf16 in ("False", "True"):
                 out = tmp / f"out-{bf16}"
-                cmd = [args.miniseq, "train", "--model_name_or_path", str(golden / "model"), "--data_path",
+                cmd = [args.miniseq, "train", "--low_rank_training", "False", "--model_name_or_path", str(golden / "model"), "--data_path",
                        str(tmp / "data.jsonl"), "--output_dir", str(out), "--model_max_length", str(len(ids)),
                        "--per_device_train_batch_size", "1", "--max_steps", "4", "--save_steps", "3",
                        "--logging_steps", "1", "--learning_rate", "1e-3", "--lr_scheduler_type", "constant",

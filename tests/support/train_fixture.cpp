@@ -17,7 +17,9 @@ std::filesystem::path train_test_model() {
 
 TrainArgs parse_train_args(const std::vector<std::string>& args) {
   cli::Flags f = train_flags();
-  f.parse(args);
+  std::vector<std::string> all = {"--low_rank_training", "False"};  // full fine-tuning unless `args` say otherwise
+  all.insert(all.end(), args.begin(), args.end());
+  f.parse(all);
   return train_args_from(f);
 }
 

@@ -13,7 +13,7 @@ namespace miniseq::test {
 
 // The golden tiny Llama used by the training tests.
 std::filesystem::path train_test_model();
-// TrainArgs from command-line flags.
+// TrainArgs from command-line flags, full fine-tuning (--low_rank_training False) unless they say otherwise.
 TrainArgs parse_train_args(const std::vector<std::string>& args);
 // `blocks` blocks of `seq` uniformly random ids in [0, vocab), seeded.
 Dataset random_blocks(int64_t blocks, int64_t seq, int64_t vocab, uint64_t seed);

@@ -102,7 +102,7 @@ cli::Flags train_flags(bool sft) {
           {"dist_timeout", FlagKind::Float, "1800",
            "seconds a rank waits in a collective for the others before it ends the job with a message "
            "(0 = forever)"},
-      }, cli::lora_flag_specs("False")));
+      }, cli::lora_flag_specs("True")));
 }
 
 const char* schedule_name(Schedule s) {

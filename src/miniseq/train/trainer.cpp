@@ -254,7 +254,7 @@ TrainResult run_training(const TrainSetup& setup) {
     // Full fine-tuning saves every parameter; LoRA what it trains (the adapter in fp32; counted as weights).
     const auto n = static_cast<uint64_t>(param_count(trainable_specs(config, a.lora)));
     const bool bf16_weights = a.bf16 || !a.master_weights || device == Device::CUDA;
-    const uint64_t w = bf16_weights ? 2 : 4, m = dtype_size(a.moments_dtype);
+    const uint64_t w = bf16_weights && !a.lora.enabled ? 2 : 4, m = dtype_size(a.moments_dtype);  // LoRA: fp32 adapter
     const uint64_t master = bf16_weights && a.master_weights ? 4 : 0;
     out_req.checkpoint_bytes = a.save_strategy == SaveStrategy::No ? 0 : n * (w + 2 * m + master);
     out_req.final_model_bytes = n * w;
