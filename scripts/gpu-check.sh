@@ -14,7 +14,8 @@
 #             (tests/data/eval/reference.json; the bf16 rule for ids: scripts/gpu-check-bf16.json)
 #   offload   `miniseq train --device cuda`, 8 steps: the asynchronous paths (host optimizer in backward, layer
 #             inputs on the host, gradient accumulation; > 16 copies, so the copy-event ring wraps) and a resume,
-#             each compared with its synchronous twin bit for bit
+#             each compared with its synchronous twin bit for bit; the same for LoRA+ (the adapter and trainable
+#             params: host optimizer in backward with host checkpoints, and a resume)
 #   sanitize  only after a failure: the failing test cases again with MINISEQ_CUDA_SYNC=1, then under
 #             compute-sanitizer memcheck (racecheck for attention), and the first failing command under memcheck
 #   bench     bench_step_cuda --layers 4 at S = 4K, 16K, 32K (32K only when little time is left)
@@ -42,7 +43,7 @@ declare -A BUDGET=(
   [ops]=35        # test_ops_cuda: CUDA context + ~10 op families with double-precision CPU references
   [golden]=35     # test_grad_golden_cuda: 15 tiny models x policies, 3 S²-Attn goldens x 3 policies
   [cli]=50        # 1 grad + 4 eval + 6 generate processes, ~1-2 s each (CUDA context, cuBLASLt); 4 s each fit
-  [offload]=60    # 10 short training runs of the tiny Llama (~2 s each, 5 s fit)
+  [offload]=75    # 14 short training runs of the tiny Llama (~2 s each, 5 s fit)
   [sanitize]=60   # only after a failure; memcheck is 10-100x slower than a plain run
   [bench]=40      # plus whatever the earlier steps left unused (it runs last)
   [offload_perf]=280  # not in the default list: a random Mistral-7B (14.5 GB) and 3 runs of 3 steps at 32K
@@ -440,6 +441,16 @@ with open('$D', 'w') as f:
   check same-ga-host-async "$L" same "$R/ga_host" "$R/ga_host_async"
   check close-host-vs-device "$L" same "$R/default" "$R/host_async" --close
   check close-ga-host-vs-device "$L" same "$R/ga_default" "$R/ga_host_async" --close
+  # LoRA+ (train's default; the flags after base's --low_rank_training False win): the frozen bf16 base, the
+  # adapter and embed/norm trained; the outputs are the adapter + trainable_params files.
+  local lora=(--low_rank_training True --trainable_params embed,norm)
+  train_run lora_default "${lora[@]}"
+  train_run lora_host_async "${lora[@]}" --offload_optimizer True --offload_checkpoints -1 --optimizer_in_backward True
+  train_run lora_resumed "${lora[@]}" --max_steps 4 --save_strategy steps --save_steps 4 &&
+    c "$L" "$BUILD/miniseq" "${base[@]}" "${lora[@]}" --output_dir "$R/lora_resumed" --resume_from_checkpoint True \
+      >> "$WORK/stdout.log"
+  check same-lora-resume "$L" same "$R/lora_default" "$R/lora_resumed"
+  check close-lora-host-vs-device "$L" same "$R/lora_default" "$R/lora_host_async" --close
   STEP_SUMMARY="$CHECKS_PASSED comparisons passed, $CHECKS_FAILED failed; $(cmds_summary)"
   [ "$DRY" = 1 ] && STEP_NOTES+=("dry run: ran on the CPU, where host and device AdamW are the same code (bitwise)")
 }

@@ -218,16 +218,19 @@ TEST(TrainLoop, ResumeIsBitExactAndPruningKeepsTheNewest) {
 // LoRA+ (LongLoRA's r 8, alpha 16, q/k/v/o, trainable embed,norm): 6 steps in one run equal 3 + resume + 3 bit
 // for bit, adapter and trainable tensors alike; the checkpoints hold the adapter, the trainable params and the
 // optimizer state of those alone, no base model. With --bf16 True the trainable params are saved in bf16 and the
-// exact fp32 values travel in optimizer.safetensors (master.*).
+// exact fp32 values travel in optimizer.safetensors (master.*); with --master_weights False the weights (frozen
+// ones included) are bf16 values, updated with stochastic rounding, and saved exactly in bf16.
 TEST(TrainLoop, LoraResumeIsBitExact) {
-  for (const bool bf16 : {false, true}) {
-    SCOPED_TRACE(bf16 ? "--bf16 True" : "--bf16 False");
+  for (const std::string mode : {"fp32", "--bf16 True", "--master_weights False"}) {
+    SCOPED_TRACE(mode);
+    const bool bf16 = mode == "--bf16 True", no_master = mode == "--master_weights False";
     test::TempDir tmp;
     const Dataset data = random_blocks(5, 16, 131, 21);
     TrainArgs a = parse({"--max_steps", "6", "--learning_rate", "2e-3", "--warmup_steps", "2", "--lr_scheduler_type",
                          "cosine", "--logging_steps", "1", "--model_max_length", "16", "--per_device_train_batch_size",
                          "2", "--weight_decay", "0.01", "--save_steps", "3", "--low_rank_training", "True",
-                         "--trainable_params", "embed,norm", "--bf16", bf16 ? "True" : "False"});
+                         "--trainable_params", "embed,norm", "--bf16", bf16 ? "True" : "False",
+                         "--master_weights", no_master ? "False" : "True"});
     a.output_dir = tmp.file("straight");
     const TrainResult full = run_training(tiny_setup(a, data));
     ASSERT_EQ(full.steps, 6);
@@ -244,7 +247,7 @@ TEST(TrainLoop, LoraResumeIsBitExact) {
     const auto trained = test::read_lora_dir(cp);
     EXPECT_EQ(SafetensorsFile(cp + "/optimizer.safetensors").tensors().size(), trained.size() * (bf16 ? 3 : 2));
     EXPECT_EQ(SafetensorsFile(cp + "/trainable_params.safetensors").tensors().front().dtype,
-              bf16 ? DType::BF16 : DType::F32);
+              bf16 || no_master ? DType::BF16 : DType::F32);
     a.max_steps = 6;
     a.resume_from_checkpoint = "True";
     const TrainResult resumed = run_training(tiny_setup(a, data));

@@ -28,7 +28,7 @@ void apply_demo_defaults(Flags& f, std::vector<std::string>& args) {
       {"max_steps", "60"},              {"learning_rate", "2e-3"},      {"warmup_steps", "5"},
       {"lr_scheduler_type", "cosine"},  {"logging_steps", "5"},         {"save_steps", "30"},
       {"save_total_limit", "1"},        {"weight_decay", "0.0"},        {"seed", "42"},
-      {"mlp_chunk_tokens", "512"},      {"lm_head_chunks", "8"},         {"low_rank_training", "False"}};
+      {"mlp_chunk_tokens", "512"},      {"lm_head_chunks", "8"},        {"low_rank_training", "False"}};
   for (const auto& [name, value] : defaults)
     if (!f.given(name)) args.push_back(std::string("--") + name + "=" + value);
 }
