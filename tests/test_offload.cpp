@@ -273,6 +273,7 @@ TEST(TrainOffload, ResumeWithTheOptimizerOnTheHostIsBitExact) {
 TEST(PlannerOffload, HostHoldsWhatLeavesTheDevice) {
   ModelConfig c = load_model_config(kModel.string());
   c.num_hidden_layers = 6;  // the plan only: deep enough that offloading layer inputs pays for its buffers
+  c.sliding_window.resize(6, 0);
   const auto specs = param_specs(c);
   int64_t params = 0;
   for (const auto& s : specs) params += s.shape.numel();
@@ -321,7 +322,11 @@ TEST(PlannerOffload, HostHoldsWhatLeavesTheDevice) {
 }
 
 TEST(PlannerOffload, AutoClimbsThePolicyLadder) {
-  const ModelConfig c = load_model_config(kModel.string());
+  ModelConfig c = load_model_config(kModel.string());
+  // The plan only, deep enough that offloading every layer input saves device memory: with L layers it saves
+  // L - 2 of them (the backward holds its own input and the prefetched next one), nothing at the model's L = 2.
+  c.num_hidden_layers = 6;
+  c.sliding_window.resize(6, 0);
   const int64_t B = 1, S = 512;
   StepPolicy p;
   auto rung = [&](size_t budget) {

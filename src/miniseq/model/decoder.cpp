@@ -136,8 +136,8 @@ void Decoder::proj_forward(const Linear& w, const Tensor& x, const Tensor& y) {
   be_.lora_linear_forward(x, *w.w, w.bias, lb, y);
 }
 
-void Decoder::proj_backward(const Linear& w, const Linear& g, const Tensor& dy, const Tensor& x, const Tensor& dx,
-                            bool dx_accum) {
+void Decoder::proj_backward(const Linear& w, const Linear& g, const Tensor& dy, const Tensor& x,
+                            const Tensor& dx, bool dx_accum) {
   if (!w.lora_a) {
     be_.linear_backward(dy, x, *w.w, dx, g.w, g.bias, dx_accum);
     return;
@@ -362,7 +362,7 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
   be_.rmsnorm_backward(dn1, x_in, *w.in_norm, rstd1, dx, g.in_norm, /*dx_accum=*/true);
 }
 
-double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor* g_norm,
+double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Tensor* g_norm,
                                       const Tensor* g_head) {
   MemoryPlan::Phase phase(plan_, "LM head");
   const Tensor& w_norm = weights_.get("model.norm.weight");
@@ -372,15 +372,19 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
   const float eps = static_cast<float>(config_.rms_norm_eps);
 
   // Per chunk of rows (the norm is per row): final norm, logits -> loss and dlogits in place, then the LM
-  // head's backward and the norm's, so neither the norm output nor its gradient exists for all T rows.
+  // head's backward and the norm's, so neither the norm output nor its gradient exists for all T rows. The
+  // chunk's rows of x are read from a copy and overwritten by their gradient: x becomes dx in its own buffer,
+  // so the residual stream and its gradient never coexist whole (and the backward finds no hole where x was).
   const int64_t rows = st.policy.lm_head_chunk_rows(config_, st.T);
   double loss = 0.0;
   for (int64_t r0 = 0; r0 < st.T; r0 += rows) {
     MemoryPlan::Phase chunk(plan_, "chunk " + std::to_string(r0 / rows));
     const int64_t C = std::min(rows, st.T - r0);
+    Buffer xc = plan_.alloc("final_input", {C, st.d}, act_, tr);  // [C, d]: x's rows, which dx overwrites
+    be_.copy(xc, x.rows(r0, C));
     Buffer nf = plan_.alloc("final_norm", {C, st.d}, act_, tr);  // [C, d]
     Buffer rstd = plan_.alloc("final_rstd", {C}, DType::F32, tr);
-    be_.rmsnorm_forward(x.rows(r0, C), w_norm, eps, nf, rstd);
+    be_.rmsnorm_forward(xc, w_norm, eps, nf, rstd);
     Buffer logits = plan_.alloc("logits", {C, st.V}, act_, tr);  // [C, V], becomes dlogits in place
     be_.linear_forward(nf, w_head, nullptr, logits);
     loss += be_.cross_entropy_forward_backward(logits, st.targets.data() + r0, st.loss_scale);
@@ -388,7 +392,7 @@ double Decoder::head_forward_backward(const Step& st, const Tensor& x, const Ten
     Buffer dnf = plan_.alloc("dfinal_norm", {C, st.d}, act_, tr);  // [C, d]
     be_.linear_backward(logits, nf, w_head, dnf, g_head, nullptr, /*dx_accum=*/false);
     logits.release();
-    be_.rmsnorm_backward(dnf, x.rows(r0, C), w_norm, rstd, dx.rows(r0, C), g_norm, /*dx_accum=*/false);
+    be_.rmsnorm_backward(dnf, xc, w_norm, rstd, x.rows(r0, C), g_norm, /*dx_accum=*/false);
   }
   return loss;
 }
@@ -452,7 +456,8 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   const bool embed_trained = !embed_specs.empty();
   // Per group: the embedding's gradient lives through the whole backward when it is tied to the LM head.
   std::optional<ParamSet> embed_grads, head_grads;
-  if (per_group && config_.tie_word_embeddings && embed_trained) embed_grads.emplace(group_grads(embed_specs));
+  if (per_group && config_.tie_word_embeddings && embed_trained)
+    embed_grads.emplace(group_grads(embed_specs));
   if (per_group) head_grads.emplace(group_grads(head_specs));
   const bool tied = config_.tie_word_embeddings;
   // A handed-over group is freed at once, or (asynchronous reads) when the next one is handed over.
@@ -475,12 +480,12 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   };
   const ParamSet& head_set = per_group ? *head_grads : *grads_;
   const Tensor* g_norm = head_set.find("model.norm.weight");  // null when frozen (LoRA)
-  const Tensor* g_head = !tied             ? head_set.find("lm_head.weight")
-                         : !embed_trained ? nullptr
-                                          : (per_group ? *embed_grads : *grads_).find("model.embed_tokens.weight");
-  Buffer dx = plan_.alloc("residual_grad", {st.T, st.d}, act_, MemCategory::ResidentActivations);
-  const double loss = head_forward_backward(st, x, dx, g_norm, g_head);
-  x.release();
+  const Tensor* g_head = !tied ? head_set.find("lm_head.weight")
+                         : !embed_trained
+                             ? nullptr
+                             : (per_group ? *embed_grads : *grads_).find("model.embed_tokens.weight");
+  const double loss = head_forward_backward(st, x, g_norm, g_head);
+  Buffer dx = std::move(x);  // [T, d]: the residual stream's gradient, in the residual's buffer
   if (per_group) retire(head_grads);
 
   // ---- backward ----

@@ -119,7 +119,8 @@ class Decoder {
   struct Step;   // per-call constants: sizes, positions, policy
   // `training`: a forward_backward step, the only one where policy.s2_attn applies (inference attends fully).
   Step make_step(int64_t B, int64_t S, const StepPolicy& policy, bool training) const;
-  // Layer l's attention (forward, recompute and backward alike): causal, its sliding window, the step's S² group.
+  // Layer l's attention (forward, recompute and backward alike): causal, its sliding window, the step's S²
+  // group.
   AttentionParams attention_params(const Step& st, int l) const;
   // The sizes that bound a call's backend scratch (ops/scratch.h): loss_rows 0 without a loss.
   ScratchShape scratch_shape(const Step& st, int64_t loss_rows, bool backward) const;
@@ -145,11 +146,10 @@ class Decoder {
   // (a backward reads it), gate/up/act to s when kept whole (no MsT).
   void mlp_forward_chunk(const Step& st, int l, const Tensor& x, Saved& s, const Tensor* rstd2, int64_t r0,
                          int64_t C);
-  // Final norm + LM head + cross-entropy over chunks; writes dx [T, d], accumulates the final-norm and
-  // LM-head gradients, and returns the summed loss.
-  // g_norm / g_head are null when frozen.
-  double head_forward_backward(const Step& st, const Tensor& x, const Tensor& dx, const Tensor* g_norm,
-                               const Tensor* g_head);
+  // Final norm + LM head + cross-entropy over chunks; overwrites x [T, d] (the last layer's output) with its
+  // gradient dx chunk by chunk, accumulates the final-norm and LM-head gradients, and returns the summed
+  // loss. g_norm / g_head are null when frozen.
+  double head_forward_backward(const Step& st, const Tensor& x, const Tensor* g_norm, const Tensor* g_head);
   // A group's gradients for per-group storage: zeroed buffers for `specs`.
   ParamSet group_grads(const std::vector<ParamSpec>& specs);
   uint64_t hand_over(GradSink* sink, const ParamSet& grads);  // the sink's copy ticket
@@ -161,7 +161,7 @@ class Decoder {
   GradStorage storage_;
   LoraConfig lora_;
   ParamSet weights_;
-  ParamSet trained_;  // view of weights_
+  ParamSet trained_;               // view of weights_
   std::optional<ParamSet> grads_;  // persistent storage
   std::vector<LayerParams> w_layers_, g_layers_;
   MemoryPlan* host_ = nullptr;  // checkpoint offload (set_checkpoint_offload)
