@@ -99,6 +99,36 @@ TEST(LoraPlan, FrozenWeightsHaveNoGradientOrOptimizerState) {
   EXPECT_GT(plan_step(c, 1, 4096, StepPolicy{}, full).peak_bytes, r.peak_bytes + (size_t{40} << 30));
 }
 
+// Issue 16's targets for Mistral-7B LoRA+ (r 8, alpha 16, q/k/v/o, embed and norms trained), in the decimal
+// GB it states them, with at most 128 GB of host memory: >= 64K tokens on 24 GB, >= 500K on 80 GB, >= 800K on
+// 141 GB, each with the ladder's last rung (the checkpointed inputs of as few layers as needed on the host,
+// the optimizer with bf16 moments on the device, in backward). The device arena is checked, not only the
+// peak: placement holes count.
+TEST(LoraPlan, Mistral7BReachesTheTargetLengths) {
+  const ModelConfig c =
+      load_model_config((fs::path(MINISEQ_SOURCE_DIR) / "bench/configs/mistral-7b.json").string());
+  PlanTarget base = PlanTarget::cuda();
+  base.lora.enabled = true;
+  base.lora.trainable_params = {"embed", "norm"};
+  const PlanTarget t = policy_ladder(base).back().second;
+  ASSERT_LT(t.offload_layers, 0);
+  ASSERT_FALSE(t.offload_optimizer);
+  const StepPolicy p;
+  const size_t host = 128'000'000'000;
+  for (auto [device, S] : {std::pair<size_t, int64_t>{24'000'000'000, 65'536},
+                           {80'000'000'000, 500'000},
+                           {141'000'000'000, 800'000}}) {
+    const int64_t k = min_offload_layers(c, 1, S, p, t, device, host);
+    ASSERT_GE(k, 0) << S << " tokens on " << device / 1e9 << " GB";
+    PlanTarget tk = t;
+    tk.offload_layers = k;
+    const RunPlan run = plan_run(c, 1, S, p, tk);
+    EXPECT_LE(run.device.arena_bytes, device);
+    EXPECT_LE(run.host.arena_bytes, host);
+    EXPECT_EQ(run.device.arena_bytes, run.device.peak_bytes) << "no placement holes at the peak";
+  }
+}
+
 // `miniseq grad --peft_model` writes the golden's tensors and loss; the LoRA flags are validated.
 TEST(LoraGradCli, PeftAdapterDirectory) {
   const fs::path dir = test::golden_dir() / "qwen2_bias_tied";
@@ -148,8 +178,8 @@ TEST(LoraGradCli, PeftAdapterDirectory) {
 }
 
 // save_adapter / save_trainable_params write what read_adapter_config / load_adapter_weights /
-// load_trainable_params read back bit for bit, and `miniseq grad --peft_model` on the written directory gives the
-// loss of the tensors it holds. tools/check_adapter.py loads such a directory with peft (set
+// load_trainable_params read back bit for bit, and `miniseq grad --peft_model` on the written directory gives
+// the loss of the tensors it holds. tools/check_adapter.py loads such a directory with peft (set
 // MINISEQ_ADAPTER_OUT=DIR to keep a copy there).
 TEST(LoraAdapterFiles, SaveLoadRoundTrip) {
   const fs::path dir = test::golden_dir() / "qwen2_bias_tied";
@@ -187,7 +217,8 @@ TEST(LoraAdapterFiles, SaveLoadRoundTrip) {
   // trainable_params.safetensors holds exactly the trained base tensors, under HF names.
   SafetensorsFile tp((fs::path(out) / kTrainableParamsFile).string());
   size_t n = 0;
-  for (const auto& s : specs) n += is_trainable(s, lora) && s.role != ParamRole::LoraA && s.role != ParamRole::LoraB;
+  for (const auto& s : specs)
+    n += is_trainable(s, lora) && s.role != ParamRole::LoraA && s.role != ParamRole::LoraB;
   EXPECT_EQ(tp.tensors().size(), n);
   EXPECT_NE(tp.find("model.embed_tokens.weight"), nullptr);
   EXPECT_NE(tp.find("model.norm.weight"), nullptr);

@@ -324,7 +324,8 @@ TEST(PlannerOffload, HostHoldsWhatLeavesTheDevice) {
 TEST(PlannerOffload, AutoClimbsThePolicyLadder) {
   ModelConfig c = load_model_config(kModel.string());
   // The plan only, deep enough that offloading every layer input saves device memory: with L layers it saves
-  // L - 2 of them (the backward holds its own input and the prefetched next one), nothing at the model's L = 2.
+  // L - 2 of them (the backward holds its own input and the prefetched next one), nothing at the model's L
+  // = 2.
   c.num_hidden_layers = 6;
   c.sliding_window.resize(6, 0);
   const int64_t B = 1, S = 512;
