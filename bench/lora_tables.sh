@@ -30,18 +30,22 @@ PY
   done
 done
 
-# Issue 16's targets for Mistral-7B LoRA+, in the units it states them (decimal GB, 128 GB of host memory).
+# Issue 16's targets for Mistral-7B LoRA+, in the units it states them (decimal GB, 128 GB of host memory); Llama-3.1-8B
+# against the same lengths for comparison.
 echo
 echo "| model | device memory | host memory | target | longest, device only | longest, checkpoints on host | met |"
 echo "|---|---:|---:|---:|---:|---:|---|"
-for spec in 24GB:65536 80GB:500000 141GB:800000; do
-  mem=${spec%%:*} target=${spec##*:}
-  python3 - "$mem" "$target" "$(plan mistral-7b "$mem" 128GB)" <<'PY'
+for model in mistral-7b llama-3.1-8b; do
+  for spec in 24GB:65536 80GB:500000 141GB:800000; do
+    mem=${spec%%:*} target=${spec##*:}
+    python3 - "$model" "$mem" "$target" "$(plan "$model" "$mem" 128GB)" <<'PY'
 import json, sys
-mem, target, j = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+model, mem, target, j = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 dev = j["max_length"]["checkpointing + MsT"]
 host = max(v or 0 for k, v in j["max_length_by_memory_policy"].items() if "checkpoints on host" in k)
 best = max(dev or 0, host or 0)
-print(f"| mistral-7b | {mem} | 128GB | {target:,} | {dev:,} | {host:,} | {'yes' if best >= target else 'no'} |")
+f = lambda v: f"{v:,}" if v else "does not fit"
+print(f"| {model} | {mem} | 128GB | {target:,} | {f(dev)} | {f(host)} | {'yes' if best >= target else 'no'} |")
 PY
+  done
 done
