@@ -426,6 +426,29 @@ TEST(TrainCli, RefusesARunThatDoesNotFit) {
   EXPECT_NE(r.out.find("is not a directory"), std::string::npos) << r.out;
 }
 
+// A LoRA run (train's default) that does not fit: its refusal quotes the plan of the LoRA layout, and the
+// memplan command it suggests (batch and LoRA flags passed on) plans the very same bytes.
+TEST(TrainCli, LoraRefusalAndMemplanAgree) {
+  test::TempDir tmp;
+  test::write_text(tmp.file("d.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8]}\n");
+  const auto r = test::run_miniseq("train --model_name_or_path " + kModel.string() + " --data_path " +
+                                   tmp.file("d.jsonl") + " --output_dir " + tmp.file("o") +
+                                   " --model_max_length 8 --max_steps 1 --max_memory_gib 0.0005 --mini_sequence False");
+  EXPECT_EQ(r.status, 2) << r.out;
+  const std::string suggested = " --per_device_train_batch_size 8 --low_rank_training True --lora_r 8 --lora_alpha 16 "
+                                "--lora_target_modules q_proj,k_proj,v_proj,o_proj --trainable_params embed,norm --auto";
+  EXPECT_NE(r.out.find(suggested), std::string::npos) << r.out;
+  const auto m = test::run_miniseq("memplan --model " + kModel.string() +
+                                   " --model_max_length 8 --per_device_train_batch_size 8 --low_rank_training True "
+                                   "--trainable_params embed,norm --mini_sequence False --json");
+  ASSERT_EQ(m.status, 0) << m.out;
+  const auto plan = nlohmann::json::parse(m.out.substr(m.out.find('{')));
+  EXPECT_TRUE(plan["low_rank_training"].get<bool>());
+  EXPECT_NE(r.out.find("the run needs " + human_bytes(plan["arena_bytes"].get<size_t>()) + " (peak at"),
+            std::string::npos)
+      << r.out << "\nmemplan: " << plan["arena_bytes"];
+}
+
 TEST(TrainCli, SigintFinishesTheStepSavesAndExitsNonZero) {
   test::TempDir tmp;
   // Enough data for many steps; the run is stopped as soon as the first metrics line appears.

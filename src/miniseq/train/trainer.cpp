@@ -153,11 +153,28 @@ CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t
   }
   char mem[32];  // a --memory value that memplan reads back
   std::snprintf(mem, sizeof mem, "%.2fMiB", static_cast<double>(budget) / (1024.0 * 1024.0));
+  // memplan plans batch 1 and full fine-tuning unless told: the run's batch, accumulation and LoRA flags go on.
+  std::string run_flags;
+  if (a.per_device_train_batch_size != 1)
+    run_flags += " --per_device_train_batch_size " + std::to_string(a.per_device_train_batch_size);
+  if (a.gradient_accumulation_steps != 1)
+    run_flags += " --gradient_accumulation_steps " + std::to_string(a.gradient_accumulation_steps);
+  if (a.lora.enabled) {
+    char alpha[32];
+    std::snprintf(alpha, sizeof alpha, "%g", a.lora.alpha);
+    run_flags += " --low_rank_training True --lora_r " + std::to_string(a.lora.r) + " --lora_alpha " + alpha +
+                 " --lora_target_modules ";
+    for (size_t i = 0; i < a.lora.target_modules.size(); ++i)
+      run_flags += (i ? "," : "") + a.lora.target_modules[i];
+    std::string keys;
+    for (const auto& k : a.lora.trainable_params) keys += (keys.empty() ? "" : ",") + k;
+    run_flags += " --trainable_params " + (keys.empty() ? std::string("''") : keys);
+  }
   fail("the run needs ", gib(static_cast<double>(out.run.device.arena_bytes)), " (peak at ", out.run.device.peak_moment,
        ") but only ", gib(static_cast<double>(budget)), " is available (", where,
        "); lower --model_max_length or --per_device_train_batch_size", advice, ". `miniseq memplan --model ",
        a.model_name_or_path.empty() ? "MODEL" : a.model_name_or_path, " --model_max_length ", a.model_max_length,
-       " --memory ", mem, device == Device::CUDA ? " --device cuda" : "", " --auto` lists the options");
+       " --memory ", mem, device == Device::CUDA ? " --device cuda" : "", run_flags, " --auto` lists the options");
 }
 
 size_t device_memory_budget(const TrainArgs& a, const Backend& be) {
