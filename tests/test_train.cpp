@@ -221,16 +221,18 @@ TEST(TrainLoop, ResumeIsBitExactAndPruningKeepsTheNewest) {
 // exact fp32 values travel in optimizer.safetensors (master.*); with --master_weights False the weights (frozen
 // ones included) are bf16 values, updated with stochastic rounding, and saved exactly in bf16.
 TEST(TrainLoop, LoraResumeIsBitExact) {
-  for (const std::string mode : {"fp32", "--bf16 True", "--master_weights False"}) {
+  for (const std::string mode : {"fp32", "--bf16 True", "--master_weights False", "--moments_dtype bfloat16"}) {
     SCOPED_TRACE(mode);
     const bool bf16 = mode == "--bf16 True", no_master = mode == "--master_weights False";
+    const bool bf16_moments = mode == "--moments_dtype bfloat16";
     test::TempDir tmp;
     const Dataset data = random_blocks(5, 16, 131, 21);
     TrainArgs a = parse({"--max_steps", "6", "--learning_rate", "2e-3", "--warmup_steps", "2", "--lr_scheduler_type",
                          "cosine", "--logging_steps", "1", "--model_max_length", "16", "--per_device_train_batch_size",
                          "2", "--weight_decay", "0.01", "--save_steps", "3", "--low_rank_training", "True",
                          "--trainable_params", "embed,norm", "--bf16", bf16 ? "True" : "False",
-                         "--master_weights", no_master ? "False" : "True"});
+                         "--master_weights", no_master ? "False" : "True", "--moments_dtype",
+                         bf16_moments ? "bfloat16" : "float32"});
     a.output_dir = tmp.file("straight");
     const TrainResult full = run_training(tiny_setup(a, data));
     ASSERT_EQ(full.steps, 6);
@@ -245,7 +247,9 @@ TEST(TrainLoop, LoraResumeIsBitExact) {
     for (const char* f : {"config.json", "model.safetensors"}) EXPECT_FALSE(fs::exists(cp + "/" + f)) << f;
     // Optimizer state for the trained tensors alone (exp_avg, exp_avg_sq, and master with --bf16).
     const auto trained = test::read_lora_dir(cp);
-    EXPECT_EQ(SafetensorsFile(cp + "/optimizer.safetensors").tensors().size(), trained.size() * (bf16 ? 3 : 2));
+    const SafetensorsFile opt(cp + "/optimizer.safetensors");
+    EXPECT_EQ(opt.tensors().size(), trained.size() * (bf16 ? 3 : 2));
+    EXPECT_EQ(opt.tensors().front().dtype, bf16_moments ? DType::BF16 : DType::F32);
     EXPECT_EQ(SafetensorsFile(cp + "/trainable_params.safetensors").tensors().front().dtype,
               bf16 || no_master ? DType::BF16 : DType::F32);
     a.max_steps = 6;
