@@ -133,9 +133,9 @@ int cmd_memplan(const Args& args) {
   const int64_t D = f.i64("data_parallel"), zero = f.i64("zero_stage");
   MS_CHECK(D >= 1, "memplan: --data_parallel must be >= 1");
   MS_CHECK(zero >= 0 && zero <= 2, "memplan: --zero_stage must be 0, 1 or 2");
-  MS_CHECK(zero == 0 || !(target.offload_optimizer || target.optimizer_in_backward || !target.master_weights),
-           "memplan: --zero_stage 1 is not available with --offload_optimizer, --optimizer_in_backward or "
-           "--master_weights False");
+  MS_CHECK(zero < 2 || grads == DType::F32,
+           "memplan: --zero_stage 2 keeps fp32 gradient shards; use it with "
+           "--grad_dtype float32");
   target.zero_ranks = zero >= 1 ? D : 0;
   target.zero_grads = zero >= 2;
   const int64_t B = f.i64("per_device_train_batch_size");

@@ -45,6 +45,12 @@ MS_SR_HD uint32_t bits16(uint64_t stream, uint64_t i) {
   return static_cast<uint32_t>(mix64(stream + (i + 1) * 0x9e3779b97f4a7c15ull) >> 48);
 }
 
+// The stream whose element k is element `offset` + k of `stream`: bits16(advance(s, o), k) == bits16(s, o +
+// k). A part of a parameter updated on its own (a ZeRO shard's piece) draws the bits the whole update would.
+MS_SR_HD uint64_t advance(uint64_t stream, uint64_t offset) {
+  return stream + offset * 0x9e3779b97f4a7c15ull;
+}
+
 MS_SR_HD uint32_t f32_bits(float x) {
 #ifdef __CUDA_ARCH__
   return __float_as_uint(x);

@@ -40,6 +40,13 @@ int64_t host_staging_floats(const std::vector<ParamSpec>& specs) {
   return 2 * largest;
 }
 
+int64_t zero_staging_floats(const std::vector<ParamSpec>& specs, int64_t ranks) {
+  const int64_t shard = (param_count(specs) + ranks - 1) / ranks;
+  int64_t largest = 0;
+  for (const auto& s : specs) largest = std::max(largest, s.shape.numel());
+  return std::min(largest, shard);
+}
+
 RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const StepPolicy& policy,
                  const PlanTarget& target) {
   MemoryPlan plan = MemoryPlan::dry(target.device);
@@ -50,22 +57,30 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
                                                                                              : GradStorage::Persistent,
                 target.lora);
   model.set_checkpoint_offload(&host, target.offload_layers);
-  model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward);
+  // The host optimizer's downloads overlap the backward; offloaded ZeRO shards copy synchronously.
+  model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward &&
+                             target.zero_ranks == 0);
   const auto specs = trainable_specs(config, target.lora);  // what the optimizer updates
   std::optional<ParamSet> m, v, master;
   std::optional<Buffer> staging, zero_m, zero_v, zero_master, zero_g;
-  if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp
+  if (target.optimizer && target.zero_ranks > 0) {  // laid out exactly as train/zero_optimizer.cpp
+    const int64_t shard = (param_count(specs) + target.zero_ranks - 1) / target.zero_ranks;
+    MemoryPlan& state = target.offload_optimizer ? host : plan;
+    zero_m = state.alloc("exp_avg:shard", {shard}, target.moments, MemCategory::Optimizer);
+    zero_v = state.alloc("exp_avg_sq:shard", {shard}, target.moments, MemCategory::Optimizer);
+    if (target.offload_optimizer) {
+      zero_master = host.alloc("master:shard", {shard}, DType::F32, MemCategory::Optimizer);
+      staging = host.alloc("grad_staging", {zero_staging_floats(specs, target.zero_ranks)}, DType::F32,
+                           MemCategory::Workspace);
+    } else if (keeps_master(target)) {
+      zero_master = plan.alloc("master:shard", {shard}, DType::F32, MemCategory::Optimizer);
+    }
+    if (target.zero_grads) zero_g = plan.alloc("grads:shard", {shard}, DType::F32, MemCategory::Grads);
+  } else if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp
     master.emplace(host, specs, DType::F32, MemCategory::Weights, "master:");
     m.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");
     staging = host.alloc("grad_staging", {host_staging_floats(specs)}, DType::F32, MemCategory::Workspace);
-  } else if (target.optimizer && target.zero_ranks > 0) {  // laid out exactly as train/zero_optimizer.cpp
-    const int64_t shard = (param_count(specs) + target.zero_ranks - 1) / target.zero_ranks;
-    zero_m = plan.alloc("exp_avg:shard", {shard}, target.moments, MemCategory::Optimizer);
-    zero_v = plan.alloc("exp_avg_sq:shard", {shard}, target.moments, MemCategory::Optimizer);
-    if (target.params != DType::F32)
-      zero_master = plan.alloc("master:shard", {shard}, DType::F32, MemCategory::Optimizer);
-    if (target.zero_grads) zero_g = plan.alloc("grads:shard", {shard}, DType::F32, MemCategory::Grads);
   } else if (target.optimizer) {  // laid out exactly as train/optimizer.cpp's AdamW
     m.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg:");
     v.emplace(plan, specs, target.moments, MemCategory::Optimizer, "exp_avg_sq:");

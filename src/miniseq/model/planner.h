@@ -20,6 +20,9 @@ namespace miniseq {
 // two of the largest gradient groups (a layer; the LM head with the final norm; the embedding), so the device
 // hands a whole group over without waiting while the CPU still updates the previous one.
 int64_t host_staging_floats(const std::vector<ParamSpec>& specs);
+// The host staging of offloaded ZeRO shards (train/zero_optimizer.cpp), in fp32 elements: room for the
+// largest piece a rank updates (a parameter's part in one shard of ceil(N / ranks) elements).
+int64_t zero_staging_floats(const std::vector<ParamSpec>& specs, int64_t ranks);
 
 // Storage of a run: where and in which dtypes the plan is made.
 struct PlanTarget {
@@ -37,8 +40,9 @@ struct PlanTarget {
   // F32 on the CPU, which emulates bf16 gradients in fp32 buffers). Set both with with_precision.
   bool master_weights = true;
   DType grad_precision = DType::F32;
-  // ZeRO stage 1 (train/zero_optimizer.h): the AdamW moments and master weights of one rank's 1/zero_ranks of the
-  // parameters, as three flat buffers (0: not sharded).
+  // ZeRO stage 1 (train/zero_optimizer.h): the AdamW moments and master weights of one rank's 1/zero_ranks of
+  // the parameters, as three flat buffers (0: not sharded); with offload_optimizer in host memory, with a
+  // staging buffer (zero_staging_floats).
   int64_t zero_ranks = 0;
   // LoRA / LoRA+ (model/lora.h): the frozen weights have no gradient, no optimizer state and no master copy;
   // the LoRA tensors and the trained base tensors have all three. Disabled: full fine-tuning.

@@ -13,10 +13,6 @@ void check_data_parallel(const TrainArgs& a, int world) {
            "--data_parallel out "
            "(default: the number of processes). Sequence parallelism, which would use the others, is not "
            "available yet");
-  if (world == 1) return;
-  MS_CHECK(!a.optimizer_in_backward,
-           "--optimizer_in_backward True is not available with data parallelism yet (", world,
-           " processes): the gradients are summed over the ranks after the backward pass");
 }
 
 int64_t DataParallel::micro_per_epoch(int64_t blocks, int64_t B, int D) {
@@ -49,6 +45,20 @@ void DataParallel::reduce_grads(Backend& be, const ParamSet& grads) {
     comm_.all_reduce_sum(g);
     if (precision != g.dtype) be.round_to_precision(g, precision);
   });
+}
+
+void DataParallel::reduce_group(Backend& be, const std::vector<Tensor>& grads) {
+  if (comm_.size() == 1) return;
+  const DType precision = be.grad_precision();
+  for (const Tensor& g : grads) {
+    comm_.all_reduce_sum(g);
+    if (precision != g.dtype) be.round_to_precision(g, precision);
+  }
+}
+
+uint64_t GroupSumSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
+  dp_.reduce_group(be_, grads);
+  return inner_.consume(specs, grads);
 }
 
 std::string DataParallel::broadcast_string(const std::string& s) {

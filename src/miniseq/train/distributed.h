@@ -13,13 +13,14 @@
 #include <vector>
 
 #include "miniseq/dist/communicator.h"
+#include "miniseq/model/decoder.h"
 #include "miniseq/model/params.h"
 #include "miniseq/ops/backend.h"
 #include "miniseq/train/train_args.h"
 
 namespace miniseq {
 
-// Refuses flags that do not fit `world` processes, or that data parallelism does not support yet.
+// Refuses flags that do not fit `world` processes.
 void check_data_parallel(const TrainArgs& a, int world);
 
 class DataParallel {
@@ -47,12 +48,29 @@ class DataParallel {
   // Every gradient summed over the ranks, in place, then rounded to the backend's gradient precision (as a
   // single process would have accumulated it).
   void reduce_grads(Backend& be, const ParamSet& grads);
+  // One gradient group of the optimizer in backward, summed over the ranks in place as reduce_grads does.
+  void reduce_group(Backend& be, const std::vector<Tensor>& grads);
   // Rank 0's string, on every rank.
   std::string broadcast_string(const std::string& s);
   void barrier() { comm_.barrier(); }
 
  private:
   dist::Communicator& comm_;
+};
+
+// Optimizer in backward with data parallelism: each gradient group, as soon as the backward completes it, is
+// summed over the ranks in place (DataParallel::reduce_group: rank order, the same bits on every rank) and
+// then handed to `inner` (the norm's first pass, or the update). Every rank must run the same backward
+// schedule.
+class GroupSumSink : public GradSink {
+ public:
+  GroupSumSink(DataParallel& dp, Backend& be, GradSink& inner) : dp_(dp), be_(be), inner_(inner) {}
+  uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+
+ private:
+  DataParallel& dp_;
+  Backend& be_;
+  GradSink& inner_;
 };
 
 }  // namespace miniseq

@@ -168,9 +168,6 @@ TrainArgs train_args_from(const cli::Flags& f) {
   MS_CHECK(a.zero_stage >= 0 && a.zero_stage <= 2, "--zero_stage must be 0, 1 or 2, got ", a.zero_stage);
   MS_CHECK(a.zero_stage < 2 || a.grad_dtype == DType::F32,
            "--zero_stage 2 keeps fp32 gradient shards; use it with --grad_dtype float32");
-  MS_CHECK(a.zero_stage == 0 || (!a.offload_optimizer && !a.optimizer_in_backward && a.master_weights),
-           "--zero_stage shards the device optimizer's state; it is not available yet with --offload_optimizer "
-           "True, --optimizer_in_backward True or --master_weights False");
   MS_CHECK(a.data_parallel >= 0, "--data_parallel must be >= 0 (0: the number of processes), got ",
            a.data_parallel);
   MS_CHECK(a.dist_timeout >= 0, "--dist_timeout must be >= 0 seconds (0: wait forever), got ",

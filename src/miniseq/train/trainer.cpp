@@ -305,22 +305,30 @@ TrainResult run_training(const TrainSetup& setup) {
   const ParamSet& trained = model.trained_weights();
   const std::vector<ParamSpec> trained_specs = trainable_specs(config, a.lora);
   model.set_checkpoint_offload(host_plan.get(), a.offload_checkpoints);
-  model.set_async_grad_reads(a.offload_optimizer && a.optimizer_in_backward);  // as plan_run
+  model.set_async_grad_reads(a.offload_optimizer && a.optimizer_in_backward &&
+                             a.zero_stage == 0);  // as plan_run
   // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as
   // plan_run).
   std::optional<AdamW> dev_opt;
   std::optional<HostOptimizer> host_opt;
   std::optional<ZeroAdamW> zero_opt;  // --zero_stage 1, 2: this rank's shard of the state (train/zero_optimizer.h)
-  if (a.offload_optimizer) {
+  if (a.zero_stage >= 1) {
+    ZeroOptions zo;
+    zo.shard_grads = a.zero_stage >= 2;
+    zo.host = a.offload_optimizer ? host_plan.get() : nullptr;
+    zo.master_weights = a.master_weights;
+    zo.seed = static_cast<uint64_t>(a.seed);
+    zero_opt.emplace(plan, trained_specs, a.moments_dtype, be->param_dtype(), dp.rank(), dp.size(), zo);
+  } else if (a.offload_optimizer) {
     host_opt.emplace(*host_plan, trained_specs, a.moments_dtype, *be);
-  } else if (a.zero_stage >= 1) {
-    zero_opt.emplace(plan, trained_specs, a.moments_dtype, be->param_dtype(), dp.rank(), dp.size(),
-                     /*shard_grads=*/a.zero_stage >= 2);
   } else {
     dev_opt.emplace(plan, trained_specs, a.moments_dtype, be->param_dtype(), a.master_weights,
                     static_cast<uint64_t>(a.seed));
   }
-  const HostPin pin(*be, host_plan.get(), host_opt ? host_opt->staging_offset() : 0);
+  const HostPin pin(*be, host_plan.get(),
+                    host_opt                            ? host_opt->staging_offset()
+                    : zero_opt && zero_opt->offloaded() ? zero_opt->staging_offset()
+                                                        : 0);
   const ParamSet* exp_avg = host_opt ? &host_opt->exp_avg() : dev_opt ? &dev_opt->exp_avg() : nullptr;
   const ParamSet* exp_avg_sq = host_opt ? &host_opt->exp_avg_sq() : dev_opt ? &dev_opt->exp_avg_sq() : nullptr;
   TrainProgress progress;
@@ -523,10 +531,10 @@ TrainResult run_training(const TrainSetup& setup) {
           DataParallel::micro_blocks(order, progress.micro_in_epoch + k, B, D, dp.rank());
       if (!blocks.empty()) {
         micro.push_back(data.batch(blocks));
-      } else if (zero_opt && zero_opt->shards_grads()) {
-        // ZeRO-2 sums each gradient group over the ranks as the backward completes it, so every rank runs every
-        // micro-batch: one without a block of its own runs the epoch's first block with every label ignored
-        // (no target, gradients exactly zero).
+      } else if (a.optimizer_in_backward || (zero_opt && zero_opt->shards_grads())) {
+        // ZeRO-2 and the optimizer in backward sum each gradient group over the ranks as the backward
+        // completes it, so every rank runs every micro-batch: one without a block of its own runs the epoch's
+        // first block with every label ignored (no target, gradients exactly zero).
         micro.push_back(data.batch({order.front()}));
         std::fill(micro.back().labels.begin(), micro.back().labels.end(), kIgnoreIndex);
       }
@@ -544,7 +552,55 @@ TrainResult run_training(const TrainSetup& setup) {
     h.step = progress.global_step + 1;
     double loss_sum = 0.0, norm = 0.0;
     bool updated_nonfinite = false;  // a non-finite step whose update could not be held back
-    if (zero_opt && zero_opt->shards_grads()) {
+    if (a.optimizer_in_backward) {
+      // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so
+      // with max_grad_norm > 0 a first pass computes only the norm; the second pass updates each parameter
+      // group as soon as its gradient is complete. Both passes compute the same gradients bit for bit. With
+      // data parallelism each group is first summed over the ranks (GroupSumSink; ZeRO-2: into its owners'
+      // shards), so the norm and the updates are those of the summed gradient, the same on every rank.
+      const bool to_shard = zero_opt && zero_opt->shards_grads();
+      auto backward = [&](GradSink& sink) {
+        if (to_shard) be->fill_zero(zero_opt->grad_shard());
+        GroupSumSink summed(dp, *be, sink);
+        double l = model.forward_backward(micro[0], policy, n_targets, to_shard ? &sink : &summed);
+        dp.sum(&l, 1);
+        return l;
+      };
+      bool first_pass_finite = true;
+      if (a.max_grad_norm > 0) {
+        if (to_shard) {
+          ZeroGradSink shard(*zero_opt, dp.comm(), *be);
+          loss_sum = backward(shard);
+          norm = zero_opt->grad_norm(*be, dp.comm());
+        } else {
+          GradNormSink norms(*be);
+          loss_sum = backward(norms);
+          norm = norms.norm(trained);
+        }
+        h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
+        first_pass_finite = std::isfinite(loss_sum) && std::isfinite(norm);
+      }
+      // With the optimizer on the host, the host updates layer l while the device runs the backward of layers
+      // < l.
+      UpdateSink update(*be, [&](const ParamSpec& s, const Tensor& g) {
+        const Tensor& w = model.weights().get(s.name);
+        if (zero_opt)
+          zero_opt->update_param(*be, trained, s.name, &g, h, dp.comm());
+        else if (host_opt)
+          return host_opt->update(s, w, g, h);
+        else
+          dev_opt->update(*be, s, w, g, h);
+        return uint64_t{0};
+      });
+      std::optional<ZeroUpdateSink> shard_update;
+      if (to_shard) shard_update.emplace(*zero_opt, trained, h, dp.comm(), *be);
+      if (n_targets > 0 && first_pass_finite) {
+        loss_sum = to_shard ? backward(*shard_update) : backward(update);
+        if (host_opt) host_opt->wait();
+        norm = to_shard ? zero_opt->grad_norm(*be, dp.comm()) : update.norm(trained);
+        updated_nonfinite = !(std::isfinite(loss_sum) && std::isfinite(norm));
+      }
+    } else if (zero_opt && zero_opt->shards_grads()) {
       // ZeRO-2: the gradients go to their owners' shards during the backward (train/zero_optimizer.h).
       be->fill_zero(zero_opt->grad_shard());
       ZeroGradSink sink(*zero_opt, dp.comm(), *be);
@@ -554,7 +610,7 @@ TrainResult run_training(const TrainSetup& setup) {
       h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
       if (n_targets > 0 && std::isfinite(loss_sum) && std::isfinite(norm))
         zero_opt->step_from_shard(*be, trained, h, dp.comm());
-    } else if (!a.optimizer_in_backward) {
+    } else {
       model.zero_grads();
       for (const auto& mb : micro) loss_sum += model.forward_backward(mb, policy, n_targets);
       dp.reduce_grads(*be, model.grads());
@@ -568,31 +624,6 @@ TrainResult run_training(const TrainSetup& setup) {
           zero_opt->step(*be, trained, model.grads(), h, dp.comm());
         else
           dev_opt->step(*be, trained, model.grads(), h);
-      }
-    } else {
-      // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so with
-      // max_grad_norm > 0 a first pass computes only the norm; the second pass updates each parameter group as
-      // soon as its gradient is complete. Both passes compute the same gradients bit for bit.
-      bool first_pass_finite = true;
-      if (a.max_grad_norm > 0) {
-        GradNormSink norms(*be);
-        loss_sum = model.forward_backward(micro[0], policy, n_targets, &norms);
-        norm = norms.norm(trained);
-        h.clip = AdamW::clip_factor(norm, a.max_grad_norm);
-        first_pass_finite = std::isfinite(loss_sum) && std::isfinite(norm);
-      }
-      // With the optimizer on the host, the host updates layer l while the device runs the backward of layers < l.
-      UpdateSink update(*be, [&](const ParamSpec& s, const Tensor& g) {
-        const Tensor& w = model.weights().get(s.name);
-        if (host_opt) return host_opt->update(s, w, g, h);
-        dev_opt->update(*be, s, w, g, h);
-        return uint64_t{0};
-      });
-      if (n_targets > 0 && first_pass_finite) {
-        loss_sum = model.forward_backward(micro[0], policy, n_targets, &update);
-        if (host_opt) host_opt->wait();
-        norm = update.norm(trained);
-        updated_nonfinite = !(std::isfinite(loss_sum) && std::isfinite(norm));
       }
     }
     // ---- a non-finite loss or gradient norm: stop before the update (or skip the step) ----

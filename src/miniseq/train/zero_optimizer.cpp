@@ -7,7 +7,9 @@
 #include <regex>
 #include <sstream>
 
+#include "miniseq/core/stochastic_rounding.h"
 #include "miniseq/io/safetensors.h"
+#include "miniseq/model/planner.h"
 
 namespace miniseq {
 
@@ -32,17 +34,27 @@ std::vector<ZeroLayout::Piece> ZeroLayout::pieces(int64_t flat_begin, int64_t fl
   return out;
 }
 
-// Allocation order (exp_avg, exp_avg_sq, master) = the planner's (model/planner.cpp plan_run, zero_ranks).
+// Allocation order (exp_avg, exp_avg_sq, master, staging; then the gradient shard) = the planner's
+// (model/planner.cpp plan_run, zero_ranks).
 ZeroAdamW::ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params,
-                     int rank, int ranks, bool shard_grads)
+                     int rank, int ranks, const ZeroOptions& o)
     : specs_(specs),
       layout_(specs, ranks),
       rank_(rank),
-      m_(plan.alloc("exp_avg:shard", {layout_.shard}, moments, MemCategory::Optimizer)),
-      v_(plan.alloc("exp_avg_sq:shard", {layout_.shard}, moments, MemCategory::Optimizer)) {
-  if (params != DType::F32)
+      seed_(o.seed),
+      cpu_(o.host ? make_cpu_backend() : nullptr),
+      m_((o.host ? *o.host : plan).alloc("exp_avg:shard", {layout_.shard}, moments, MemCategory::Optimizer)),
+      v_((o.host ? *o.host : plan)
+             .alloc("exp_avg_sq:shard", {layout_.shard}, moments, MemCategory::Optimizer)) {
+  MS_CHECK(!o.host || o.host->device() == Device::CPU, "internal: offloaded ZeRO shards need a host plan");
+  if (o.host) {
+    master_.emplace(o.host->alloc("master:shard", {layout_.shard}, DType::F32, MemCategory::Optimizer));
+    staging_.emplace(o.host->alloc("grad_staging", {zero_staging_floats(specs, ranks)}, DType::F32,
+                                   MemCategory::Workspace));
+  } else if (params != DType::F32 && o.master_weights) {
     master_.emplace(plan.alloc("master:shard", {layout_.shard}, DType::F32, MemCategory::Optimizer));
-  if (shard_grads) g_.emplace(plan.alloc("grads:shard", {layout_.shard}, DType::F32, MemCategory::Grads));
+  }
+  if (o.shard_grads) g_.emplace(plan.alloc("grads:shard", {layout_.shard}, DType::F32, MemCategory::Grads));
   owners_.resize(specs_.size());
   for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
   for (int q = 0; q < ranks; ++q)
@@ -61,26 +73,86 @@ Tensor ZeroAdamW::piece_of_param(const Tensor& param, const ZeroLayout::Piece& p
 }
 
 void ZeroAdamW::reset(Backend& be, const ParamSet& weights) {
-  be.fill_zero(m_);
-  be.fill_zero(v_);
+  Backend& state = cpu_ ? *cpu_ : be;
+  state.fill_zero(m_);
+  state.fill_zero(v_);
   if (master_)
-    for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_)))
-      be.copy(piece(*master_, p), piece_of_param(weights.get(specs_[p.param].name), p));
+    for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_))) {
+      const Tensor w = piece_of_param(weights.get(specs_[p.param].name), p);
+      if (cpu_)
+        be.download(piece(*master_, p), w);
+      else
+        be.copy(piece(*master_, p), w);
+    }
+  // Without a master: the weights rounded to the backend's weight precision, as AdamW::reset (every rank
+  // rounds the same weights alike).
+  if (!master_ && be.weight_precision() != DType::F32)
+    weights.for_each(
+        [&](const ParamSpec&, const Tensor& w) { be.round_to_precision(w, be.weight_precision()); });
+}
+
+void ZeroAdamW::state_to_host(Backend& be, const Tensor& host_dst, const Tensor& state) const {
+  if (state.device == Device::CPU)
+    convert(state.data, state.dtype, host_dst.data, host_dst.dtype, static_cast<size_t>(state.numel()));
+  else
+    be.download(host_dst, state);
+}
+
+void ZeroAdamW::state_from_host(Backend& be, const Tensor& state, const Tensor& host_src) const {
+  if (state.device == Device::CPU)
+    convert(host_src.data, host_src.dtype, state.data, state.dtype, static_cast<size_t>(state.numel()));
+  else
+    be.upload(state, host_src);
+}
+
+void ZeroAdamW::update_piece(Backend& be, const ParamSet& weights, const ZeroLayout::Piece& p,
+                             const Tensor& grad, const AdamWHyper& h) {
+  // The arithmetic of AdamW::update, on this rank's part of a parameter; without a master the rounding bits
+  // of these elements in the whole parameter's stream.
+  const ParamSpec& spec = specs_[p.param];
+  AdamWParams a;
+  a.lr = h.lr, a.beta1 = h.beta1, a.beta2 = h.beta2, a.eps = h.eps, a.step = h.step;
+  a.weight_decay = AdamW::decays(spec) ? h.weight_decay : 0.0;
+  a.grad_scale = static_cast<float>(h.clip);
+  a.rounding_stream = sr::advance(sr::stream(seed_, static_cast<uint64_t>(h.step), sr::name_key(spec.name)),
+                                  static_cast<uint64_t>(p.offset));
+  const Tensor w = piece_of_param(weights.get(spec.name), p);
+  if (!cpu_) {
+    const Tensor master = master_ ? piece(*master_, p) : Tensor();
+    be.adamw_step(w, grad, piece(m_, p), piece(v_, p), a, master_ ? &master : nullptr);
+    return;
+  }
+  // Offloaded, as the host optimizer: the gradient down into the staging buffer, AdamW on the fp32 master,
+  // the new weights in the device's dtype written over the gradient and uploaded.
+  const Tensor staged_grad((*staging_)->data, {p.count}, DType::F32, Device::CPU);
+  be.download(staged_grad, grad);
+  const Tensor master = piece(*master_, p);
+  cpu_->adamw_step(master, staged_grad, piece(m_, p), piece(v_, p), a, nullptr);
+  const Tensor staged_w((*staging_)->data, {p.count}, w.dtype, Device::CPU);
+  convert(master.data, DType::F32, staged_w.data, w.dtype, static_cast<size_t>(p.count));
+  be.upload(w, staged_w);
 }
 
 void ZeroAdamW::update(Backend& be, const ParamSet& weights, const AdamWHyper& h,
                        const std::function<Tensor(const ZeroLayout::Piece&)>& grad) {
-  // The arithmetic of AdamW::update, on this rank's part of each parameter.
-  for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_))) {
-    const ParamSpec& spec = specs_[p.param];
-    AdamWParams a;
-    a.lr = h.lr, a.beta1 = h.beta1, a.beta2 = h.beta2, a.eps = h.eps, a.step = h.step;
-    a.weight_decay = AdamW::decays(spec) ? h.weight_decay : 0.0;
-    a.grad_scale = static_cast<float>(h.clip);
-    const Tensor master = master_ ? piece(*master_, p) : Tensor();
-    be.adamw_step(piece_of_param(weights.get(specs_[p.param].name), p), grad(p), piece(m_, p), piece(v_, p),
-                  a, master_ ? &master : nullptr);
-  }
+  for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_)))
+    update_piece(be, weights, p, grad(p), h);
+}
+
+void ZeroAdamW::update_param(Backend& be, const ParamSet& weights, const std::string& name,
+                             const Tensor* grad, const AdamWHyper& h, dist::Communicator& comm) {
+  const auto it = index_.find(name);
+  MS_CHECK(it != index_.end(), "internal: no parameter '", name, "' in the ZeRO layout");
+  MS_CHECK(grad || g_, "internal: update_param without a gradient needs the stage-2 shard");
+  for (const auto& [owner, p] : owners_[it->second])
+    if (owner == rank_) update_piece(be, weights, p, grad ? piece_of_param(*grad, p) : piece(*g_, p), h);
+  broadcast_param(weights, it->second, comm);
+}
+
+void ZeroAdamW::broadcast_param(const ParamSet& weights, size_t param, dist::Communicator& comm) const {
+  if (comm.size() == 1) return;
+  for (const auto& [owner, p] : owners_[param])
+    comm.broadcast(piece_of_param(weights.get(specs_[param].name), p), owner);
 }
 
 void ZeroAdamW::step(Backend& be, const ParamSet& weights, const ParamSet& grads, const AdamWHyper& h,
@@ -118,6 +190,15 @@ void ZeroAdamW::reduce_grad(const std::string& name, const Tensor& grad, dist::C
   }
 }
 
+uint64_t ZeroUpdateSink::consume(const std::vector<const ParamSpec*>& specs,
+                                 const std::vector<Tensor>& grads) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    opt_.reduce_grad(specs[i]->name, grads[i], comm_, be_);
+    opt_.update_param(be_, weights_, specs[i]->name, nullptr, h_, comm_);
+  }
+  return 0;
+}
+
 uint64_t ZeroGradSink::consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) {
   for (size_t i = 0; i < specs.size(); ++i) opt_.reduce_grad(specs[i]->name, grads[i], comm_, be_);
   return 0;
@@ -143,12 +224,15 @@ void ZeroAdamW::save_shard(const std::string& dir, const ParamSet& weights, Back
   const Tensor m_host(hm.data(), {n}, m_->dtype), v_host(hv.data(), {n}, v_->dtype), w_host(hw.data(), {n});
   if (n > 0) {
     const Tensor m_mine(m_->data, {n}, m_->dtype, m_->device), v_mine(v_->data, {n}, v_->dtype, v_->device);
-    be.download(m_host, m_mine);
-    be.download(v_host, v_mine);
+    state_to_host(be, m_host, m_mine);
+    state_to_host(be, v_host, v_mine);
   }
   for (const auto& p : layout_.pieces(begin, begin + n)) {
     const Tensor dst(hw.data() + (p.flat - begin), {p.count});
-    be.download(dst, master_ ? piece(*master_, p) : piece_of_param(weights.get(specs_[p.param].name), p));
+    if (master_)
+      state_to_host(be, dst, piece(*master_, p));
+    else
+      be.download(dst, piece_of_param(weights.get(specs_[p.param].name), p));
   }
   const std::map<std::string, std::string> meta = {{"format", "miniseq-zero1"},
                                                    {"rank", std::to_string(rank_)},
@@ -206,13 +290,13 @@ void ZeroAdamW::load_shards(const std::string& dir, const ParamSet& weights, Bac
   MS_CHECK(covered == n, dir, ": the optimizer shards cover ", covered, " of the ", n,
            " parameters this rank needs: a shard file is missing");
   if (n > 0) {
-    be.upload(Tensor(m_->data, {n}, m_->dtype, m_->device), Tensor(hm.data(), {n}));
-    be.upload(Tensor(v_->data, {n}, v_->dtype, v_->device), Tensor(hv.data(), {n}));
+    state_from_host(be, Tensor(m_->data, {n}, m_->dtype, m_->device), Tensor(hm.data(), {n}));
+    state_from_host(be, Tensor(v_->data, {n}, v_->dtype, v_->device), Tensor(hv.data(), {n}));
   }
   for (const auto& p : layout_.pieces(begin, end)) {
     const Tensor src(hw.data() + (p.flat - begin), {p.count});
     be.upload(piece_of_param(weights.get(specs_[p.param].name), p), src);
-    if (master_) be.upload(piece(*master_, p), src);
+    if (master_) state_from_host(be, piece(*master_, p), src);
   }
   broadcast_weights(weights, comm);
 }

@@ -6,6 +6,13 @@
 // weights are the same bits), then every piece is broadcast from its owner, so every rank holds every weight
 // again.
 //
+// Memory policies: with `host` (--offload_optimizer True) the shard's moments and fp32 master weights live in
+// host memory and the CPU updates them (each piece's gradient downloaded into a host staging buffer, the new
+// weights uploaded from it); without master weights (--master_weights False) the bf16 weights are updated in
+// place with the stochastic rounding of the unsharded AdamW, each piece drawing the bits its elements draw
+// there (sr::advance); inside the backward (--optimizer_in_backward True) each parameter is updated by
+// update_param as soon as its summed gradient exists.
+//
 // Checkpoints: each rank writes its shard (optimizer-shard-R-of-D.safetensors: exp_avg, exp_avg_sq and the
 // exact fp32 weights of its elements, with their flat range in the metadata) into the checkpoint rank 0
 // writes. A resume reads the ranges it owns from whichever shard files hold them, so it works at another rank
@@ -15,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,12 +51,23 @@ struct ZeroLayout {
   std::vector<Piece> pieces(int64_t flat_begin, int64_t flat_end) const;
 };
 
+// The memory policy of the shards (flags --zero_stage 2, --offload_optimizer, --master_weights, --seed).
+struct ZeroOptions {
+  bool shard_grads = false;    // stage 2: a flat fp32 gradient shard
+  MemoryPlan* host = nullptr;  // offloaded: moments, master and staging in this host plan
+  bool master_weights = true;  // false: no master below fp32 weights (stochastic rounding)
+  uint64_t seed = 0;           // the stochastic rounding's seed (--seed)
+};
+
 class ZeroAdamW {
  public:
-  // Allocates this rank's shard of exp_avg and exp_avg_sq (moments dtype), for weights stored below fp32 of
-  // the fp32 master weights, and with `shard_grads` (stage 2) of the fp32 gradients, in that order.
+  // Allocates this rank's shard of exp_avg and exp_avg_sq (moments dtype), for weights stored below fp32 (and
+  // master_weights) of the fp32 master weights, and with shard_grads (stage 2) of the fp32 gradients, in that
+  // order. Offloaded (o.host): exp_avg, exp_avg_sq, the fp32 master (always: the host updates it) and the
+  // staging buffer in the host plan, then the gradient shard (stage 2) in `plan`. The planner allocates the
+  // same (model/planner.cpp).
   ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params, int rank,
-            int ranks, bool shard_grads = false);
+            int ranks, const ZeroOptions& o = {});
 
   const ZeroLayout& layout() const { return layout_; }
   // A fresh run: moments zero, the master shard from the weights.
@@ -58,6 +77,15 @@ class ZeroAdamW {
             dist::Communicator& comm);
   // Every piece of every weight from the rank that owns it.
   void broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const;
+  // Optimizer in backward: this rank's pieces of one parameter from `grad` (its whole summed gradient), or
+  // from the gradient shard when `grad` is null (stage 2, after reduce_grad), then every rank gets every
+  // piece of it.
+  void update_param(Backend& be, const ParamSet& weights, const std::string& name, const Tensor* grad,
+                    const AdamWHyper& h, dist::Communicator& comm);
+  // Offloaded: the offset in the host plan from which asynchronous copies read and write (the staging
+  // buffer).
+  bool offloaded() const { return cpu_ != nullptr; }
+  size_t staging_offset() const { return staging_ ? staging_->offset() : 0; }
 
   // Stage 2: the gradient shard [S] (fp32), summed over the ranks by ZeroGradSink during the backward.
   bool shards_grads() const { return g_.has_value(); }
@@ -82,15 +110,42 @@ class ZeroAdamW {
   static Tensor piece_of_param(const Tensor& param, const ZeroLayout::Piece& p);
   void update(Backend& be, const ParamSet& weights, const AdamWHyper& h,
               const std::function<Tensor(const ZeroLayout::Piece&)>& grad);
+  // AdamW on one piece of this rank's (on the device, or downloaded to the host and the weights uploaded).
+  void update_piece(Backend& be, const ParamSet& weights, const ZeroLayout::Piece& p, const Tensor& grad,
+                    const AdamWHyper& h);
+  void broadcast_param(const ParamSet& weights, size_t param, dist::Communicator& comm) const;
+  // Copies between the shard's state (device or host) and host buffers, converting the dtype.
+  void state_to_host(Backend& be, const Tensor& host_dst, const Tensor& state) const;
+  void state_from_host(Backend& be, const Tensor& state, const Tensor& host_src) const;
 
   std::vector<ParamSpec> specs_;
   ZeroLayout layout_;
   int rank_;
+  uint64_t seed_;
+  std::unique_ptr<Backend> cpu_;         // offloaded: the host's AdamW
   Buffer m_, v_;                         // [S] moments of this rank's elements
-  std::optional<Buffer> master_;         // [S] fp32, for weights stored below fp32
+  std::optional<Buffer> master_;         // [S] fp32, for weights stored below fp32 (offloaded: always)
+  std::optional<Buffer> staging_;        // offloaded: host room for one piece's gradient and new weights
   std::optional<Buffer> g_;              // [S] fp32 summed gradients (stage 2)
   std::map<std::string, size_t> index_;  // parameter name → table index
   std::vector<std::vector<std::pair<int, ZeroLayout::Piece>>> owners_;  // per parameter: (owner, piece)
+};
+
+// Optimizer in backward with stage 2: each group's gradients summed into their owners' shards (as
+// ZeroGradSink), then each parameter updated from them at once (ZeroAdamW::update_param).
+class ZeroUpdateSink : public GradSink {
+ public:
+  ZeroUpdateSink(ZeroAdamW& opt, const ParamSet& weights, const AdamWHyper& h, dist::Communicator& comm,
+                 Backend& be)
+      : opt_(opt), weights_(weights), h_(h), comm_(comm), be_(be) {}
+  uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
+
+ private:
+  ZeroAdamW& opt_;
+  const ParamSet& weights_;
+  const AdamWHyper& h_;
+  dist::Communicator& comm_;
+  Backend& be_;
 };
 
 // Stage 2's gradient sink (GradStorage::PerGroup): each group's gradients, as soon as the backward completes
