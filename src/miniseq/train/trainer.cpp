@@ -752,6 +752,8 @@ TrainResult run_training(const TrainSetup& setup) {
   sigaction(SIGTERM, &old_term, nullptr);
   result.steps = progress.global_step;
   result.steps_this_run = steps_this_run;
+  result.used = plan.report();
+  if (host_plan) result.used_host = host_plan->report();
   if (!result.interrupted && result.nonfinite_step == 0) {
     if (dp.root()) {
       SaveRequest final_save = save;

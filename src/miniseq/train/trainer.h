@@ -51,6 +51,9 @@ struct TrainResult {
   int64_t skipped_steps = 0;         // steps skipped as non-finite (--skip_nonfinite_steps True)
   MemReport planned;       // device (on the CPU backend: the main arena)
   MemReport planned_host;  // host memory of offloaded state (empty without offload)
+  // What the run allocated from its arenas (the real plans' reports at the end): the planner runs the same
+  // schedule, so these equal `planned` and `planned_host`.
+  MemReport used, used_host;
   StepPolicy policy;  // the policy the run used (chunk sizes chosen automatically when not given)
   std::string final_dir;
 };
