@@ -135,17 +135,17 @@ TEST(ZeroPlan, OffloadedShardsAndStagingLiveInHostMemory) {
       t = with_precision(t, /*master_weights=*/false, DType::F32);
       EXPECT_EQ(plan_run(config, 1, 32, policy, t).device.peak_by_category[MemCategory::Optimizer],
                 2 * aligned(4 * S));
-      // The optimizer in backward: the same shards, per-group gradients (stage 1 keeps no full gradient).
+      //       // The optimizer in backward: the same shards, per-group gradients; no full gradient (stage 1)
+      //       and no
+      // gradient shard (stage 2: one piece's sum at a time).
       t = with_precision(t, /*master_weights=*/true, DType::F32);
       t.optimizer_in_backward = true;
       const RunPlan fused = plan_run(config, 1, 32, policy, t);
       EXPECT_EQ(fused.device.peak_by_category[MemCategory::Optimizer],
                 on_device.device.peak_by_category[MemCategory::Optimizer]);
-      if (stage2)
-        EXPECT_EQ(fused.device.peak_by_category[MemCategory::Grads],
-                  on_device.device.peak_by_category[MemCategory::Grads]);
-      else
-        EXPECT_LT(fused.device.peak_by_category[MemCategory::Grads], 4 * n);
+      EXPECT_LT(fused.device.peak_by_category[MemCategory::Grads],
+                on_device.device.peak_by_category[MemCategory::Grads]);
+      EXPECT_LT(fused.device.peak_by_category[MemCategory::Grads], 4 * n);
     }
   }
   // The staging is the largest part of one parameter within one shard.

@@ -75,7 +75,11 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
     } else if (keeps_master(target)) {
       zero_master = plan.alloc("master:shard", {shard}, DType::F32, MemCategory::Optimizer);
     }
-    if (target.zero_grads) zero_g = plan.alloc("grads:shard", {shard}, DType::F32, MemCategory::Grads);
+    if (target.zero_grads && target.optimizer_in_backward)  // one piece's sum at a time
+      zero_g = plan.alloc("grad_piece", {zero_staging_floats(specs, target.zero_ranks)}, DType::F32,
+                          MemCategory::Grads);
+    else if (target.zero_grads)
+      zero_g = plan.alloc("grads:shard", {shard}, DType::F32, MemCategory::Grads);
   } else if (target.optimizer && target.offload_optimizer) {  // laid out exactly as train/host_optimizer.cpp
     master.emplace(host, specs, DType::F32, MemCategory::Weights, "master:");
     m.emplace(host, specs, target.moments, MemCategory::Optimizer, "exp_avg:");

@@ -315,6 +315,7 @@ TrainResult run_training(const TrainSetup& setup) {
   if (a.zero_stage >= 1) {
     ZeroOptions zo;
     zo.shard_grads = a.zero_stage >= 2;
+    zo.in_backward = a.optimizer_in_backward;
     zo.host = a.offload_optimizer ? host_plan.get() : nullptr;
     zo.master_weights = a.master_weights;
     zo.seed = static_cast<uint64_t>(a.seed);
@@ -556,22 +557,22 @@ TrainResult run_training(const TrainSetup& setup) {
       // Optimizer in backward (one micro-batch): clipping needs the global norm before the first update, so
       // with max_grad_norm > 0 a first pass computes only the norm; the second pass updates each parameter
       // group as soon as its gradient is complete. Both passes compute the same gradients bit for bit. With
-      // data parallelism each group is first summed over the ranks (GroupSumSink; ZeRO-2: into its owners'
-      // shards), so the norm and the updates are those of the summed gradient, the same on every rank.
-      const bool to_shard = zero_opt && zero_opt->shards_grads();
+      // data parallelism each group is first summed over the ranks (GroupSumSink; ZeRO-2: each piece on its
+      // owner, ZeroPieceSink), so the norm and the updates are those of the summed gradient, the same on
+      // every rank.
+      const bool pieces = zero_opt && zero_opt->shards_grads();
       auto backward = [&](GradSink& sink) {
-        if (to_shard) be->fill_zero(zero_opt->grad_shard());
         GroupSumSink summed(dp, *be, sink);
-        double l = model.forward_backward(micro[0], policy, n_targets, to_shard ? &sink : &summed);
+        double l = model.forward_backward(micro[0], policy, n_targets, pieces ? &sink : &summed);
         dp.sum(&l, 1);
         return l;
       };
       bool first_pass_finite = true;
       if (a.max_grad_norm > 0) {
-        if (to_shard) {
-          ZeroGradSink shard(*zero_opt, dp.comm(), *be);
-          loss_sum = backward(shard);
-          norm = zero_opt->grad_norm(*be, dp.comm());
+        if (pieces) {
+          ZeroPieceSink norms(*zero_opt, nullptr, h, dp.comm(), *be);
+          loss_sum = backward(norms);
+          norm = zero_opt->piece_grad_norm(dp.comm());
         } else {
           GradNormSink norms(*be);
           loss_sum = backward(norms);
@@ -585,19 +586,19 @@ TrainResult run_training(const TrainSetup& setup) {
       UpdateSink update(*be, [&](const ParamSpec& s, const Tensor& g) {
         const Tensor& w = model.weights().get(s.name);
         if (zero_opt)
-          zero_opt->update_param(*be, trained, s.name, &g, h, dp.comm());
+          zero_opt->update_param(*be, trained, s.name, g, h, dp.comm());
         else if (host_opt)
           return host_opt->update(s, w, g, h);
         else
           dev_opt->update(*be, s, w, g, h);
         return uint64_t{0};
       });
-      std::optional<ZeroUpdateSink> shard_update;
-      if (to_shard) shard_update.emplace(*zero_opt, trained, h, dp.comm(), *be);
+      std::optional<ZeroPieceSink> piece_update;
+      if (pieces) piece_update.emplace(*zero_opt, &trained, h, dp.comm(), *be);
       if (n_targets > 0 && first_pass_finite) {
-        loss_sum = to_shard ? backward(*shard_update) : backward(update);
+        loss_sum = pieces ? backward(*piece_update) : backward(update);
         if (host_opt) host_opt->wait();
-        norm = to_shard ? zero_opt->grad_norm(*be, dp.comm()) : update.norm(trained);
+        norm = pieces ? zero_opt->piece_grad_norm(dp.comm()) : update.norm(trained);
         updated_nonfinite = !(std::isfinite(loss_sum) && std::isfinite(norm));
       }
     } else if (zero_opt && zero_opt->shards_grads()) {

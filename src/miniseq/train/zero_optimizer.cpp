@@ -54,7 +54,13 @@ ZeroAdamW::ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DTyp
   } else if (params != DType::F32 && o.master_weights) {
     master_.emplace(plan.alloc("master:shard", {layout_.shard}, DType::F32, MemCategory::Optimizer));
   }
-  if (o.shard_grads) g_.emplace(plan.alloc("grads:shard", {layout_.shard}, DType::F32, MemCategory::Grads));
+  shard_grads_ = o.shard_grads;
+  if (o.shard_grads && o.in_backward)
+    g_piece_.emplace(
+        plan.alloc("grad_piece", {zero_staging_floats(specs, ranks)}, DType::F32, MemCategory::Grads));
+  else if (o.shard_grads)
+    g_.emplace(plan.alloc("grads:shard", {layout_.shard}, DType::F32, MemCategory::Grads));
+  piece_sq_.assign(specs.size(), 0.0);
   owners_.resize(specs_.size());
   for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
   for (int q = 0; q < ranks; ++q)
@@ -140,12 +146,12 @@ void ZeroAdamW::update(Backend& be, const ParamSet& weights, const AdamWHyper& h
 }
 
 void ZeroAdamW::update_param(Backend& be, const ParamSet& weights, const std::string& name,
-                             const Tensor* grad, const AdamWHyper& h, dist::Communicator& comm) {
+                             const Tensor& grad, const AdamWHyper& h, dist::Communicator& comm) {
   const auto it = index_.find(name);
   MS_CHECK(it != index_.end(), "internal: no parameter '", name, "' in the ZeRO layout");
-  MS_CHECK(grad || g_, "internal: update_param without a gradient needs the stage-2 shard");
+
   for (const auto& [owner, p] : owners_[it->second])
-    if (owner == rank_) update_piece(be, weights, p, grad ? piece_of_param(*grad, p) : piece(*g_, p), h);
+    if (owner == rank_) update_piece(be, weights, p, piece_of_param(grad, p), h);
   broadcast_param(weights, it->second, comm);
 }
 
@@ -190,12 +196,39 @@ void ZeroAdamW::reduce_grad(const std::string& name, const Tensor& grad, dist::C
   }
 }
 
-uint64_t ZeroUpdateSink::consume(const std::vector<const ParamSpec*>& specs,
-                                 const std::vector<Tensor>& grads) {
-  for (size_t i = 0; i < specs.size(); ++i) {
-    opt_.reduce_grad(specs[i]->name, grads[i], comm_, be_);
-    opt_.update_param(be_, weights_, specs[i]->name, nullptr, h_, comm_);
+void ZeroAdamW::reduce_piecewise(const std::string& name, const Tensor& grad, const ParamSet* weights,
+                                 const AdamWHyper& h, dist::Communicator& comm, Backend& be) {
+  const auto it = index_.find(name);
+  MS_CHECK(it != index_.end(), "internal: no parameter '", name, "' in the ZeRO layout");
+  MS_CHECK(g_piece_.has_value(), "internal: reduce_piecewise needs the piece buffer (stage 2 in backward)");
+  for (const auto& [owner, p] : owners_[it->second]) {
+    const Tensor sum =
+        owner == rank_ ? Tensor((*g_piece_)->data, {p.count}, DType::F32, (*g_piece_)->device) : Tensor();
+    if (owner == rank_) be.fill_zero(sum);
+    if (comm.size() == 1)
+      be.add_inplace(sum, piece_of_param(grad, p));
+    else
+      comm.reduce_sum_into(piece_of_param(grad, p), sum, owner);
+    if (owner != rank_) continue;
+    if (weights)
+      update_piece(be, *weights, p, sum, h);
+    else
+      piece_sq_[p.param] = be.sum_squares(sum);
   }
+  if (weights) broadcast_param(*weights, it->second, comm);
+}
+
+double ZeroAdamW::piece_grad_norm(dist::Communicator& comm) const {
+  double sq = 0.0;
+  for (const auto& p : layout_.pieces(layout_.begin(rank_), layout_.end(rank_))) sq += piece_sq_[p.param];
+  comm.all_reduce_sum_f64(&sq, 1);
+  return std::sqrt(sq);
+}
+
+uint64_t ZeroPieceSink::consume(const std::vector<const ParamSpec*>& specs,
+                                const std::vector<Tensor>& grads) {
+  for (size_t i = 0; i < specs.size(); ++i)
+    opt_.reduce_piecewise(specs[i]->name, grads[i], weights_, h_, comm_, be_);
   return 0;
 }
 

@@ -10,8 +10,10 @@
 // host memory and the CPU updates them (each piece's gradient downloaded into a host staging buffer, the new
 // weights uploaded from it); without master weights (--master_weights False) the bf16 weights are updated in
 // place with the stochastic rounding of the unsharded AdamW, each piece drawing the bits its elements draw
-// there (sr::advance); inside the backward (--optimizer_in_backward True) each parameter is updated by
-// update_param as soon as its summed gradient exists.
+// there // (sr::advance); inside the backward (--optimizer_in_backward True) each parameter is updated by
+// update_param as soon as its summed gradient exists: stage 1 from the group's gradients all-reduced in place
+// (GroupSumSink), stage 2 from each piece's sum in a buffer of one piece on its owner (ZeroPieceSink; no
+// gradient shard).
 //
 // Checkpoints: each rank writes its shard (optimizer-shard-R-of-D.safetensors: exp_avg, exp_avg_sq and the
 // exact fp32 weights of its elements, with their flat range in the metadata) into the checkpoint rank 0
@@ -53,7 +55,9 @@ struct ZeroLayout {
 
 // The memory policy of the shards (flags --zero_stage 2, --offload_optimizer, --master_weights, --seed).
 struct ZeroOptions {
-  bool shard_grads = false;    // stage 2: a flat fp32 gradient shard
+  bool shard_grads = false;  // stage 2: a flat fp32 gradient shard
+  bool in_backward = false;  // with shard_grads: no shard, one piece's buffer (ZeroPieceSink)
+
   MemoryPlan* host = nullptr;  // offloaded: moments, master and staging in this host plan
   bool master_weights = true;  // false: no master below fp32 weights (stochastic rounding)
   uint64_t seed = 0;           // the stochastic rounding's seed (--seed)
@@ -63,9 +67,9 @@ class ZeroAdamW {
  public:
   // Allocates this rank's shard of exp_avg and exp_avg_sq (moments dtype), for weights stored below fp32 (and
   // master_weights) of the fp32 master weights, and with shard_grads (stage 2) of the fp32 gradients, in that
-  // order. Offloaded (o.host): exp_avg, exp_avg_sq, the fp32 master (always: the host updates it) and the
-  // staging buffer in the host plan, then the gradient shard (stage 2) in `plan`. The planner allocates the
-  // same (model/planner.cpp).
+  // order (with in_backward, the buffer of one piece instead of the shard). Offloaded (o.host): exp_avg,
+  // exp_avg_sq, the fp32 master (always: the host updates it) and the staging buffer in the host plan, then
+  // the gradient shard (stage 2) in `plan`. The planner allocates the same (model/planner.cpp).
   ZeroAdamW(MemoryPlan& plan, const std::vector<ParamSpec>& specs, DType moments, DType params, int rank,
             int ranks, const ZeroOptions& o = {});
 
@@ -77,18 +81,25 @@ class ZeroAdamW {
             dist::Communicator& comm);
   // Every piece of every weight from the rank that owns it.
   void broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const;
-  // Optimizer in backward: this rank's pieces of one parameter from `grad` (its whole summed gradient), or
-  // from the gradient shard when `grad` is null (stage 2, after reduce_grad), then every rank gets every
-  // piece of it.
-  void update_param(Backend& be, const ParamSet& weights, const std::string& name, const Tensor* grad,
+  //   // Optimizer in backward, stage 1: this rank's pieces of one parameter from `grad` (its whole summed
+  //   gradient),
+  // then every rank gets every piece of it.
+  void update_param(Backend& be, const ParamSet& weights, const std::string& name, const Tensor& grad,
                     const AdamWHyper& h, dist::Communicator& comm);
+  // Stage 2 in backward: one parameter's gradient summed over the ranks piece by piece into the owner's piece
+  // buffer; there the piece's sum of squares is recorded (weights null: the norm's pass) or it updates the
+  // piece (then every rank gets the parameter).
+  void reduce_piecewise(const std::string& name, const Tensor& grad, const ParamSet* weights,
+                        const AdamWHyper& h, dist::Communicator& comm, Backend& be);
+  // The global norm from the sums of squares reduce_piecewise recorded (grad_norm's order: the same bits).
+  double piece_grad_norm(dist::Communicator& comm) const;
   // Offloaded: the offset in the host plan from which asynchronous copies read and write (the staging
   // buffer).
   bool offloaded() const { return cpu_ != nullptr; }
   size_t staging_offset() const { return staging_ ? staging_->offset() : 0; }
 
   // Stage 2: the gradient shard [S] (fp32), summed over the ranks by ZeroGradSink during the backward.
-  bool shards_grads() const { return g_.has_value(); }
+  bool shards_grads() const { return shard_grads_; }
   const Tensor& grad_shard() const { return *g_; }
   // The global norm of the summed gradients: this rank's sum of squares, summed over the ranks in rank order.
   double grad_norm(Backend& be, dist::Communicator& comm) const;
@@ -122,27 +133,31 @@ class ZeroAdamW {
   ZeroLayout layout_;
   int rank_;
   uint64_t seed_;
-  std::unique_ptr<Backend> cpu_;         // offloaded: the host's AdamW
-  Buffer m_, v_;                         // [S] moments of this rank's elements
-  std::optional<Buffer> master_;         // [S] fp32, for weights stored below fp32 (offloaded: always)
-  std::optional<Buffer> staging_;        // offloaded: host room for one piece's gradient and new weights
+  std::unique_ptr<Backend> cpu_;   // offloaded: the host's AdamW
+  Buffer m_, v_;                   // [S] moments of this rank's elements
+  std::optional<Buffer> master_;   // [S] fp32, for weights stored below fp32 (offloaded: always)
+  std::optional<Buffer> staging_;  // offloaded: host room for one piece's gradient and new weights
+  bool shard_grads_;
   std::optional<Buffer> g_;              // [S] fp32 summed gradients (stage 2)
+  std::optional<Buffer> g_piece_;        // [largest piece] fp32 (stage 2 in backward)
+  std::vector<double> piece_sq_;         // per parameter: the sum of squares of this rank's piece
   std::map<std::string, size_t> index_;  // parameter name → table index
   std::vector<std::vector<std::pair<int, ZeroLayout::Piece>>> owners_;  // per parameter: (owner, piece)
 };
 
-// Optimizer in backward with stage 2: each group's gradients summed into their owners' shards (as
-// ZeroGradSink), then each parameter updated from them at once (ZeroAdamW::update_param).
-class ZeroUpdateSink : public GradSink {
+// Optimizer in backward with stage 2: each parameter's gradient summed piece by piece into its owners' piece
+// buffers as soon as the backward completes its group (ZeroAdamW::reduce_piecewise); `weights` null: the
+// norm's pass (sums of squares only), else each piece updated at once.
+class ZeroPieceSink : public GradSink {
  public:
-  ZeroUpdateSink(ZeroAdamW& opt, const ParamSet& weights, const AdamWHyper& h, dist::Communicator& comm,
-                 Backend& be)
+  ZeroPieceSink(ZeroAdamW& opt, const ParamSet* weights, const AdamWHyper& h, dist::Communicator& comm,
+                Backend& be)
       : opt_(opt), weights_(weights), h_(h), comm_(comm), be_(be) {}
   uint64_t consume(const std::vector<const ParamSpec*>& specs, const std::vector<Tensor>& grads) override;
 
  private:
   ZeroAdamW& opt_;
-  const ParamSet& weights_;
+  const ParamSet* weights_;
   const AdamWHyper& h_;
   dist::Communicator& comm_;
   Backend& be_;
