@@ -336,6 +336,7 @@ TEST(ZeroTrain, EveryMemoryPolicyOnOneRankEqualsTheUnshardedAdamW) {
   };
   run_training(test::tiny_setup(args(tmp.file("plain"), {}), data));
   run_training(test::tiny_setup(args(tmp.file("plain_sr"), {"--master_weights", "False"}), data));
+  run_training(test::tiny_setup(args(tmp.file("plain_bf16"), {"--moments_dtype", "bfloat16"}), data));
   struct Variant {
     const char* name;
     std::vector<std::string> flags;
@@ -349,6 +350,14 @@ TEST(ZeroTrain, EveryMemoryPolicyOnOneRankEqualsTheUnshardedAdamW) {
       {"z2_offload_in_backward",
        {"--zero_stage", "2", "--offload_optimizer", "True", "--optimizer_in_backward", "True"},
        "plain"},
+      {"z2_everything_on_host",
+       {"--zero_stage", "2", "--offload_optimizer", "True", "--optimizer_in_backward", "True",
+        "--offload_checkpoints", "-1"},
+       "plain"},
+      {"z1_offload_bf16_moments",
+       {"--zero_stage", "1", "--offload_optimizer", "True", "--moments_dtype", "bfloat16"},
+       "plain_bf16"},
+      {"z2_bf16_moments", {"--zero_stage", "2", "--moments_dtype", "bfloat16"}, "plain_bf16"},
       {"z1_no_master", {"--zero_stage", "1", "--master_weights", "False"}, "plain_sr"},
       {"z2_no_master", {"--zero_stage", "2", "--master_weights", "False"}, "plain_sr"},
   };
