@@ -47,7 +47,7 @@ declare -A BUDGET=(
   [sanitize]=60   # only after a failure; memcheck is 10-100x slower than a plain run
   [bench]=40      # plus whatever the earlier steps left unused (it runs last)
   [offload_perf]=280  # not in the default list: a random Mistral-7B (14.5 GB) and 3 runs of 3 steps at 32K
-  [nccl]=40       # not in the default list (GPU_CHECK_STEPS="deps build nccl"): 2 demo runs of 3 steps, + 2 with 2 GPUs
+  [nccl]=60       # not in the default list (GPU_CHECK_STEPS="deps build nccl"): 6 demo runs of 3 steps, + 2 with 2 GPUs
 )
 TOTAL_BUDGET=${GPU_CHECK_BUDGET:-540}
 # GPU_CHECK_BUDGET_<step>=S overrides one step (a dry run on a 2-core machine needs ~15 min for the build).
@@ -363,12 +363,14 @@ step_cli() {
 
 # nccl (docs/distributed.md): the NCCL communicator, which CI only compiles. With one GPU: mpirun -np 1 trains the
 # demo with --zero_stage 2, so every gradient is summed through NCCL (send/recv to itself, the rank-order kernel),
-# and the weights must be the bits of a run without a launcher (the single-process communicator). With two or more
-# GPUs also 2 ranks against 1 process with twice the accumulation (within 1e-6 is the CPU's bound; bf16 here, so
+# and the weights must be the bits of a run without a launcher (the single-process communicator); the same for the
+# optimizer in backward (each group all-reduced through NCCL inside the backward, then updated) and for ZeRO-2 in
+# backward with offloaded shards (each piece reduced onto its owner, downloaded, updated on the host, uploaded).
+# With two or more GPUs also 2 ranks against 1 process with twice the accumulation (within 1e-6 is the CPU's bound; bf16 here, so
 # the check only reports the difference). Skipped without mpirun or without NCCL in the build.
 step_nccl() {
   local L=$OUT/cli.log R=$WORK/nccl gpus
-  echo "== nccl: train --device $DEV --zero_stage 2 through NCCL vs no launcher ==" >> "$L"
+  echo "== nccl: train --device $DEV through NCCL vs no launcher (ZeRO-2, optimizer in backward) ==" >> "$L"
   if ! command -v mpirun > /dev/null 2>&1 ||
     [ ! -f "$BUILD/CMakeFiles/miniseq_cuda.dir/src/miniseq/backend/cuda/nccl_communicator.cu.o" ]; then
     STEP_STATUS=skipped STEP_SUMMARY="no mpirun or no NCCL in the build (libopenmpi-dev openmpi-bin)"
@@ -376,22 +378,31 @@ step_nccl() {
   fi
   rm -rf "$R" && mkdir -p "$R"
   local args=(train --device "$DEV" --preset demo --model_max_length 256 --max_steps 3 --save_strategy no
-    --logging_steps 1 --zero_stage 2)
+    --logging_steps 1)
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  c "$L" mpirun -np 1 "$BUILD/miniseq" "${args[@]}" --output_dir "$R/nccl1" > /dev/null
-  c "$L" "$BUILD/miniseq" "${args[@]}" --output_dir "$R/single" > /dev/null
-  if cmp -s "$R/nccl1/model.safetensors" "$R/single/model.safetensors"; then
-    CHECKS_PASSED=$((CHECKS_PASSED + 1))
-    echo "nccl: 1 rank through NCCL = no launcher, bit for bit" >> "$L"
-  else
-    CHECKS_FAILED=$((CHECKS_FAILED + 1))
-    echo "nccl: 1 rank through NCCL differs from the run without a launcher" >> "$L"
-    fail
-  fi
+  local variant extra
+  for variant in zero2 in_backward zero2_offload_in_backward; do
+    case $variant in
+      zero2) extra=(--zero_stage 2) ;;
+      in_backward) extra=(--optimizer_in_backward True) ;;
+      zero2_offload_in_backward) extra=(--zero_stage 2 --optimizer_in_backward True --offload_optimizer True) ;;
+    esac
+    c "$L" mpirun -np 1 "$BUILD/miniseq" "${args[@]}" "${extra[@]}" --output_dir "$R/nccl1-$variant" > /dev/null
+    c "$L" "$BUILD/miniseq" "${args[@]}" "${extra[@]}" --output_dir "$R/single-$variant" > /dev/null
+    if cmp -s "$R/nccl1-$variant/model.safetensors" "$R/single-$variant/model.safetensors"; then
+      CHECKS_PASSED=$((CHECKS_PASSED + 1))
+      echo "nccl: $variant, 1 rank through NCCL = no launcher, bit for bit" >> "$L"
+    else
+      CHECKS_FAILED=$((CHECKS_FAILED + 1))
+      echo "nccl: $variant, 1 rank through NCCL differs from the run without a launcher" >> "$L"
+      fail
+    fi
+  done
   gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
   if [ "$gpus" -ge 2 ]; then
-    c "$L" mpirun -np 2 "$BUILD/miniseq" "${args[@]}" --output_dir "$R/nccl2" > /dev/null
-    c "$L" "$BUILD/miniseq" "${args[@]}" --gradient_accumulation_steps 2 --output_dir "$R/ga2" > /dev/null
+    c "$L" mpirun -np 2 "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --output_dir "$R/nccl2" > /dev/null
+    c "$L" "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --gradient_accumulation_steps 2 --output_dir "$R/ga2" \
+      > /dev/null
     cmp -s "$R/nccl2/model.safetensors" "$R/ga2/model.safetensors" &&
       echo "nccl: 2 ranks = 1 process with accumulation 2, bit for bit" >> "$L" ||
       echo "nccl: 2 ranks differ from 1 process with accumulation 2 (bf16; compare the logged losses)" >> "$L"
