@@ -176,6 +176,19 @@ TEST(ZeroPlan, MemplanPlansOffloadedShardsAndTheOptimizerInBackward) {
   EXPECT_LT(f["peak_by_category"]["grads"].get<int64_t>(), o["peak_by_category"]["grads"].get<int64_t>());
 }
 
+TEST(ZeroPlan, TheRefusalBeforeStepZeroCountsOneRanksShard) {
+  // A budget that holds one rank's plan (1/8 of the moments) but not the whole moments: the quick floor
+  // before the dry run must not refuse it.
+  const ModelConfig config = load_model_config(test::train_test_model().string());
+  const TrainArgs a = test::parse_train_args({"--model_max_length", "16", "--per_device_train_batch_size",
+                                              "1", "--zero_stage", "1", "--data_parallel", "8"});
+  const size_t fits = plan_training_run(config, a, policy_from(a)).device.arena_bytes;
+  const auto n = static_cast<size_t>(param_count(param_specs(config)));
+  ASSERT_LT(fits, 12 * n);  // below the weights and fp32 moments of every parameter
+  EXPECT_NO_THROW(plan_or_refuse(config, a, fits));
+  EXPECT_THROW(plan_or_refuse(config, a, fits - MemoryPlan::kAlignment), Error);
+}
+
 TEST(ZeroPlan, MemplanPlansOneRanksShard) {
   const std::string model = test::source_dir() + "/tests/data/golden/llama_basic/model";
   const auto whole = test::run_miniseq("memplan --model " + model + " --model_max_length 64 --json");

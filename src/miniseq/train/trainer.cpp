@@ -97,8 +97,10 @@ CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t
   // A mistyped --model_max_length is refused here at once.
   if (budget > 0) {
     const PlanTarget t = plan_target(a);
+    // ZeRO: one rank's 1/D of the moments.
     const double per_param = static_cast<double>(dtype_size(t.params)) +
-                             (t.offload_optimizer ? 0.0 : 2.0 * static_cast<double>(dtype_size(t.moments)));
+                             (t.offload_optimizer ? 0.0 : 2.0 * static_cast<double>(dtype_size(t.moments))) /
+                                 static_cast<double>(std::max<int64_t>(1, t.zero_ranks));
     // LoRA: every weight, moments for the trained ones alone.
     const double floor =
         static_cast<double>(param_count(model_param_specs(config, a.lora))) *
