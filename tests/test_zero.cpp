@@ -135,8 +135,7 @@ TEST(ZeroPlan, OffloadedShardsAndStagingLiveInHostMemory) {
       t = with_precision(t, /*master_weights=*/false, DType::F32);
       EXPECT_EQ(plan_run(config, 1, 32, policy, t).device.peak_by_category[MemCategory::Optimizer],
                 2 * aligned(4 * S));
-      //       // The optimizer in backward: the same shards, per-group gradients; no full gradient (stage 1)
-      //       and no
+      // The optimizer in backward: the same shards, per-group gradients; no full gradient (stage 1) and no
       // gradient shard (stage 2: one piece's sum at a time).
       t = with_precision(t, /*master_weights=*/true, DType::F32);
       t.optimizer_in_backward = true;
@@ -362,6 +361,9 @@ TEST(ZeroTrain, EveryMemoryPolicyOnOneRankEqualsTheUnshardedAdamW) {
       {"z2_in_backward", {"--zero_stage", "2", "--optimizer_in_backward", "True"}, "plain"},
       {"z2_offload_in_backward",
        {"--zero_stage", "2", "--offload_optimizer", "True", "--optimizer_in_backward", "True"},
+       "plain"},
+      {"z1_offload_in_backward",
+       {"--zero_stage", "1", "--offload_optimizer", "True", "--optimizer_in_backward", "True"},
        "plain"},
       {"z2_everything_on_host",
        {"--zero_stage", "2", "--offload_optimizer", "True", "--optimizer_in_backward", "True",

@@ -10,7 +10,7 @@
 // host memory and the CPU updates them (each piece's gradient downloaded into a host staging buffer, the new
 // weights uploaded from it); without master weights (--master_weights False) the bf16 weights are updated in
 // place with the stochastic rounding of the unsharded AdamW, each piece drawing the bits its elements draw
-// there // (sr::advance); inside the backward (--optimizer_in_backward True) each parameter is updated by
+// there (sr::advance); inside the backward (--optimizer_in_backward True) each parameter is updated by
 // update_param as soon as its summed gradient exists: stage 1 from the group's gradients all-reduced in place
 // (GroupSumSink), stage 2 from each piece's sum in a buffer of one piece on its owner (ZeroPieceSink; no
 // gradient shard).
@@ -55,9 +55,8 @@ struct ZeroLayout {
 
 // The memory policy of the shards (flags --zero_stage 2, --offload_optimizer, --master_weights, --seed).
 struct ZeroOptions {
-  bool shard_grads = false;  // stage 2: a flat fp32 gradient shard
-  bool in_backward = false;  // with shard_grads: no shard, one piece's buffer (ZeroPieceSink)
-
+  bool shard_grads = false;    // stage 2: a flat fp32 gradient shard
+  bool in_backward = false;    // with shard_grads: no shard, one piece's buffer (ZeroPieceSink)
   MemoryPlan* host = nullptr;  // offloaded: moments, master and staging in this host plan
   bool master_weights = true;  // false: no master below fp32 weights (stochastic rounding)
   uint64_t seed = 0;           // the stochastic rounding's seed (--seed)
@@ -81,9 +80,8 @@ class ZeroAdamW {
             dist::Communicator& comm);
   // Every piece of every weight from the rank that owns it.
   void broadcast_weights(const ParamSet& weights, dist::Communicator& comm) const;
-  //   // Optimizer in backward, stage 1: this rank's pieces of one parameter from `grad` (its whole summed
-  //   gradient),
-  // then every rank gets every piece of it.
+  // Optimizer in backward, stage 1: this rank's pieces of one parameter from `grad` (its whole summed
+  // gradient), then every rank gets every piece of it.
   void update_param(Backend& be, const ParamSet& weights, const std::string& name, const Tensor& grad,
                     const AdamWHyper& h, dist::Communicator& comm);
   // Stage 2 in backward: one parameter's gradient summed over the ranks piece by piece into the owner's piece
@@ -93,8 +91,8 @@ class ZeroAdamW {
                         const AdamWHyper& h, dist::Communicator& comm, Backend& be);
   // The global norm from the sums of squares reduce_piecewise recorded (grad_norm's order: the same bits).
   double piece_grad_norm(dist::Communicator& comm) const;
-  // Offloaded: the offset in the host plan from which asynchronous copies read and write (the staging
-  // buffer).
+  // Offloaded: whether the state lives on the host, and the offset in the host plan from which asynchronous
+  // copies read and write (the staging buffer).
   bool offloaded() const { return cpu_ != nullptr; }
   size_t staging_offset() const { return staging_ ? staging_->offset() : 0; }
 
