@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -181,6 +182,41 @@ TEST_P(MergeGolden, PeftModelEqualsTheMergedModelAndPeft) {
     return nlohmann::json::parse(out.substr(out.find('{'))).at("new_ids");
   };
   EXPECT_EQ(ids(g1.out), ids(g2.out));
+}
+
+// An adapter directory given as --model (what `miniseq train` writes with LoRA) runs over the base model its
+// adapter_config.json names, as peft's AutoPeftModelForCausalLM does: the same loss as --model BASE
+// --peft_model ADAPTER; a base that is not a local directory, or an adapter given twice, is a clear error.
+TEST(MergeCli, AnAdapterDirectoryAsModelRunsOverItsBase) {
+  test::TempDir tmp;
+  const std::string c = "llama_basic", peft = peft_dir(tmp, c);
+  const std::string cfg = peft + "/adapter_config.json";
+  auto j = nlohmann::json::parse(test::read_text(cfg));
+  j["base_model_name_or_path"] = base_model(c);
+  std::ofstream(cfg) << j.dump(2);
+  const std::string eval = " --data " + (test::test_data_dir() / "eval" / "stream.bin").string() +
+                           " --seq_len 16 --json --progress False";
+  const auto a = test::run_miniseq("eval --model " + base_model(c) + " --peft_model " + peft + eval);
+  const auto b = test::run_miniseq("eval --model " + peft + eval);
+  ASSERT_EQ(a.status, 0) << a.out;
+  ASSERT_EQ(b.status, 0) << b.out;
+  EXPECT_EQ(json_loss(a.out), json_loss(b.out));
+  EXPECT_NE(b.out.find("is a PEFT adapter; running it over its base model " + base_model(c)), std::string::npos)
+      << b.out;
+
+  const auto twice = test::run_miniseq("eval --model " + peft + " --peft_model " + peft + eval);
+  EXPECT_EQ(twice.status, 2);
+  EXPECT_NE(twice.out.find("give its base model as --model and the adapter as --peft_model"), std::string::npos)
+      << twice.out;
+  j["base_model_name_or_path"] = "meta-llama/Llama-2-7b-hf";
+  std::ofstream(cfg) << j.dump(2);
+  const auto hub = test::run_miniseq("passkey --model " + peft + " --max_tokens 64");
+  EXPECT_EQ(hub.status, 2);
+  EXPECT_NE(hub.out.find("whose base model 'meta-llama/Llama-2-7b-hf' is not a local directory: pass --model "
+                         "BASE_MODEL_DIR --peft_model " +
+                         peft),
+            std::string::npos)
+      << hub.out;
 }
 
 TEST(MergeCli, PeftModelErrorsNameTheAdapter) {

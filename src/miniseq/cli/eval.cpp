@@ -40,9 +40,11 @@ int cmd_eval(const Args& args) {
   const std::string dtype = f.str("token_dtype");
   MS_CHECK(dtype == "uint16" || dtype == "uint32", "eval: --token_dtype must be uint16 or uint32, got '", dtype, "'");
 
-  const std::string dir = f.str("model"), data = f.str("data");
+  const ModelSource source = inference_model_source(f, "eval");
+  const std::string& dir = source.model;
+  const std::string data = f.str("data");
   ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
-  const std::string peft = f.str("peft_model");
+  const std::string& peft = source.peft;
   const LoraConfig lora = prepare_peft_config(dir, peft, config);
   const StreamFormat format = f.str("data_format").empty() ? stream_format_for(data)
                                                             : parse_stream_format(f.str("data_format"));

@@ -33,9 +33,10 @@ int cmd_generate(const Args& args) {
   if (!f.parse(args)) return 0;
   MS_CHECK(f.has("model"), "generate: --model is required (see `miniseq generate --help`)");
   MS_CHECK(f.has("prompt") != f.has("prompt_ids"), "generate: give exactly one of --prompt and --prompt_ids");
-  const std::string dir = f.str("model");
+  const ModelSource source = inference_model_source(f, "generate");
+  const std::string& dir = source.model;
   ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
-  const std::string peft = f.str("peft_model");
+  const std::string& peft = source.peft;
   const LoraConfig lora = prepare_peft_config(dir, peft, config);
   const auto tokenizer = load_tokenizer_if_present(dir, config);
   std::vector<int32_t> prompt;

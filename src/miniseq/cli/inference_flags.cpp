@@ -1,15 +1,25 @@
 #include "miniseq/cli/inference_flags.h"
 
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
 #include "miniseq/core/check.h"
+#include "miniseq/io/json_read.h"
+#include "miniseq/model/adapter.h"
 
 namespace miniseq::cli {
 
 std::vector<FlagSpec> inference_flags(std::vector<FlagSpec> own) {
   std::vector<FlagSpec> f = {
-      {"model", FlagKind::String, "", "Hugging Face model directory (a base model or a miniseq checkpoint)"},
+      {"model", FlagKind::String, "",
+       "Hugging Face model directory (a base model or a miniseq checkpoint), or a PEFT adapter directory "
+       "(run over its base model)"},
       {"device", FlagKind::String, "cpu", "cpu (fp32) or cuda (bf16 storage, fp32 accumulation)"},
       {"rope_scaling_factor", FlagKind::Float, "0",
-       "linear RoPE scaling factor replacing config.json's (0 = as saved; LongLoRA: ceil(context / original))"},
+       "linear RoPE scaling factor replacing config.json's (0 = as saved; LongLoRA: ceil(context / "
+       "original))"},
       {"peft_model", FlagKind::String, "",
        "PEFT adapter directory (adapter_config.json, adapter_model.safetensors, optional "
        "trainable_params.safetensors) run over --model without merging"},
@@ -19,6 +29,34 @@ std::vector<FlagSpec> inference_flags(std::vector<FlagSpec> own) {
   };
   f.insert(f.end(), own.begin(), own.end());
   return f;
+}
+
+ModelSource inference_model_source(const Flags& f, const char* command) {
+  namespace fs = std::filesystem;
+  ModelSource s{f.str("model"), f.str("peft_model")};
+  const fs::path dir(s.model);
+  if (!fs::exists(dir / kAdapterConfigFile) || fs::exists(dir / "config.json")) return s;
+  MS_CHECK(s.peft.empty(), command, ": --model ", s.model, " is a PEFT adapter (", kAdapterConfigFile,
+           ", no config.json); give its base model as --model and the adapter as --peft_model");
+  const std::string cfg_path = (dir / kAdapterConfigFile).string();
+  std::ifstream in(cfg_path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const jsonio::json cfg = jsonio::parse(text.str(), cfg_path);
+  const jsonio::Obj obj(cfg, cfg_path, /*file_level=*/true);
+  const std::string base = obj.str("base_model_name_or_path", "");
+  MS_CHECK(!base.empty() && fs::is_directory(base), command, ": --model ", s.model, " is a PEFT adapter (",
+           kAdapterConfigFile, ") whose base model ",
+           base.empty() ? std::string("is not named") : "'" + base + "' is not a local directory",
+           ": pass --model BASE_MODEL_DIR --peft_model ", s.model,
+           ", or make one model of them with `miniseq merge "
+           "--base_model BASE_MODEL_DIR --peft_model ",
+           s.model, " --save_path DIR`");
+  std::cerr << command << ": " << s.model << " is a PEFT adapter; running it over its base model " << base
+            << " (" << kAdapterConfigFile << ": base_model_name_or_path)\n";
+  s.peft = s.model;
+  s.model = base;
+  return s;
 }
 
 StepPolicy inference_policy(const Flags& f) {

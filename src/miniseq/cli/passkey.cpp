@@ -34,9 +34,10 @@ int cmd_passkey(const Args& args) {
   if (!f.parse(args)) return 0;
   MS_CHECK(f.has("model"), "passkey: --model is required (see `miniseq passkey --help`)");
   MS_CHECK(f.i64("trials") >= 1, "passkey: --trials must be >= 1");
-  const std::string dir = f.str("model");
+  const ModelSource source = inference_model_source(f, "passkey");
+  const std::string& dir = source.model;
   ModelConfig config = load_inference_config(dir, f.f64("rope_scaling_factor"));
-  const std::string peft = f.str("peft_model");
+  const std::string& peft = source.peft;
   const LoraConfig lora = prepare_peft_config(dir, peft, config);
   const auto tokenizer = load_tokenizer_if_present(dir, config);
   MS_CHECK(tokenizer, "passkey: ", dir, " has no tokenizer.json; the test is posed in text");
