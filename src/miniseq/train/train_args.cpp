@@ -98,7 +98,8 @@ cli::Flags train_flags(bool sft) {
           {"zero_stage", FlagKind::Int, "0",
            "ZeRO: 1 shards the AdamW moments and fp32 master weights over the data-parallel ranks (each keeps "
            "1/D of them; checkpoints hold one optimizer shard per rank); 2 also the gradients (each group "
-           "summed into its owners' shards during the backward; no full gradient buffer); 0 = every rank keeps all"},
+           "summed into its owners' shards during the backward; no full gradient buffer); with every memory "
+           "policy (--offload_optimizer True: the shards in host memory); 0 = every rank keeps all"},
           {"dist_timeout", FlagKind::Float, "1800",
            "seconds a rank waits in a collective for the others before it ends the job with a message "
            "(0 = forever)"},
