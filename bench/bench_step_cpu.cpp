@@ -3,12 +3,19 @@
 // at several sequence lengths: seconds, tokens/s, planned arena and measured peak RSS above the process
 // baseline.
 //   build/bench_step_cpu [--write FILE] [--json FILE] [--reps N] [--bf16] [--adamw] [--policies abc]
-//   [--sgemm]
-//                        [S ...]                                           (default S = 512 … 16384)
-// --adamw: the timed step includes the AdamW update of every parameter (as PyTorch's training step does);
+//   [--sgemm] [--low_rank_training True [--lora_r 8 --lora_alpha 16 --lora_target_modules LIST
+//   --trainable_params LIST]]  [S ...]                                     (default S = 512 … 16384)
+// --adamw: the timed step includes the AdamW update of every trained parameter (as PyTorch's training step
+// does);
 // --policies: which of (a) (b) (c) to run; --sgemm: first measures this machine's fp32 sgemm rate (OpenBLAS,
 // all threads) on the model's GEMM shapes and prints it (the reference for "fraction of the GEMM limit");
 // --json: the rows (and the sgemm rate) as one JSON object, for bench/paired_step.py.
+// --low_rank_training True (LoRA flags as `miniseq grad` takes them, cli/lora_flags.h; LongLoRA's LoRA+ by
+// default: r 8, alpha 16, q/k/v/o, embed and norms trained): every policy runs twice per repetition, full
+// fine-tuning and LoRA, interleaved, and a second table gives LoRA's time over full fine-tuning's (issue 16's
+// target: <= 0.75). The adapters start as PEFT's (B = 0), so both give the same loss, which is checked. That
+// table also gives the ratio of the process's CPU time (all threads), which load from other processes does
+// not change.
 // --bf16: the CPU backend's bf16 math mode (bf16 GEMM inputs, fp32 accumulation in the linear layers;
 // gemm.h); MINISEQ_CPU_BF16_GEMM=onednn|fallback picks its implementation. Each policy runs --reps times
 // (default 2 up to S = 8192, then 1), interleaved with the others so that load from other processes hits
@@ -23,6 +30,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -30,9 +38,12 @@
 #include <vector>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
+#include "miniseq/cli/lora_flags.h"
 #include "miniseq/core/random.h"
 #include "miniseq/core/rss.h"
+#include "miniseq/model/adapter.h"
 #include "miniseq/model/decoder.h"
+#include "miniseq/model/lora.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/optimizer.h"
 
@@ -50,9 +61,18 @@ ModelConfig model_125m() {
 struct Row {
   int64_t S;
   std::string policy;
+  bool lora;
   double seconds, loss;
   size_t planned, measured;
+  double cpu_seconds;  // the process's CPU time over the step (all threads): what other processes' load hides
 };
+
+// CPU time of the whole process (every thread) in seconds.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 bool g_bf16 = false;
 bool g_adamw = false;
@@ -72,7 +92,7 @@ double sgemm_gflops(int M, int N, int K) {
   return best;
 }
 
-Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p) {
+Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p, const LoraConfig& lora) {
   TokenBatch b;
   b.batch = 1, b.seq = S;
   Rng rng(42);
@@ -80,40 +100,55 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p)
   b.labels = b.input_ids;
   const int64_t n = b.count_targets();
 
-  const MemReport planned = plan_step(c, 1, S, p, plan_target_for(*make_cpu_backend(), g_adamw));
+  PlanTarget target = plan_target_for(*make_cpu_backend(), g_adamw);
+  target.lora = lora;
+  const MemReport planned = plan_step(c, 1, S, p, target);
   const size_t baseline = current_rss_bytes();
-  double seconds, loss;
+  double seconds, loss, cpu_seconds;
   size_t peak;
   {
     MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
     auto be = make_cpu_backend();
     if (g_bf16) set_cpu_math(*be, cpu::Math::BF16);
-    Decoder model(c, *be, plan);
+    Decoder model(c, *be, plan, GradStorage::Persistent, lora);
     std::optional<AdamW> opt;  // laid out after the model, as the planner does
-    if (g_adamw) opt.emplace(plan, param_specs(c));
+    if (g_adamw) opt.emplace(plan, trainable_specs(c, lora));
     Rng wr(7);
     model.weights().for_each([&](const ParamSpec& s, const Tensor& t) {
       const bool norm = param_kind(s.role) == "norm";
       float* w = t.f32();
       for (int64_t i = 0; i < t.numel(); ++i) w[i] = norm ? 1.0f : static_cast<float>(0.02 * wr.normal());
     });
+    if (lora.enabled) init_lora_weights(model.weights(), 7, be.get());  // as PEFT: A Kaiming-uniform, B = 0
     model.zero_grads();
-    if (opt) opt->reset(*be, model.weights());
+    if (opt) opt->reset(*be, model.trained_weights());
     reset_peak_rss();
+    const double c0 = process_cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     loss = model.forward_backward(b, p, n) / static_cast<double>(n);
     if (opt) {
       AdamWHyper h;
       h.lr = 1e-5;
-      opt->step(*be, model.weights(), model.grads(), h);
+      opt->step(*be, model.trained_weights(), model.grads(), h);
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu_seconds = process_cpu_seconds() - c0;
     peak = peak_rss_bytes();
   }
-  Row r{S, label, seconds, loss, planned.arena_bytes, peak > baseline ? peak - baseline : 0};
+  Row r{S,
+        label,
+        lora.enabled,
+        seconds,
+        loss,
+        planned.arena_bytes,
+        peak > baseline ? peak - baseline : 0,
+        cpu_seconds};
   std::fprintf(
-      stderr, "S=%-6lld %-26s %8.2f s %9.1f tok/s  loss %.6f  planned %8.1f MiB  measured %8.1f MiB\n",
-      (long long)S, label, seconds, S / seconds, loss, r.planned / 1048576.0, r.measured / 1048576.0);
+      stderr,
+      "S=%-6lld %-26s %-5s %8.2f s (CPU %8.2f s) %9.1f tok/s  loss %.6f  planned %8.1f MiB  measured "
+      "%8.1f MiB\n",
+      (long long)S, label, lora.enabled ? "LoRA" : "full", seconds, cpu_seconds, S / seconds, loss,
+      r.planned / 1048576.0, r.measured / 1048576.0);
   return r;
 }
 
@@ -124,6 +159,7 @@ int main(int argc, char** argv) {
   bool sgemm = false;
   std::vector<int64_t> lengths;
   int reps_arg = 0;
+  std::vector<std::string> lora_args;  // the LoRA flags, parsed as `miniseq grad` parses them
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--write") && i + 1 < argc)
       write_path = argv[++i];
@@ -139,10 +175,24 @@ int main(int argc, char** argv) {
       g_adamw = true;
     else if (!std::strcmp(argv[i], "--sgemm"))
       sgemm = true;
+    else if (!std::strncmp(argv[i], "--", 2) && i + 1 < argc)
+      lora_args.insert(lora_args.end(), {argv[i], argv[i + 1]}), ++i;
     else
       lengths.push_back(std::atoll(argv[i]));
   }
   if (lengths.empty()) lengths = {512, 1024, 2048, 4096, 8192, 16384};
+  cli::Flags lf("bench_step_cpu", "bench_step_cpu ... --low_rank_training True [LoRA flags]",
+                cli::lora_flag_specs("False"));
+  LoraConfig lora;
+  try {
+    if (!lf.parse(lora_args)) return 0;
+    lora = cli::lora_config_from(lf);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_step_cpu: %s\n", e.what());
+    return 2;
+  }
+  std::vector<LoraConfig> trainings = {LoraConfig{}};  // full fine-tuning, then LoRA when asked for
+  if (lora.enabled) trainings.push_back(lora);
   const ModelConfig c = model_125m();
   if (g_bf16) std::fprintf(stderr, "bf16 GEMMs: %s\n", cpu::bf16_gemm_description().c_str());
   {
@@ -171,17 +221,19 @@ int main(int argc, char** argv) {
         {g_bf16 ? "(a) no MsT, no ckpt, bf16" : "(a) no MsT, no ckpt", a},
         {g_bf16 ? "(b) ckpt, bf16" : "(b) ckpt", bpol},
         {g_bf16 ? "(c) ckpt + MsT, bf16" : "(c) ckpt + MsT", cpol}};
-    std::vector<size_t> chosen;
+    std::vector<std::pair<size_t, size_t>> chosen;  // (policy, training)
     for (size_t k = 0; k < 3; ++k)
-      if (which.find(static_cast<char>('a' + k)) != std::string::npos) chosen.push_back(k);
+      if (which.find(static_cast<char>('a' + k)) != std::string::npos)
+        for (size_t t = 0; t < trainings.size(); ++t) chosen.emplace_back(k, t);
     for (int rep = 0; rep < reps; ++rep) {
       for (size_t j = 0; j < chosen.size(); ++j) {
-        const size_t k = chosen[j];
-        Row r = run(c, S, policies[k].first, policies[k].second);
+        const auto [k, t] = chosen[j];
+        Row r = run(c, S, policies[k].first, policies[k].second, trainings[t]);
         if (rep == 0)
           rows.push_back(r);
         else if (r.seconds < rows[before + j].seconds)
           rows[before + j].seconds = r.seconds;
+        if (rep > 0) rows[before + j].cpu_seconds = std::min(rows[before + j].cpu_seconds, r.cpu_seconds);
         if (rep > 0) rows[before + j].measured = std::max(rows[before + j].measured, r.measured);
       }
     }
@@ -195,15 +247,33 @@ int main(int argc, char** argv) {
     }
   }
   std::ostringstream md;
-  md << "| S | policy | seconds | tokens/s | planned arena (MiB) | measured peak RSS (MiB) | "
-        "measured/planned |\n"
-     << "|---:|---|---:|---:|---:|---:|---:|\n";
+  md << "| S | policy | " << (lora.enabled ? "training | " : "")
+     << "seconds | tokens/s | planned arena (MiB) | measured peak RSS (MiB) | measured/planned |\n"
+     << (lora.enabled ? "|---:|---|---|" : "|---:|---|") << "---:|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
     char line[256];
-    std::snprintf(line, sizeof line, "| %lld | %s | %.2f | %.1f | %.1f | %.1f | %.3f |\n", (long long)r.S,
-                  r.policy.c_str(), r.seconds, r.S / r.seconds, r.planned / 1048576.0, r.measured / 1048576.0,
+    std::snprintf(line, sizeof line, "| %lld | %s | %s%.2f | %.1f | %.1f | %.1f | %.3f |\n", (long long)r.S,
+                  r.policy.c_str(),
+                  !lora.enabled ? ""
+                  : r.lora      ? "LoRA | "
+                                : "full | ",
+                  r.seconds, r.S / r.seconds, r.planned / 1048576.0, r.measured / 1048576.0,
                   static_cast<double>(r.measured) / static_cast<double>(r.planned));
     md << line;
+  }
+  if (lora.enabled) {  // LoRA's step over full fine-tuning's, per length and policy
+    md << "\n| S | policy | full fine-tuning (s) | LoRA (s) | LoRA / full | full, CPU time (s) | LoRA, CPU "
+          "time (s) | "
+          "LoRA / full, CPU time |\n|---:|---|---:|---:|---:|---:|---:|---:|\n";
+    for (size_t i = 0; i + 1 < rows.size(); ++i) {
+      const Row &f = rows[i], &l = rows[i + 1];
+      if (f.lora || !l.lora || f.S != l.S || f.policy != l.policy) continue;
+      char line[256];
+      std::snprintf(line, sizeof line, "| %lld | %s | %.2f | %.2f | %.3f | %.2f | %.2f | %.3f |\n",
+                    (long long)f.S, f.policy.c_str(), f.seconds, l.seconds, l.seconds / f.seconds,
+                    f.cpu_seconds, l.cpu_seconds, l.cpu_seconds / f.cpu_seconds);
+      md << line;
+    }
   }
   std::printf("%s", md.str().c_str());
   if (!json_path.empty()) {
@@ -213,7 +283,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
       js << (i ? ", " : "") << "{\"seq\": " << r.S << ", \"policy\": \"" << r.policy
-         << "\", \"seconds\": " << r.seconds << ", \"loss\": " << r.loss
+         << "\", \"lora\": " << (r.lora ? "true" : "false") << ", \"seconds\": " << r.seconds
+         << ", \"cpu_seconds\": " << r.cpu_seconds << ", \"loss\": " << r.loss
          << ", \"planned_bytes\": " << r.planned << ", \"measured_bytes\": " << r.measured << "}";
     }
     js << "]}\n";
