@@ -574,6 +574,30 @@ TEST(ZeroTrain, MemoryPoliciesOnTwoRanksEqualOneProcessAndReshardOnResume) {
   EXPECT_LT(diff, 1e-6);
 }
 
+// On 4 ranks more parameters are split between owners (a parameter's pieces on up to 4 ranks): the policies
+// still give the bits of plain data parallelism.
+TEST(ZeroTrain, FourRanksUnderEveryPolicyGiveTheBitsOfPlainDataParallelism) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
+  TempDir tmp;
+  const std::string common =
+      " train --preset demo --model_max_length 256 --max_steps 4 --save_strategy no --logging_steps 1 "
+      "--warmup_steps 1 --weight_decay 0.01 --output_dir ";
+  ASSERT_EQ(run(4, common + tmp.file("dp4"), tmp.file("dp4.log")), 0) << test::read_text(tmp.file("dp4.log"));
+  for (const auto& [name, flags] : std::vector<std::pair<std::string, std::string>>{
+           {"in_backward", "--optimizer_in_backward True"},
+           {"offload_in_backward", "--offload_optimizer True --optimizer_in_backward True"},
+           {"z1_offload", "--zero_stage 1 --offload_optimizer True"},
+           {"z1_in_backward", "--zero_stage 1 --optimizer_in_backward True"},
+           {"z2_offload_in_backward",
+            "--zero_stage 2 --offload_optimizer True --optimizer_in_backward True"}}) {
+    SCOPED_TRACE(name);
+    ASSERT_EQ(run(4, common + tmp.file(name) + " " + flags, tmp.file(name + ".log")), 0)
+        << test::read_text(tmp.file(name + ".log"));
+    EXPECT_EQ(test::read_weights(tmp.file(name)), test::read_weights(tmp.file("dp4")));
+    EXPECT_EQ(test::logged(tmp.file(name), "loss"), test::logged(tmp.file("dp4"), "loss"));
+  }
+}
+
 TEST(ZeroTrain, StageTwoOnTwoRanksEqualsTheUnshardedRunThroughTheEpochsEnd) {
   if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
   TempDir tmp;
