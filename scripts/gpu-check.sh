@@ -16,6 +16,8 @@
 #             inputs on the host, gradient accumulation; > 16 copies, so the copy-event ring wraps) and a resume,
 #             each compared with its synchronous twin bit for bit; the same for LoRA+ (the adapter and trainable
 #             params: host optimizer in backward with host checkpoints, and a resume)
+#   nccl      not in the default list (GPU_CHECK_STEPS="deps build nccl"): mpirun -np 1 train through NCCL vs no
+#             launcher, bit for bit; the deps step then also unpacks the Open MPI carried in .gpudeps/openmpi
 #   sanitize  only after a failure: the failing test cases again with MINISEQ_CUDA_SYNC=1, then under
 #             compute-sanitizer memcheck (racecheck for attention), and the first failing command under memcheck
 #   bench     bench_step_cuda --layers 4 at S = 4K, 16K, 32K (32K only when little time is left)
@@ -38,7 +40,7 @@ set -uo pipefail
 # another list (scripts/gpu-offload-check.sh: the host-offload throughput at Mistral-7B scale, its own lease).
 read -r -a STEP_ORDER <<< "${GPU_CHECK_STEPS:-deps build ops golden cli offload sanitize bench}"
 declare -A BUDGET=(
-  [deps]=20       # dpkg -x of 15 carried packages: 3-6 s here (a VM's file system may be slower)
+  [deps]=20       # dpkg -x of 15 carried packages: 3-6 s here (a VM's file system may be slower); + Open MPI: 1-2 s
   [build]=240     # 16 cores: ~60 s expected (docs/cuda.md); nothing else can run without it: a wide margin
   [ops]=35        # test_ops_cuda: CUDA context + ~10 op families with double-precision CPU references
   [golden]=35     # test_grad_golden_cuda: 15 tiny models x policies, 3 S²-Attn goldens x 3 policies
@@ -206,31 +208,97 @@ step_deps() {
     STEP_STATUS=fail STEP_SUMMARY="this image lacks ${tools[*]}: it cannot build here"
     return
   fi
+  # Open MPI only for the nccl step (NCCL is bootstrapped through MPI): mpirun and the mpicc wrapper (which
+  # CMake's FindMPI asks for mpi.h and libmpi), else the copy carried in .gpudeps/openmpi.
+  local mpi=""
+  if [[ " ${STEP_ORDER[*]} " == *" nccl "* ]] &&
+    { ! command -v mpirun > /dev/null || ! command -v mpicc > /dev/null || [ "${GPU_CHECK_PRETEND_MISSING:-0}" = 1 ]; }; then
+    mpi=missing
+  fi
   # GPU_CHECK_PRETEND_MISSING=1 takes the carried packages even where the system has them (a test of that path).
   [ "${GPU_CHECK_PRETEND_MISSING:-0}" = 1 ] && missing+=("(pretended)")
-  if [ ${#missing[@]} -eq 0 ]; then
+  if [ ${#missing[@]} -eq 0 ] && [ -z "$mpi" ]; then
     STEP_SUMMARY="system packages present"
     return
   fi
-  local debs=()
-  [ -d .gpudeps ] && mapfile -t debs < <(find .gpudeps -maxdepth 1 -name '*.deb' | sort)
+  local P=${GPU_CHECK_PREFIX:-/tmp/miniseq-deps} f
+  local A=$P/usr/lib/x86_64-linux-gnu
+  mkdir -p "$P"
+  if [ ${#missing[@]} -gt 0 ]; then
+    local debs=()
+    [ -d .gpudeps ] && mapfile -t debs < <(find .gpudeps -maxdepth 1 -name '*.deb' | sort)
+    if [ ${#debs[@]} -eq 0 ]; then
+      STEP_STATUS=fail
+      STEP_SUMMARY="missing ${missing[*]} and no .gpudeps/: on the development machine run 'bash scripts/gpu-deps.sh', then run this again with carry=[\".gpudeps\"]"
+      return
+    fi
+    for f in "${debs[@]}"; do t dpkg -x "$f" "$P" || { fail; STEP_NOTES+=("dpkg -x $f failed"); }; done
+    export PATH=$P/usr/bin:$PATH
+    export PKG_CONFIG_PATH=$A/pkgconfig:$P/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$P
+    export PKG_CONFIG_LIBDIR=$A/pkgconfig:$P/usr/share/pkgconfig
+    export LD_LIBRARY_PATH=$A:$A/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    CMAKE_EXTRA=(-DCMAKE_PREFIX_PATH="$P/usr;$A/cmake" -DOPENBLAS_LIB="$A/openblas-openmp/libopenblas.so"
+      -DCBLAS_INCLUDE_DIR="$P/usr/include/x86_64-linux-gnu/openblas-openmp" -DGTEST_ROOT="$P/usr"
+      -DPKG_CONFIG_EXECUTABLE="$P/usr/bin/pkgconf")
+    STEP_SUMMARY="missing ${missing[*]}: unpacked ${#debs[@]} carried packages into $P"
+  else
+    STEP_SUMMARY="system packages present"
+  fi
+  [ -n "$mpi" ] && deps_openmpi "$P"
+  deps_env_file
+}
+
+# deps_openmpi PREFIX: unpacks the Open MPI 4.1 carried in .gpudeps/openmpi (scripts/gpu-deps.sh) into PREFIX and
+# relocates it there: dpkg -x runs no maintainer scripts, so the links update-alternatives would make are made
+# here, and Open MPI (OPAL_PREFIX, OPAL_SYSCONFDIR: Debian's /etc/openmpi settings) and PMIx (its plugin folder)
+# are told where they now live. Without the carried packages the nccl step is skipped, as before.
+deps_openmpi() {
+  local P=$1 A=$1/usr/lib/x86_64-linux-gnu f debs=() fb=() n=0 so target
+  [ -d .gpudeps/openmpi ] && mapfile -t debs < <(find .gpudeps/openmpi -maxdepth 1 -name '*.deb' | sort)
   if [ ${#debs[@]} -eq 0 ]; then
-    STEP_STATUS=fail
-    STEP_SUMMARY="missing ${missing[*]} and no .gpudeps/: on the development machine run 'bash scripts/gpu-deps.sh', then run this again with carry=[\".gpudeps\"]"
+    STEP_NOTES+=("no mpirun/mpicc and no .gpudeps/openmpi (scripts/gpu-deps.sh): the build has no MPI, the nccl step is skipped")
     return
   fi
-  local P=${GPU_CHECK_PREFIX:-/tmp/miniseq-deps} f
-  mkdir -p "$P"
   for f in "${debs[@]}"; do t dpkg -x "$f" "$P" || { fail; STEP_NOTES+=("dpkg -x $f failed"); }; done
-  local A=$P/usr/lib/x86_64-linux-gnu
-  export PATH=$P/usr/bin:$PATH
-  export PKG_CONFIG_PATH=$A/pkgconfig:$P/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$P
-  export PKG_CONFIG_LIBDIR=$A/pkgconfig:$P/usr/share/pkgconfig
-  export LD_LIBRARY_PATH=$A:$A/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  CMAKE_EXTRA=(-DCMAKE_PREFIX_PATH="$P/usr;$A/cmake" -DOPENBLAS_LIB="$A/openblas-openmp/libopenblas.so"
-    -DCBLAS_INCLUDE_DIR="$P/usr/include/x86_64-linux-gnu/openblas-openmp" -DGTEST_ROOT="$P/usr"
-    -DPKG_CONFIG_EXECUTABLE="$P/usr/bin/pkgconf")
-  STEP_SUMMARY="missing ${missing[*]}: unpacked ${#debs[@]} carried packages into $P"
+  for f in mpirun mpiexec mpicc mpicxx mpic++; do ln -sfn "$f.openmpi" "$P/usr/bin/$f"; done
+  for f in "$P"/usr/lib/libpsm1/libpsm_infinipath.so.1.*; do [ -e "$f" ] && ln -sfn "../libpsm1/${f##*/}" "$A/libpsm_infinipath.so.1"; done
+  # Libraries of a base system (.gpudeps/openmpi/fallback): linked into PREFIX/fallback-lib, last on the path, only
+  # where the image lacks them, so that they never shadow the image's own (newer) copies.
+  [ -d .gpudeps/openmpi/fallback ] && mapfile -t fb < <(find .gpudeps/openmpi/fallback -maxdepth 1 -name '*.deb' | sort)
+  mkdir -p "$P/fallback-lib"
+  local ldc
+  ldc=$(command -v ldconfig || echo /sbin/ldconfig)
+  for f in "${fb[@]}"; do t dpkg -x "$f" "$P/fallback" || { fail; STEP_NOTES+=("dpkg -x $f failed"); }; done
+  for so in "$P"/fallback/{usr/,}lib/x86_64-linux-gnu/lib*.so.[0-9]; do
+    [ -e "$so" ] || continue
+    target=$("$ldc" -p 2> /dev/null | awk -v n="${so##*/}" '$1 == n { print $NF; exit }')
+    if [ -z "$target" ] || [ ! -e "$target" ]; then ln -sfn "$so" "$P/fallback-lib/${so##*/}" && n=$((n + 1)); fi
+  done
+  export PATH=$P/usr/bin:$PATH OPAL_PREFIX=$P/usr OPAL_SYSCONFDIR=$P/etc/openmpi
+  export PMIX_MCA_mca_base_component_path=$A/pmix2/lib/pmix
+  export LD_LIBRARY_PATH=$A:$P/lib/x86_64-linux-gnu:$A/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$P/fallback-lib
+  # mpirun on one node starts its processes itself, but Open MPI 4.1 refuses to start at all when its rsh launcher
+  # finds neither ssh nor rsh ("plm_rsh_agent: ssh : rsh"); an agent that exists (and is never called) satisfies it.
+  { command -v ssh || command -v rsh; } > /dev/null || export OMPI_MCA_plm_rsh_agent=false
+  CMAKE_EXTRA+=(-DMPI_C_COMPILER="$P/usr/bin/mpicc" -DMPIEXEC_EXECUTABLE="$P/usr/bin/mpirun")
+  local extra=""
+  [ "$n" -gt 0 ] && extra=", $n base libraries the image lacks"
+  STEP_SUMMARY="$STEP_SUMMARY; no MPI: unpacked the carried Open MPI (${#debs[@]} packages$extra) into $P"
+}
+
+# deps_env_file: BUILD/deps-env.sh, the environment the deps step exported, to run the built programs by hand
+# (`. build-gpu-check/deps-env.sh; mpirun -np 1 build-gpu-check/miniseq train ...`).
+deps_env_file() {
+  mkdir -p "$BUILD"
+  {
+    echo "# written by scripts/gpu-check.sh (step deps)"
+    local v
+    for v in PATH LD_LIBRARY_PATH PKG_CONFIG_PATH PKG_CONFIG_LIBDIR PKG_CONFIG_SYSROOT_DIR OPAL_PREFIX OPAL_SYSCONFDIR \
+      PMIX_MCA_mca_base_component_path OMPI_MCA_plm_rsh_agent; do
+      [ -n "${!v+x}" ] && printf 'export %s=%q\n' "$v" "${!v}"
+    done
+    echo "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+  } > "$BUILD/deps-env.sh"
 }
 
 step_build() {
@@ -367,19 +435,30 @@ step_cli() {
 # optimizer in backward (each group all-reduced through NCCL inside the backward, then updated) and for ZeRO-2 in
 # backward with offloaded shards (each piece reduced onto its owner, downloaded, updated on the host, uploaded).
 # With two or more GPUs also 2 ranks against 1 process with twice the accumulation (within 1e-6 is the CPU's bound; bf16 here, so
-# the check only reports the difference). Skipped without mpirun or without NCCL in the build.
+# the check only reports the difference). Skipped without mpirun or without NCCL in the build. A dry run runs the
+# same commands on the CPU through the MPI communicator (2 ranks with --oversubscribe), to exercise mpirun and the
+# Open MPI that the deps step found or unpacked.
 step_nccl() {
-  local L=$OUT/cli.log R=$WORK/nccl gpus
-  echo "== nccl: train --device $DEV through NCCL vs no launcher (ZeRO-2, optimizer in backward) ==" >> "$L"
-  if ! command -v mpirun > /dev/null 2>&1 ||
-    [ ! -f "$BUILD/CMakeFiles/miniseq_cuda.dir/src/miniseq/backend/cuda/nccl_communicator.cu.o" ]; then
-    STEP_STATUS=skipped STEP_SUMMARY="no mpirun or no NCCL in the build (libopenmpi-dev openmpi-bin)"
+  local L=$OUT/cli.log R=$WORK/nccl gpus=0 ranks=1 via=NCCL
+  [ "$DRY" = 1 ] && via=MPI
+  echo "== nccl: train --device $DEV through $via vs no launcher (ZeRO-2, optimizer in backward) ==" >> "$L"
+  local comm=$BUILD/CMakeFiles/miniseq_cuda.dir/src/miniseq/backend/cuda/nccl_communicator.cu.o
+  [ "$DRY" = 1 ] && comm=$BUILD/CMakeFiles/miniseq_core.dir/src/miniseq/dist/mpi_communicator.cpp.o
+  if ! command -v mpirun > /dev/null 2>&1 || [ ! -f "$comm" ]; then
+    STEP_STATUS=skipped
+    STEP_SUMMARY="no mpirun or no $([ "$DRY" = 1 ] && echo MPI || echo NCCL) in the build (.gpudeps/openmpi: scripts/gpu-deps.sh)"
     return
   fi
   rm -rf "$R" && mkdir -p "$R"
   local args=(train --device "$DEV" --preset demo --model_max_length 256 --max_steps 3 --save_strategy no
     --logging_steps 1)
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  # No rank pinned to one core (the host optimizer's threads); no cross-memory attach between ranks (refused in
+  # some containers; the ranks exchange only the NCCL id and a few host values through MPI).
+  export OMPI_MCA_btl_vader_single_copy_mechanism=none
+  local mpirun=(mpirun --bind-to none)
+  [ "$DRY" = 1 ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} && mpirun+=(--oversubscribe)
+  log "  mpirun: $(command -v mpirun) ($(mpirun --version 2> /dev/null | head -1))"
   local variant extra
   for variant in zero2 in_backward zero2_offload_in_backward; do
     case $variant in
@@ -387,27 +466,29 @@ step_nccl() {
       in_backward) extra=(--optimizer_in_backward True) ;;
       zero2_offload_in_backward) extra=(--zero_stage 2 --optimizer_in_backward True --offload_optimizer True) ;;
     esac
-    c "$L" mpirun -np 1 "$BUILD/miniseq" "${args[@]}" "${extra[@]}" --output_dir "$R/nccl1-$variant" > /dev/null
+    c "$L" "${mpirun[@]}" -np 1 "$BUILD/miniseq" "${args[@]}" "${extra[@]}" --output_dir "$R/nccl1-$variant" > /dev/null
     c "$L" "$BUILD/miniseq" "${args[@]}" "${extra[@]}" --output_dir "$R/single-$variant" > /dev/null
     if cmp -s "$R/nccl1-$variant/model.safetensors" "$R/single-$variant/model.safetensors"; then
       CHECKS_PASSED=$((CHECKS_PASSED + 1))
-      echo "nccl: $variant, 1 rank through NCCL = no launcher, bit for bit" >> "$L"
+      echo "nccl: $variant, 1 rank through $via = no launcher, bit for bit" >> "$L"
     else
       CHECKS_FAILED=$((CHECKS_FAILED + 1))
-      echo "nccl: $variant, 1 rank through NCCL differs from the run without a launcher" >> "$L"
+      echo "nccl: $variant, 1 rank through $via differs from the run without a launcher" >> "$L"
       fail
     fi
   done
-  gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
-  if [ "$gpus" -ge 2 ]; then
-    c "$L" mpirun -np 2 "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --output_dir "$R/nccl2" > /dev/null
+  [ "$DRY" = 1 ] || gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
+  { [ "$gpus" -ge 2 ] || [ "$DRY" = 1 ]; } && ranks=2
+  if [ "$ranks" = 2 ]; then
+    c "$L" "${mpirun[@]}" -np 2 "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --output_dir "$R/nccl2" > /dev/null
     c "$L" "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --gradient_accumulation_steps 2 --output_dir "$R/ga2" \
       > /dev/null
     cmp -s "$R/nccl2/model.safetensors" "$R/ga2/model.safetensors" &&
       echo "nccl: 2 ranks = 1 process with accumulation 2, bit for bit" >> "$L" ||
       echo "nccl: 2 ranks differ from 1 process with accumulation 2 (bf16; compare the logged losses)" >> "$L"
   fi
-  STEP_SUMMARY="$CHECKS_PASSED checks passed, $CHECKS_FAILED failed; $(cmds_summary); $gpus GPU(s)"
+  STEP_SUMMARY="$CHECKS_PASSED checks passed, $CHECKS_FAILED failed; $(cmds_summary); $gpus GPU(s), up to $ranks rank(s)"
+  [ "$DRY" = 1 ] && STEP_NOTES+=("dry run: ran on the CPU through the MPI communicator (no NCCL); on the GPU the same commands run with --device cuda")
 }
 
 step_offload() {
