@@ -13,10 +13,12 @@
 #include "miniseq/cli/flags.h"
 #include "miniseq/cli/lora_flags.h"
 #include "miniseq/core/rss.h"
+#include "miniseq/dist/communicator.h"
 #include "miniseq/io/safetensors.h"
 #include "miniseq/model/adapter.h"
 #include "miniseq/model/decoder.h"
 #include "miniseq/model/planner.h"
+#include "miniseq/model/sequence_parallel.h"
 
 namespace miniseq::cli {
 
@@ -34,7 +36,7 @@ int cmd_grad(const Args& args) {
           "[--mlp_chunk_tokens N] [--lm_head_chunks N] [--gradient_checkpointing True|False] [--use_full_attn True|False] "
           "[--bf16 True|False] "
           "[--low_rank_training True [--lora_r 8 --lora_alpha 16 --lora_target_modules LIST] | --peft_model DIR] "
-          "[--trainable_params embed,norm]",
+          "[--trainable_params embed,norm] [--sequence_parallel P]",
           with_flags({
               {"model", FlagKind::String, "", "Hugging Face model directory (config.json + safetensors)"},
               {"data", FlagKind::String, "", "JSONL, one sequence per line: {\"input_ids\": [...], \"labels\": [...]}"},
@@ -53,6 +55,9 @@ int cmd_grad(const Args& args) {
                "PEFT adapter directory (adapter_config.json, adapter_model.safetensors, optional "
                "trainable_params.safetensors): LoRA with its settings and values"},
               {"seed", FlagKind::Int, "42", "seed of the LoRA initialization (LoRA without --peft_model)"},
+              {"sequence_parallel", FlagKind::Int, "1",
+               "Ulysses sequence parallelism over P processes (mpirun -np P miniseq grad ...): each rank runs S/P "
+               "tokens of every sequence, S divisible by P (docs/distributed.md)"},
           }, lora_flag_specs("False")));
   if (!f.parse(args)) return 0;
   for (const char* required : {"model", "data", "out"})
@@ -88,6 +93,25 @@ int cmd_grad(const Args& args) {
   const std::string dev_name = f.str("device");
   MS_CHECK(dev_name == "cpu" || dev_name == "cuda", "grad: --device must be cpu or cuda, got '", dev_name, "'");
   const Device device = dev_name == "cuda" ? Device::CUDA : Device::CPU;
+  // Sequence parallelism: the world is the group (every rank reads the whole batch and runs its S/P tokens).
+  const int64_t P = f.i64("sequence_parallel");
+  MS_CHECK(P >= 1, "grad: --sequence_parallel must be >= 1, got ", P);
+  dist::Communicator* comm = nullptr;
+  if (P > 1 || dist::launched_by_mpi()) {
+    MS_CHECK(dist::launched_by_mpi(), "grad: --sequence_parallel ", P, " needs ", P,
+             " processes: launch it as `mpirun -np ", P, " miniseq grad ... --sequence_parallel ", P, "`");
+    comm = &dist::world(device);
+    MS_CHECK(comm->size() == P, "grad: --sequence_parallel ", P, " but ", comm->size(),
+             " processes were started: launch exactly P processes (mpirun -np ", P, ")");
+    MS_CHECK(batch.seq % P == 0, "grad: ", f.str("data"), " has sequences of ", batch.seq,
+             " tokens, which do not split over --sequence_parallel ", P,
+             ": every rank takes S/P consecutive tokens, so S must be divisible by P (shorten or pad the "
+             "data)");
+    const std::string heads =
+        sequence_parallel_heads_problem(config.num_attention_heads, config.num_key_value_heads, P);
+    MS_CHECK(heads.empty(), "grad: --sequence_parallel ", P, ": ", heads);
+  }
+  const bool root = !comm || comm->is_root();
   auto backend = make_backend(device);
   if (f.boolean("bf16") && device == Device::CPU) {
     set_cpu_math(*backend, cpu::Math::BF16);
@@ -97,6 +121,7 @@ int cmd_grad(const Args& args) {
   // Plan: the same schedule on a dry plan with the dry backend, in the backend's dtypes.
   PlanTarget target = plan_target_for(*backend, false);
   target.lora = lora;
+  if (comm) target.sequence_parallel = P;
   const MemReport planned = plan_step(config, batch.batch, batch.seq, policy, target);
 
   // Run in an arena of exactly the planned size.
@@ -121,11 +146,16 @@ int cmd_grad(const Args& args) {
                 (long long)lora.r, lora.alpha, lora.target_modules.size(), model.grads().size(),
                 (long long)param_count(model.grads().specs()));
   model.zero_grads();
+  if (comm) model.set_sequence_parallel({comm, comm->rank(), comm->size()});
   reset_peak_rss();
-  const double loss_sum = model.forward_backward(batch, policy, n_targets);
+  double loss_sum = model.forward_backward(batch, policy, n_targets);
   const size_t rss_peak = peak_rss_bytes();
   const size_t device_used = backend->device_bytes_in_use();
   const MemReport measured = plan.report();
+  if (comm) {  // each rank holds its tokens' part of the loss and of every gradient: sums in rank order
+    comm->all_reduce_sum_f64(&loss_sum, 1);
+    model.grads().for_each([&](const ParamSpec&, const Tensor& g) { comm->all_reduce_sum(g); });
+  }
   const double loss = loss_sum / static_cast<double>(n_targets);
   MS_CHECK(std::isfinite(loss), "grad: the loss is not finite (", loss, "); check the weights");
 
@@ -140,6 +170,7 @@ int cmd_grad(const Args& args) {
     out.push_back({s.name, h, DType::F32});
     ++i;
   });
+  if (!root) return 0;  // rank 0 writes and reports
   write_safetensors(f.str("out"), out, {{"loss", format_loss(loss)}});
 
   std::printf("loss %s\n", format_loss(loss).c_str());
@@ -151,6 +182,10 @@ int cmd_grad(const Args& args) {
               policy.mini_sequence ? "on" : "off",
               policy.checkpointing ? "on" : "off", (long long)policy.mlp_chunk_rows(config, batch.rows()),
               (long long)policy.lm_head_chunk_rows(config, batch.rows()));
+  if (comm)
+    std::printf("sequence parallel: %lld ranks (%s), %lld tokens of each sequence per rank; the memory below is "
+                "rank 0's\n",
+                (long long)P, std::string(comm->name()).c_str(), (long long)(batch.seq / P));
   std::printf("planned memory: %s", planned.str().c_str());
   std::printf("measured memory (real arena): %s", measured.str().c_str());
   if (device == Device::CPU)

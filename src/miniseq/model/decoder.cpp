@@ -20,11 +20,18 @@ namespace miniseq {
 
 Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy, bool training) const {
   Step st;
-  st.B = B, st.S = S, st.T = B * S;
+  // Sequence parallelism (training): this rank's S/P tokens of each sequence, the global positions.
+  const SequenceParallel* sp = training && sp_ ? &*sp_ : nullptr;
+  const int64_t P = sp ? sp->size : 1;
+  MS_CHECK(S % P == 0, "sequence parallelism over ", P, " ranks needs a sequence length divisible by ", P,
+           "; the batch has ", S, " tokens per sequence (choose --model_max_length divisible by ", P, ")");
+  const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads;
+  st.B = B, st.S = S / P, st.T = B * st.S;
   st.d = config_.hidden_size, st.qd = config_.q_dim(), st.kvd = config_.kv_dim();
   st.I = config_.intermediate_size, st.V = config_.vocab_size;
-  st.positions.resize(static_cast<size_t>(S));
-  for (int64_t s = 0; s < S; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(s);
+  const int64_t first = sp ? sp->rank * st.S : 0;
+  st.positions.resize(static_cast<size_t>(st.S));
+  for (int64_t s = 0; s < st.S; ++s) st.positions[static_cast<size_t>(s)] = static_cast<int32_t>(first + s);
   st.ids = nullptr;
   st.policy = policy;
   st.mlp_rows = policy.mlp_chunk_rows(config_, st.T);
@@ -32,6 +39,10 @@ Decoder::Step Decoder::make_step(int64_t B, int64_t S, const StepPolicy& policy,
   st.loss_scale = 0.0f;
   st.rope = rope_params(config_, S);
   st.s2_group = training ? policy.s2_group(S) : 0;
+  st.sp = sp;
+  st.S_attn = S;
+  st.Hl = H / P, st.Hkvl = std::max<int64_t>(1, Hkv / P);
+  st.head_offset = sp ? sp->rank * st.Hl : 0;
   return st;
 }
 
@@ -40,13 +51,24 @@ AttentionParams Decoder::attention_params(const Step& st, int l) const {
   ap.causal = true;
   ap.sliding_window = config_.sliding_window[static_cast<size_t>(l)];
   ap.s2_group = st.s2_group;
+  if (st.sp) ap.head_offset = st.head_offset, ap.heads_total = config_.num_attention_heads;
   return ap;
+}
+
+void Decoder::set_sequence_parallel(const SequenceParallel& sp) {
+  const std::string problem =
+      sequence_parallel_heads_problem(config_.num_attention_heads, config_.num_key_value_heads, sp.size);
+  MS_CHECK(problem.empty(), "--sequence_parallel ", sp.size, ": ", problem);
+  MS_CHECK(sp.rank >= 0 && sp.rank < sp.size, "internal: sequence-parallel rank ", sp.rank, " of ", sp.size);
+  sp_ = sp;
 }
 
 ScratchShape Decoder::scratch_shape(const Step& st, int64_t loss_rows, bool backward) const {
   ScratchShape s;
-  s.B = st.B, s.S = st.S;
-  s.H = config_.num_attention_heads, s.D = config_.head_dim;
+  // Attention's calls are the largest: [B, S_attn] positions for Hl heads (all of them without sequence
+  // parallelism); every other op has at most B·S_attn rows.
+  s.B = st.B, s.S = st.S_attn;
+  s.H = st.Hl, s.D = config_.head_dim;
   s.norm_cols = std::max(config_.hidden_size, config_.head_dim);
   if (config_.qkv_bias || config_.o_bias) s.bias_cols = std::max({st.qd, st.kvd, st.d});
   s.loss_rows = loss_rows;
@@ -207,9 +229,11 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
     Buffer rstd1 = plan_.alloc("rstd1", {st.T}, DType::F32, MemCategory::TransientActivations);
     be_.rmsnorm_forward(x, *w.in_norm, eps, n1, rstd1);
     rstd1.release();
-    s.q = plan_.alloc("q", {st.T, st.qd}, act_, cat);
-    s.k = plan_.alloc("k", {st.T, st.kvd}, act_, cat);
-    s.v = plan_.alloc("v", {st.T, st.kvd}, act_, cat);
+    // With sequence parallelism the attention reads q, k, v in the head layout (below): these are transient.
+    const MemCategory qkv_cat = st.sp ? MemCategory::TransientActivations : cat;
+    s.q = plan_.alloc("q", {st.T, st.qd}, act_, qkv_cat);
+    s.k = plan_.alloc("k", {st.T, st.kvd}, act_, qkv_cat);
+    s.v = plan_.alloc("v", {st.T, st.kvd}, act_, qkv_cat);
     if (config_.qk_norm) {  // Qwen3: q = q_norm(q_proj(n1)) per head [T·H, D], k likewise, then RoPE
       s.q_raw = plan_.alloc("q_raw", {st.T, st.qd}, act_, cat);
       s.k_raw = plan_.alloc("k_raw", {st.T, st.kvd}, act_, cat);
@@ -227,18 +251,41 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
     }
     proj_forward(w.v, n1, s.v);
   }
-  const Tensor q4 = s.q->view({st.B, st.S, H, D}), k4 = s.k->view({st.B, st.S, Hkv, D});
-  const Tensor v4 = s.v->view({st.B, st.S, Hkv, D});
-  be_.rope_forward(q4, st.positions.data(), st.rope);
-  be_.rope_forward(k4, st.positions.data(), st.rope);
-  s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
-  s.lse = plan_.alloc("lse", {st.B, H, st.S}, DType::F32, cat);
+  be_.rope_forward(s.q->view({st.B, st.S, H, D}), st.positions.data(), st.rope);
+  be_.rope_forward(s.k->view({st.B, st.S, Hkv, D}), st.positions.data(), st.rope);
+  if (st.sp) {  // sequence shards → head shards: [T, H·D] → [B·S_attn, Hl·D] (k, v likewise)
+    HeadExchange xq(be_, plan_, *st.sp, st.B, st.S, H, D), xkv(be_, plan_, *st.sp, st.B, st.S, Hkv, D);
+    const int64_t rows = st.B * st.S_attn;
+    Buffer qh = plan_.alloc("q_heads", {rows, st.Hl * D}, act_, cat);
+    xq.to_heads(s.q, qh);
+    s.q = std::move(qh);
+    Buffer kh = plan_.alloc("k_heads", {rows, st.Hkvl * D}, act_, cat);
+    xkv.to_heads(s.k, kh);
+    s.k = std::move(kh);
+    Buffer vh = plan_.alloc("v_heads", {rows, st.Hkvl * D}, act_, cat);
+    xkv.to_heads(s.v, vh);
+    s.v = std::move(vh);
+  }
+  // Attention's layout: [B, S_attn, Hl, D] (the token layout [B, S, H, D] without sequence parallelism).
+  const Tensor q4 = s.q->view({st.B, st.S_attn, st.sp ? st.Hl : H, D});
+  const Tensor k4 = s.k->view({st.B, st.S_attn, st.sp ? st.Hkvl : Hkv, D});
+  const Tensor v4 = s.v->view({st.B, st.S_attn, st.sp ? st.Hkvl : Hkv, D});
+  s.lse = plan_.alloc("lse", {st.B, st.sp ? st.Hl : H, st.S_attn}, DType::F32, cat);
   AttentionParams ap = attention_params(st, l);
   if (st.kv) {  // decoding: the queries are the newest positions of the cached keys
+    s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
     const auto [kc, vc] = append_kv(*st.kv, l, s.k, s.v);
     ap.q_offset = kc.size(1) - st.S;
     be_.attention_forward(q4, kc, vc, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
+  } else if (st.sp) {  // head shards → sequence shards for the output projection
+    s.attn_heads = plan_.alloc("attn_heads", {st.B * st.S_attn, st.Hl * D}, act_, cat);
+    be_.attention_forward(q4, k4, v4, s.attn_heads->view({st.B, st.S_attn, st.Hl, D}), s.lse, ap);
+    if (!for_backward) s.q.release(), s.k.release(), s.v.release(), s.lse.release();
+    s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
+    HeadExchange(be_, plan_, *st.sp, st.B, st.S, H, D).to_sequence(s.attn_heads, s.attn);
+    if (!for_backward) s.attn_heads.release();
   } else {
+    s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
     be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
   }
   if (!for_backward) s.q.release(), s.k.release(), s.v.release(), s.lse.release();
@@ -322,10 +369,42 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
   s.rstd2.release(), s.h.release();
 
   // ---- attention backward ----
-  Buffer dq = plan_.alloc("dq", {st.T, st.qd}, act_, tr);
-  Buffer dk = plan_.alloc("dk", {st.T, st.kvd}, act_, tr);
-  Buffer dv = plan_.alloc("dv", {st.T, st.kvd}, act_, tr);
-  {
+  Buffer dq, dk, dv;  // [T, qd], [T, kvd], [T, kvd]
+  if (st.sp) {
+    // Sequence parallelism: the output gradient goes to the head layout, attention's backward runs there, and
+    // dq, dk, dv come back to this rank's tokens (the copies of replicated kv heads summed).
+    HeadExchange xq(be_, plan_, *st.sp, st.B, st.S, H, D), xkv(be_, plan_, *st.sp, st.B, st.S, Hkv, D);
+    const int64_t rows = st.B * st.S_attn;
+    Buffer dq_h = plan_.alloc("dq_heads", {rows, st.Hl * D}, act_, tr);
+    Buffer dk_h = plan_.alloc("dk_heads", {rows, st.Hkvl * D}, act_, tr);
+    Buffer dv_h = plan_.alloc("dv_heads", {rows, st.Hkvl * D}, act_, tr);
+    {
+      Buffer dattn_h = plan_.alloc("dattn_heads", {rows, st.Hl * D}, act_, tr);
+      {
+        Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
+        proj_backward(w.o, g.o, dx, s.attn, dattn, /*dx_accum=*/false);
+        s.attn.release();
+        xq.to_heads(dattn, dattn_h);
+      }
+      const Shape q4{st.B, st.S_attn, st.Hl, D}, k4{st.B, st.S_attn, st.Hkvl, D};
+      be_.attention_backward(dattn_h->view(q4), s.q->view(q4), s.k->view(k4), s.v->view(k4),
+                             s.attn_heads->view(q4), s.lse, dq_h->view(q4), dk_h->view(k4), dv_h->view(k4),
+                             attention_params(st, l));
+    }
+    s.attn_heads.release(), s.lse.release(), s.q.release(), s.k.release(), s.v.release();
+    dq = plan_.alloc("dq", {st.T, st.qd}, act_, tr);
+    xq.to_sequence(dq_h, dq);
+    dq_h.release();
+    dk = plan_.alloc("dk", {st.T, st.kvd}, act_, tr);
+    xkv.to_sequence(dk_h, dk);
+    dk_h.release();
+    dv = plan_.alloc("dv", {st.T, st.kvd}, act_, tr);
+    xkv.to_sequence(dv_h, dv);
+    dv_h.release();
+  } else {
+    dq = plan_.alloc("dq", {st.T, st.qd}, act_, tr);
+    dk = plan_.alloc("dk", {st.T, st.kvd}, act_, tr);
+    dv = plan_.alloc("dv", {st.T, st.kvd}, act_, tr);
     Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
     proj_backward(w.o, g.o, dx, s.attn, dattn, /*dx_accum=*/false);
     const AttentionParams ap = attention_params(st, l);
@@ -408,6 +487,20 @@ double Decoder::forward_backward(const TokenBatch& batch, const StepPolicy& poli
   Step st = make_step(batch.batch, batch.seq, policy, /*training=*/true);
   st.targets = batch.shifted_targets();
   st.ids = batch.input_ids.data();
+  if (st.sp) {  // this rank's tokens of each sequence, and their targets (the shift is the global one)
+    const int64_t first = st.sp->rank * st.S;
+    std::vector<int32_t> targets(static_cast<size_t>(st.T));
+    st.local_ids.resize(static_cast<size_t>(st.T));
+    for (int64_t b = 0; b < st.B; ++b)
+      for (int64_t s = 0; s < st.S; ++s) {
+        const auto from = static_cast<size_t>(b * batch.seq + first + s),
+                   to = static_cast<size_t>(b * st.S + s);
+        st.local_ids[to] = batch.input_ids[from];
+        targets[to] = st.targets[from];
+      }
+    st.targets = std::move(targets);
+    st.ids = st.local_ids.data();
+  }
   st.loss_scale = loss_denominator > 0 ? 1.0f / static_cast<float>(loss_denominator) : 0.0f;
   const int L = static_cast<int>(config_.num_hidden_layers);
   const ScratchLease scratch(be_, plan_,

@@ -15,6 +15,7 @@
 #include "miniseq/model/batch.h"
 #include "miniseq/model/lora.h"
 #include "miniseq/model/params.h"
+#include "miniseq/model/sequence_parallel.h"
 #include "miniseq/model/step_policy.h"
 #include "miniseq/ops/backend.h"
 
@@ -77,6 +78,13 @@ class Decoder {
   // copy stream): a handed-over group stays allocated until the next group has been handed over, then waits
   // for its copies and is freed, so the device never waits for a download. Costs one group (planned).
   void set_async_grad_reads(bool on) { async_grad_reads_ = on; }
+  // Ulysses sequence parallelism (model/sequence_parallel.h) for forward_backward: every rank of the group
+  // passes the same whole batch [B, S] (S divisible by P); this rank runs its S/P tokens of every sequence,
+  // with the global positions, the global next-token shift and attention over the whole sequence for its
+  // heads. The gradients are this rank's part: the caller sums them over the group (and the loss sums).
+  // Training only.
+  void set_sequence_parallel(const SequenceParallel& sp);
+  const std::optional<SequenceParallel>& sequence_parallel() const { return sp_; }
   const ParamSet& weights() const { return weights_; }  // every parameter (frozen ones included)
   // The trained parameters' weights (a view of weights(), in grads()' order: trainable_specs): what AdamW
   // updates. All of weights() in full fine-tuning.
@@ -167,6 +175,7 @@ class Decoder {
   MemoryPlan* host_ = nullptr;  // checkpoint offload (set_checkpoint_offload)
   int64_t offload_layers_ = 0;
   bool async_grad_reads_ = false;
+  std::optional<SequenceParallel> sp_;
 };
 
 }  // namespace miniseq

@@ -20,6 +20,12 @@ struct Decoder::Step {
   float loss_scale;       // 1 / loss_denominator
   KvCache* kv = nullptr;  // decoding: attention also sees the cached positions
   int64_t s2_group = 0;   // S²-Attn group (training with policy.s2_attn), 0 = full attention
+  // Sequence parallelism (Decoder::set_sequence_parallel): S and T are this rank's tokens of each sequence;
+  // attention runs over S_attn = S·P positions for heads [head_offset, head_offset + Hl) and Hkvl kv heads.
+  // Without it S_attn = S and the heads are all the model's.
+  const SequenceParallel* sp = nullptr;
+  int64_t S_attn = 0, Hl = 0, Hkvl = 0, head_offset = 0;
+  std::vector<int32_t> local_ids;  // [T]: this rank's tokens (sequence parallelism)
 };
 
 // The backend's per-call scratch (ops/scratch.h), a workspace buffer of the plan for as long as this lives
@@ -52,6 +58,9 @@ struct Decoder::Saved {
   Buffer q_raw, k_raw;    // [T, qd], [T, kvd] projections before the q/k norm (Qwen3 only)
   Buffer rstd_q, rstd_k;  // [T·H], [T·Hkv] 1/rms of each head (Qwen3 only)
   Buffer attn, lse;       // [T, qd], [B, H, S]
+  // Sequence parallelism: q, k, v, and attn_heads are in the head layout, [B·S_attn, Hl·D] (k, v [B·S_attn,
+  // Hkvl·D]): attention's inputs and output for this rank's heads; lse [B, Hl, S_attn]; attn stays [T, qd].
+  Buffer attn_heads;
   // [T, d] residual after attention (with checkpointing: the recomputed input, which became it), [T] 1/rms of
   // the post-attention norm (its output is recomputed per MLP chunk). The input norm's output is recomputed
   // in backward.

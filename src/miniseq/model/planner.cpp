@@ -57,6 +57,8 @@ RunPlan plan_run(const ModelConfig& config, int64_t batch, int64_t seq, const St
                                                                                              : GradStorage::Persistent,
                 target.lora);
   model.set_checkpoint_offload(&host, target.offload_layers);
+  if (target.sequence_parallel > 0)
+    model.set_sequence_parallel({nullptr, 0, static_cast<int>(target.sequence_parallel)});
   // The host optimizer's downloads overlap the backward; offloaded ZeRO shards copy synchronously.
   model.set_async_grad_reads(target.optimizer && target.offload_optimizer && target.optimizer_in_backward &&
                              target.zero_ranks == 0);

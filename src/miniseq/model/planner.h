@@ -50,6 +50,10 @@ struct PlanTarget {
   // ZeRO stage 2: no full gradient buffer (the backward hands each group's gradients over, as with the optimizer
   // in backward) and one rank's flat fp32 gradient shard.
   bool zero_grads = false;
+  // Ulysses sequence parallelism (model/sequence_parallel.h): the plan of one rank of a group of this many,
+  // its S/P tokens and the head exchange's buffers (0: none; 1: the same schedule on one rank, as a launched
+  // P = 1 runs it).
+  int64_t sequence_parallel = 0;
   static PlanTarget cpu() { return {}; }
   // The CUDA backend's storage (backend/cuda/cuda_ops.h): bf16 weights and activations, fp32 gradients (they
   // accumulate over chunks and micro-batches, docs/cuda.md), fp32 AdamW moments.

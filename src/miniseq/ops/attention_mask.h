@@ -33,11 +33,16 @@ struct AttentionMask {
   int64_t q_offset = 0;  // key row of query row 0
   int64_t group = 0;     // S²-Attn group size G; 0 = no groups
   int64_t shift = 0;     // 0, or G/2 for the shifted half of the heads (for_head)
+  // Sequence parallelism: the H heads of a call are the model's heads [head_offset, head_offset + H) of
+  // heads_total (0: the call has all heads). The shifted half is the model's, not the call's.
+  int64_t head_offset = 0, heads_total = 0;
 
-  // The mask of query head h of H: the shifted groups for h >= H/2 when there are groups.
+  // The mask of query head h of H: the shifted groups for the model's heads >= heads_total/2 (H/2 when the
+  // call holds all heads) when there are groups.
   AttentionMask for_head(int64_t h, int64_t H) const {
     AttentionMask m = *this;
-    m.shift = (group > 0 && h >= H / 2) ? group / 2 : 0;
+    const int64_t all = heads_total > 0 ? heads_total : H;
+    m.shift = (group > 0 && h + head_offset >= all / 2) ? group / 2 : 0;
     return m;
   }
   // First position of the group holding position p (0 without groups).

@@ -24,6 +24,20 @@ void Backend::round_to_precision(const Tensor& t, DType precision) {
            " backend cannot round ", dtype_name(t.dtype), " values to ", dtype_name(precision));
 }
 
+void Backend::copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
+                           int64_t cols) {
+  MS_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) == src.size(0) && dst.dtype == src.dtype &&
+               dst_col >= 0 && src_col >= 0 && cols >= 0 && dst_col + cols <= dst.size(1) &&
+               src_col + cols <= src.size(1),
+           "internal: copy_columns of ", cols, " columns from ", src.shape.str(), " into ", dst.shape.str());
+  const size_t es = dtype_size(dst.dtype);
+  for (int64_t r = 0; r < dst.size(0); ++r) {
+    char* d = static_cast<char*>(dst.data) + static_cast<size_t>(r * dst.size(1) + dst_col) * es;
+    char* s = static_cast<char*>(src.data) + static_cast<size_t>(r * src.size(1) + src_col) * es;
+    copy(Tensor(d, {cols}, dst.dtype, dst.device), Tensor(s, {cols}, src.dtype, src.device));
+  }
+}
+
 void register_backend_factory(Device device, BackendFactory factory) {
   factories()[static_cast<size_t>(device)] = factory;
 }

@@ -29,6 +29,11 @@ struct AttentionParams {
   // Forward only (KV-cache decoding): q holds Sq ≤ Sk newest positions, query row i sits at key row
   // i + q_offset (ops/attention_mask.h). Backward requires q_offset = 0 and Sq = Sk.
   int64_t q_offset = 0;
+  // Sequence parallelism (model/sequence_parallel.h): q holds the query heads [head_offset, head_offset + H)
+  // of a model with heads_total heads; S²-Attn shifts the global heads [heads_total/2, heads_total). 0, 0:
+  // all heads.
+  int64_t head_offset = 0;
+  int64_t heads_total = 0;
   // S²-Attn group size G (training with --use_full_attn False): 0 = full attention. Heads [0, H/2) attend within
   // groups of G positions, heads [H/2, H) within groups shifted by G/2, with no group wrapping around
   // (ops/attention_mask.h, AttentionMask::for_head). Forward and backward take the same value.
@@ -207,6 +212,11 @@ class Backend {
   virtual void scale_inplace(const Tensor& y, float s) = 0;        // y *= s
   virtual void fill_zero(const Tensor& y) = 0;
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;  // converts dtypes
+  // A block of columns, row by row (sequence parallelism's head exchange, model/sequence_parallel.h): dst [R,
+  // Nd] columns [dst_col, dst_col + cols) = src [R, Ns] columns [src_col, src_col + cols); same dtype. The
+  // default copies row by row through copy(); the CPU and CUDA backends copy the strided block at once.
+  virtual void copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
+                            int64_t cols);
   virtual double sum_squares(const Tensor& x) = 0;              // for global grad norms
   // Rounds t's values to `precision` in place (nearest even): weights loaded into the CPU's fp32 buffers that
   // emulate bf16 (set_precision). Nothing to do where t is stored in `precision` already.

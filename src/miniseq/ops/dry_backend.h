@@ -50,6 +50,7 @@ class DryBackend final : public Backend {
   void scale_inplace(const Tensor&, float) override {}
   void fill_zero(const Tensor&) override {}
   void copy(const Tensor&, const Tensor&) override {}
+  void copy_columns(const Tensor&, int64_t, const Tensor&, int64_t, int64_t) override {}
   double sum_squares(const Tensor&) override { return 0.0; }
   void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWParams&,
                   const Tensor*) override {}

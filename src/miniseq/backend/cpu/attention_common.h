@@ -66,6 +66,7 @@ inline AttnGeometry attn_geometry(const Tensor& q, const Tensor& k, const Attent
   g.G = g.H / g.Hkv;
   g.scale = p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(g.D));
   g.mask = AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset, p.s2_group};
+  g.mask.head_offset = p.head_offset, g.mask.heads_total = p.heads_total;
   return g;
 }
 

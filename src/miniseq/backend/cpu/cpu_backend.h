@@ -64,6 +64,8 @@ class CpuBackend final : public Backend {
   void scale_inplace(const Tensor& y, float s) override;
   void fill_zero(const Tensor& y) override;
   void copy(const Tensor& dst, const Tensor& src) override;
+  void copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
+                    int64_t cols) override;
   double sum_squares(const Tensor& x) override;
 
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,

@@ -40,6 +40,22 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
   convert(src.data, src.dtype, dst.data, dst.dtype, static_cast<size_t>(src.numel()));
 }
 
+void CpuBackend::copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
+                              int64_t cols) {
+  MS_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) == src.size(0) && dst.dtype == src.dtype &&
+               dst_col >= 0 && src_col >= 0 && cols >= 0 && dst_col + cols <= dst.size(1) &&
+               src_col + cols <= src.size(1),
+           "internal: copy_columns of ", cols, " columns from ", src.shape.str(), " into ", dst.shape.str());
+  const size_t es = dtype_size(dst.dtype);
+  const int64_t R = dst.size(0), nd = dst.size(1), ns = src.size(1);
+  char* d = static_cast<char*>(dst.data);
+  const char* s = static_cast<const char*>(src.data);
+#pragma omp parallel for schedule(static) if (R * cols > (1 << 15))
+  for (int64_t r = 0; r < R; ++r)
+    std::memcpy(d + static_cast<size_t>(r * nd + dst_col) * es,
+                s + static_cast<size_t>(r * ns + src_col) * es, static_cast<size_t>(cols) * es);
+}
+
 double CpuBackend::sum_squares(const Tensor& x) {
   const float* p = x.f32();
   const int64_t n = x.numel();

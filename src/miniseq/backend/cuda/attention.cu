@@ -146,7 +146,9 @@ Geometry geometry(const Tensor& q, const Tensor& k, const AttentionParams& p) {
   g.scale = p.scale != 0.0f ? p.scale : 1.0f / sqrtf(static_cast<float>(D));
   g.scale_log2 = g.scale * kLog2e;
   MS_CHECK(p.s2_group >= 0, "CUDA attention: S2-Attn group ", p.s2_group, " must be >= 0");
-  g.mask = DeviceMask::from(AttentionMask{g.Sk, p.causal, p.sliding_window, p.q_offset, p.s2_group}, g.S);
+  AttentionMask m{g.Sk, p.causal, p.sliding_window, p.q_offset, p.s2_group};
+  m.head_offset = p.head_offset, m.heads_total = p.heads_total;
+  g.mask = DeviceMask::from(m, g.S);
   return g;
 }
 

@@ -23,11 +23,13 @@ struct DeviceMask {
   int64_t queries;   // query rows (= seq in training)
   int64_t group;     // S²-Attn group size, 0 = none
   int64_t shift;     // 0, or group / 2 for the shifted half of the heads (for_head)
+  int64_t head_offset, heads_total;  // sequence parallelism: the call's heads among the model's (0, 0: all)
   // The mask of query head h of H (AttentionMask::for_head): the kernels call it per query head, so a kv head
   // read by shifted and unshifted query heads (GQA) is masked per query head.
   MS_HOST_DEVICE DeviceMask for_head(int64_t h, int64_t H) const {
     DeviceMask m = *this;
-    m.shift = (group > 0 && h >= H / 2) ? group / 2 : 0;
+    const int64_t all = heads_total > 0 ? heads_total : H;
+    m.shift = (group > 0 && h + head_offset >= all / 2) ? group / 2 : 0;
     return m;
   }
   MS_HOST_DEVICE int64_t group_start(int64_t p) const {
@@ -62,7 +64,8 @@ struct DeviceMask {
     return j1 - 1 <= last_key(i0) && j0 >= first_key(i1 - 1);
   }
   static DeviceMask from(const AttentionMask& m, int64_t queries) {
-    return DeviceMask{m.seq, m.causal, m.window, m.q_offset, queries, m.group, m.shift};
+    return DeviceMask{m.seq,   m.causal, m.window,      m.q_offset,   queries,
+                      m.group, m.shift,  m.head_offset, m.heads_total};
   }
 };
 

@@ -96,6 +96,8 @@ class CudaBackend final : public Backend {
   void scale_inplace(const Tensor& y, float s) override;
   void fill_zero(const Tensor& y) override;
   void copy(const Tensor& dst, const Tensor& src) override;
+  void copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
+                    int64_t cols) override;
   double sum_squares(const Tensor& x) override;
 
   // param BF16 or F32, updated through `master` (fp32, the optimizer's, in the plan) when given, else in place

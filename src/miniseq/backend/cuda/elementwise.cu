@@ -96,6 +96,21 @@ void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
   MS_CUDA_LAUNCH_CHECK();
 }
 
+void CudaBackend::copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
+                               int64_t cols) {
+  MS_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) == src.size(0) && dst.dtype == src.dtype &&
+               dst_col >= 0 && src_col >= 0 && cols >= 0 && dst_col + cols <= dst.size(1) &&
+               src_col + cols <= src.size(1),
+           "internal: copy_columns of ", cols, " columns from ", src.shape.str(), " into ", dst.shape.str());
+  const size_t es = dtype_size(dst.dtype);
+  if (dst.size(0) == 0 || cols == 0) return;
+  MS_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.data) + static_cast<size_t>(dst_col) * es,
+                                  static_cast<size_t>(dst.size(1)) * es,
+                                  static_cast<const char*>(src.data) + static_cast<size_t>(src_col) * es,
+                                  static_cast<size_t>(src.size(1)) * es, static_cast<size_t>(cols) * es,
+                                  static_cast<size_t>(dst.size(0)), cudaMemcpyDeviceToDevice));
+}
+
 double CudaBackend::sum_squares(const Tensor& x) {
   const int64_t n = x.numel();
   if (n == 0) return 0.0;
