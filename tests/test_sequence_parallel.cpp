@@ -12,7 +12,11 @@
 // gradient is further than that from its fp64 one (errors.json); for those tensors the bound is 4 × that
 // measured fp32 error.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +24,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +33,7 @@
 #include "support/goldens.h"
 #include "support/op_check.h"
 #include "support/tmpdir.h"
+#include "support/train_fixture.h"
 
 namespace miniseq {
 namespace {
@@ -221,6 +227,193 @@ TEST(SequenceParallelGrad, RefusesWhatDoesNotSplit) {
                                 "' --out /dev/null --sequence_parallel 2");
   EXPECT_NE(alone.status, 0);
   EXPECT_NE(alone.out.find("mpirun -np 2 miniseq grad"), std::string::npos) << alone.out;
+}
+
+// ---- miniseq train --sequence_parallel P ----
+
+// The demo preset, small: a tiny random Mistral (4 heads, 2 kv heads) on documents of 256 tokens.
+std::string demo(const std::string& out, const std::string& extra) {
+  return "train --preset demo --output_dir '" + out +
+         "' --model_max_length 256 --logging_steps 1 --warmup_steps 1 --learning_rate 1e-3 --weight_decay "
+         "0.01 " +
+         extra;
+}
+
+// The largest relative difference of a tensor between two model directories.
+double max_weight_difference(const std::string& dir_a, const std::string& dir_b) {
+  const auto a = test::read_weights(dir_a), b = test::read_weights(dir_b);
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0.0;
+  for (const auto& [name, wb] : b) {
+    if (!a.count(name)) {
+      ADD_FAILURE() << "no tensor " << name << " in " << dir_a;
+      continue;
+    }
+    worst = std::max(worst, test::rel_l2(a.at(name), wb));
+  }
+  return worst;
+}
+
+void expect_same_run(const std::string& dir, const std::string& ref, const char* what) {
+  const double diff = max_weight_difference(dir, ref);
+  std::printf("%s: weights after 5 steps differ by %.3g (relative)\n", what, diff);
+  EXPECT_LT(diff, 1e-6) << what;
+  const auto loss = test::logged(dir, "loss"), loss_ref = test::logged(ref, "loss");
+  ASSERT_EQ(loss.size(), 5u) << what;
+  ASSERT_EQ(loss_ref.size(), 5u);
+  for (size_t i = 0; i < 5; ++i)
+    EXPECT_NEAR(loss[i], loss_ref[i], 1e-6 * std::fabs(loss_ref[i])) << what << ", step " << i + 1;
+}
+
+TEST(SequenceParallelTrain, FiveStepsEqualOneProcess) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
+  TempDir tmp;
+  const std::string common = "--max_steps 5 --save_strategy no";
+  const auto one = run(0, demo(tmp.file("one"), common));
+  ASSERT_EQ(one.status, 0) << one.out;
+  for (int P : {2, 4}) {
+    const std::string out = tmp.file("sp" + std::to_string(P));
+    const auto sp = run(P, demo(out, common + " --sequence_parallel " + std::to_string(P)));
+    ASSERT_EQ(sp.status, 0) << sp.out;
+    EXPECT_NE(
+        sp.out.find(std::to_string(P) + " sequence-parallel ranks (" + std::to_string(256 / P) + " tokens"),
+        std::string::npos)
+        << sp.out;
+    expect_same_run(out, tmp.file("one"), P == 2 ? "P = 2" : "P = 4");
+    EXPECT_TRUE(fs::exists(out + "/model.safetensors"));  // one Hugging Face directory, from rank 0
+  }
+}
+
+// D × P = 2 × 2: two groups take distinct blocks, as two data-parallel ranks do, so one step holds two
+// blocks: one process with accumulation 2.
+TEST(SequenceParallelTrain, TwoGroupsOfTwoEqualOneProcessWithTwiceTheAccumulation) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
+  TempDir tmp;
+  const auto one =
+      run(0, demo(tmp.file("one"), "--max_steps 5 --save_strategy no --gradient_accumulation_steps 2"));
+  ASSERT_EQ(one.status, 0) << one.out;
+  const auto sp = run(4, demo(tmp.file("dxp"), "--max_steps 5 --save_strategy no --sequence_parallel 2"));
+  ASSERT_EQ(sp.status, 0) << sp.out;
+  EXPECT_NE(sp.out.find("x 2 data-parallel ranks of 2 sequence-parallel ranks"), std::string::npos) << sp.out;
+  expect_same_run(tmp.file("dxp"), tmp.file("one"), "D x P = 2 x 2");
+  // ZeRO-2 shards over all four ranks: the same run.
+  const auto z =
+      run(4, demo(tmp.file("zero"), "--max_steps 5 --save_strategy no --sequence_parallel 2 --zero_stage 2"));
+  ASSERT_EQ(z.status, 0) << z.out;
+  expect_same_run(tmp.file("zero"), tmp.file("one"), "D x P = 2 x 2, ZeRO-2");
+}
+
+TEST(SequenceParallelTrain, ACheckpointResumesToTheSameWeights) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
+  TempDir tmp;
+  const auto whole =
+      run(2, demo(tmp.file("whole"), "--max_steps 5 --save_strategy no --sequence_parallel 2"));
+  ASSERT_EQ(whole.status, 0) << whole.out;
+  const auto first = run(2, demo(tmp.file("out"),
+                                 "--max_steps 2 --save_strategy steps --save_steps 2 "
+                                 "--sequence_parallel 2"));
+  ASSERT_EQ(first.status, 0) << first.out;
+  ASSERT_TRUE(fs::exists(tmp.file("out/checkpoint-2/model.safetensors"))) << first.out;
+  const auto rest = run(2, demo(tmp.file("out"),
+                                "--max_steps 5 --save_strategy no --sequence_parallel 2 "
+                                "--resume_from_checkpoint True"));
+  ASSERT_EQ(rest.status, 0) << rest.out;
+  EXPECT_NE(rest.out.find("resumed from"), std::string::npos) << rest.out;
+  EXPECT_EQ(max_weight_difference(tmp.file("out"), tmp.file("whole")), 0.0);  // bit-exact at the same layout
+}
+
+// The pid of rank `rank` among mpirun's children (its OMPI_COMM_WORLD_RANK), or -1.
+pid_t rank_pid(pid_t mpirun, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    int ppid = 0;
+    char state = 0;
+    if (close == std::string::npos || std::sscanf(line.c_str() + close + 2, "%c %d", &state, &ppid) != 2 ||
+        ppid != mpirun)
+      continue;
+    std::ifstream env(e.path() / "environ", std::ios::binary);
+    std::string var;
+    while (std::getline(env, var, '\0'))
+      if (var == want) return static_cast<pid_t>(std::stoi(name));
+  }
+  return -1;
+}
+
+// A killed rank of a sequence-parallel group (it dies between or inside the all-to-alls) ends the job within
+// seconds, and the last checkpoint resumes.
+TEST(SequenceParallelTrain, AKilledRankEndsTheJobAndTheLastCheckpointResumes) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (apt install openmpi-bin)";
+  TempDir tmp;
+  const std::string out = tmp.file("out");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    if (!std::freopen(tmp.file("run.log").c_str(), "w", stdout)) _exit(127);
+    dup2(STDOUT_FILENO, STDERR_FILENO);
+    setpgid(0, 0);
+    execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2", MINISEQ_BINARY, "train",
+           "--preset", "demo", "--output_dir", out.c_str(), "--model_max_length", "256", "--max_steps",
+           "100000", "--save_strategy", "steps", "--save_steps", "2", "--sequence_parallel", "2", nullptr);
+    _exit(127);
+  }
+  auto finished = [&](double seconds, int* status) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < seconds) {
+      if (waitpid(pid, status, WNOHANG) == pid) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  bool saved = false;
+  while (!saved && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120)) {
+    std::error_code ec;
+    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().filename().string().rfind("checkpoint-", 0) == 0 &&
+          it->path().filename().string().find(".tmp") == std::string::npos)
+        saved = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int status = 0;
+  if (!saved || rank_pid(pid, 1) <= 0) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    FAIL() << "no checkpoint or no rank 1: " << test::read_text(tmp.file("run.log"));
+  }
+  kill(rank_pid(pid, 1), SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  const bool ended = finished(30, &status);
+  if (!ended) kill(-pid, SIGKILL), waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(ended) << "rank 0 still runs 30 s after rank 1 was killed: "
+                     << test::read_text(tmp.file("run.log"));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count(), 15.0);
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  // The newest checkpoint resumes on the same layout and runs two more steps.
+  int64_t last = -1;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 &&
+        n.find_first_not_of("0123456789", 11) == std::string::npos)
+      last = std::max<int64_t>(last, std::stoll(n.substr(11)));
+  }
+  ASSERT_GE(last, 2);
+  const std::string until = std::to_string(last + 2);
+  const auto resume =
+      run(2, demo(out, "--max_steps " + until +
+                           " --save_strategy no --sequence_parallel 2 --resume_from_checkpoint True"));
+  ASSERT_EQ(resume.status, 0) << resume.out;
+  EXPECT_NE(resume.out.find("resumed from " + out + "/checkpoint-" + std::to_string(last)), std::string::npos)
+      << resume.out;
+  EXPECT_NE(resume.out.find("step " + until + " of the run"), std::string::npos) << resume.out;
 }
 
 }  // namespace

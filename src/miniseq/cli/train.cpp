@@ -173,7 +173,8 @@ int train_command(const Args& raw_args, bool sft) {
                 (long long)setup.args.model_max_length, (long long)setup.file_config.native_context());
   std::fflush(stdout);
 
-  if (setup.args.data_parallel == 0) setup.args.data_parallel = comm.size();  // plans count the ranks (ZeRO)
+  if (setup.args.data_parallel == 0)  // plans count the ranks (ZeRO)
+    setup.args.data_parallel = std::max<int64_t>(1, comm.size() / setup.args.sequence_parallel);
   const TrainResult r = run_training(setup);
   if (!root) return r.nonfinite_step > 0 ? 4 : r.interrupted ? 130 : 0;  // rank 0 reports
   if (r.nonfinite_step > 0) {

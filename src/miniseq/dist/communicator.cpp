@@ -37,6 +37,7 @@ class SingleProcess final : public Communicator {
   void barrier() override {}
   void all_reduce_sum_f64(double*, int64_t) override {}
   void broadcast_bytes(void*, int64_t, int root) override { check_root(root); }
+  std::unique_ptr<Communicator> split(int, int) override { return make_single_process(); }
 
  private:
   static void copy(const Tensor& in, const Tensor& out, const char* what) {

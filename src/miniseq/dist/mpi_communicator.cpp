@@ -58,11 +58,30 @@ char* at(const Tensor& t, int64_t element) {
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  // owned: a communicator of split(), freed with this object (MPI_COMM_WORLD is not).
+  explicit MpiCommunicator(MPI_Comm comm, bool owned = false) : comm_(comm), owned_(owned) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     watchdog_ = std::make_unique<Watchdog>(rank_, size_, default_timeout_seconds());
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owned_ && !finalized) MPI_Comm_free(&comm_);
+  }
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    MPI_Comm sub;
+    {
+      Watchdog::Scope w(*watchdog_, "split");
+      check_mpi(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");
+    }
+    auto c = std::make_unique<MpiCommunicator>(sub, /*owned=*/true);
+    c->set_timeout_seconds(watchdog_->timeout());
+    return c;
   }
 
   int rank() const override { return rank_; }
@@ -221,6 +240,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   MPI_Comm comm_;
+  bool owned_ = false;
   int rank_ = 0, size_ = 1;
   std::vector<char> staging_;  // one piece of a sum: size() blocks (at most kStagingBytes)
   std::unique_ptr<Watchdog> watchdog_;

@@ -21,6 +21,7 @@ class Watchdog {
   Watchdog& operator=(const Watchdog&) = delete;
 
   void set_timeout(double seconds) { timeout_ms_.store(static_cast<int64_t>(seconds * 1000.0)); }
+  double timeout() const { return static_cast<double>(timeout_ms_.load()) / 1000.0; }
 
   // Marks one blocking collective for as long as it lives. `what` must be a string literal.
   class Scope {

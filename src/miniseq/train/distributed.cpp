@@ -7,12 +7,18 @@
 namespace miniseq {
 
 void check_data_parallel(const TrainArgs& a, int world) {
-  MS_CHECK(a.data_parallel == 0 || a.data_parallel == world, "--data_parallel ", a.data_parallel, " but ",
-           world, world == 1 ? " process was" : " processes were",
-           " started: launch --data_parallel processes (mpirun -np D miniseq train ...), or leave "
-           "--data_parallel out "
-           "(default: the number of processes). Sequence parallelism, which would use the others, is not "
-           "available yet");
+  const int64_t P = a.sequence_parallel;
+  MS_CHECK(world % P == 0, "--sequence_parallel ", P, " but ", world,
+           world == 1 ? " process was" : " processes were",
+           " started: launch a multiple of P processes (mpirun -np D*P miniseq train ...)");
+  MS_CHECK(
+      a.data_parallel == 0 || a.data_parallel * P == world, "--data_parallel ", a.data_parallel, " but ",
+      world, world == 1 ? " process was" : " processes were", " started",
+      P > 1 ? " for --sequence_parallel " + std::to_string(P) : std::string(),
+      ": launch --data_parallel x --sequence_parallel processes (mpirun -np D*P miniseq train ...), or leave "
+      "--data_parallel out (default: the number of processes / P)");
+  MS_CHECK(P == 1 || !a.optimizer_in_backward,
+           "--optimizer_in_backward True is not available with --sequence_parallel yet (untested): drop one");
 }
 
 int64_t DataParallel::micro_per_epoch(int64_t blocks, int64_t B, int D) {

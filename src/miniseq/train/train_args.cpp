@@ -95,6 +95,10 @@ cli::Flags train_flags(bool sft) {
            "data-parallel ranks: each takes distinct micro-batches of one global order, so the global "
            "batch is D x per_device_train_batch_size x gradient_accumulation_steps (0 = the number of "
            "processes launched)"},
+          {"sequence_parallel", FlagKind::Int, "1",
+           "Ulysses sequence parallelism: P ranks share every sequence, each holding model_max_length / P "
+           "tokens; attention exchanges q/k/v between them by all-to-all (D x P = processes; ranks "
+           "d*P .. d*P+P-1 form data-parallel group d)"},
           {"zero_stage", FlagKind::Int, "0",
            "ZeRO: 1 shards the AdamW moments and fp32 master weights over the data-parallel ranks (each keeps "
            "1/D of them; checkpoints hold one optimizer shard per rank); 2 also the gradients (each group "
@@ -164,6 +168,11 @@ TrainArgs train_args_from(const cli::Flags& f) {
   a.offload_checkpoints = f.i64("offload_checkpoints");
   a.max_host_memory_gib = f.f64("max_host_memory_gib");
   a.data_parallel = f.i64("data_parallel");
+  a.sequence_parallel = f.i64("sequence_parallel");
+  MS_CHECK(a.sequence_parallel >= 1, "--sequence_parallel must be >= 1, got ", a.sequence_parallel);
+  MS_CHECK(a.model_max_length % a.sequence_parallel == 0, "--sequence_parallel ", a.sequence_parallel,
+           " splits every sequence into equal shards: --model_max_length ", a.model_max_length,
+           " must be divisible by it");
   a.dist_timeout = f.f64("dist_timeout");
   a.zero_stage = f.i64("zero_stage");
   MS_CHECK(a.zero_stage >= 0 && a.zero_stage <= 2, "--zero_stage must be 0, 1 or 2, got ", a.zero_stage);

@@ -48,7 +48,8 @@ struct TrainArgs {
   bool offload_optimizer = false;      // moments + fp32 master weights in host memory, CPU AdamW
   int64_t offload_checkpoints = 0;     // checkpointed inputs of the first N layers in host memory (-1 = all)
   double max_host_memory_gib = 0;      // host budget for offloaded state (0 = available RAM)
-  int64_t data_parallel = 0;           // data-parallel ranks (0 = the number of processes launched)
+  int64_t data_parallel = 0;           // data-parallel ranks (0 = the number of processes launched / P)
+  int64_t sequence_parallel = 1;       // Ulysses: ranks sharing each sequence (D × P = processes)
   double dist_timeout = 1800;          // seconds a collective may wait for the other ranks
   int64_t zero_stage = 0;              // 1: AdamW state and master weights sharded over the data-parallel ranks
 };

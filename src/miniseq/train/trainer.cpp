@@ -77,6 +77,23 @@ std::string hms(double seconds) {
   return b;
 }
 
+// Sequence parallelism needs S divisible by P: an example batch (right-padded to its longest example) gets more
+// pad positions at the end, labels -100. Exact: causal attention keeps them out of every earlier position, and
+// their ignored labels give them no gradient (only dynamic RoPE, which depends on S, sees the longer length).
+void pad_to_multiple(TokenBatch& b, int64_t P) {
+  const int64_t S = (b.seq + P - 1) / P * P;
+  if (S == b.seq) return;
+  std::vector<int32_t> ids(static_cast<size_t>(b.batch * S)), labels(ids.size(), kIgnoreIndex);
+  for (int64_t r = 0; r < b.batch; ++r)
+    for (int64_t s = 0; s < S; ++s) {
+      const auto to = static_cast<size_t>(r * S + s);
+      const auto from = static_cast<size_t>(r * b.seq + std::min(s, b.seq - 1));
+      ids[to] = b.input_ids[from];  // the row's last token repeated
+      if (s < b.seq) labels[to] = b.labels[from];
+    }
+  b.seq = S, b.input_ids = std::move(ids), b.labels = std::move(labels);
+}
+
 }  // namespace
 
 std::string policy_flags(const PlanTarget& t) {
@@ -200,7 +217,9 @@ PlanTarget plan_target(const TrainArgs& a) {
   t.optimizer_in_backward = a.optimizer_in_backward;
   t.offload_optimizer = a.offload_optimizer;
   t.offload_layers = a.offload_checkpoints;
-  t.zero_ranks = a.zero_stage >= 1 ? std::max<int64_t>(1, a.data_parallel) : 0;
+  // ZeRO shards over every rank (D × P: the sequence-parallel ranks hold whole gradients too).
+  t.zero_ranks = a.zero_stage >= 1 ? std::max<int64_t>(1, a.data_parallel) * a.sequence_parallel : 0;
+  t.sequence_parallel = a.sequence_parallel > 1 ? a.sequence_parallel : 0;
   t.zero_grads = a.zero_stage >= 2;
   t.lora = a.lora;
   return with_precision(t, a.master_weights, a.grad_dtype);
@@ -229,7 +248,16 @@ TrainResult run_training(const TrainSetup& setup) {
   DataParallel dp(setup.comm ? *setup.comm : *single);
   check_data_parallel(setup.args, dp.size());
   TrainArgs args = setup.args;
-  args.data_parallel = dp.size();  // the steps of an epoch count the blocks of all ranks; ZeRO's shards
+  // Sequence parallelism (model/sequence_parallel.h): ranks d·P … d·P + P − 1 share data-parallel group d's
+  // micro-batches, each holding S/P tokens of every sequence; the gradients are summed over all D × P ranks.
+  const int SP = static_cast<int>(args.sequence_parallel);
+  const int sp_rank = dp.rank() % SP, dp_rank = dp.rank() / SP;
+  std::unique_ptr<dist::Communicator> sp_group;
+  if (SP > 1) {
+    sp_group = dp.size() == SP ? nullptr : dp.comm().split(dp_rank, sp_rank);
+    if (sp_group) sp_group->set_timeout_seconds(args.dist_timeout);
+  }
+  args.data_parallel = dp.size() / SP;  // the steps of an epoch count the blocks of all groups; ZeRO's shards
   const TrainArgs& a = args;
   const ModelConfig& config = setup.config;
   const Dataset& data = *setup.data;
@@ -309,6 +337,7 @@ TrainResult run_training(const TrainSetup& setup) {
   model.set_checkpoint_offload(host_plan.get(), a.offload_checkpoints);
   model.set_async_grad_reads(a.offload_optimizer && a.optimizer_in_backward &&
                              a.zero_stage == 0);  // as plan_run
+  if (SP > 1) model.set_sequence_parallel({sp_group ? sp_group.get() : &dp.comm(), sp_rank, SP});
   // AdamW on the device, or its state and fp32 master weights on the host (same allocation order as
   // plan_run).
   std::optional<AdamW> dev_opt;
@@ -390,7 +419,7 @@ TrainResult run_training(const TrainSetup& setup) {
   progress.trainable_params = a.lora.enabled ? a.lora.trainable_params : std::vector<std::string>{};
   // Written with another global micro-batch (batch size or rank count): continue after the blocks it
   // consumed.
-  const int64_t now_blocks = a.per_device_train_batch_size * dp.size();
+  const int64_t now_blocks = a.per_device_train_batch_size * a.data_parallel;
   if (resume_flag && progress.micro_batch_blocks > 0 && progress.micro_batch_blocks != now_blocks) {
     const int64_t done = progress.micro_in_epoch * progress.micro_batch_blocks;
     progress.micro_in_epoch = (done + now_blocks - 1) / now_blocks;
@@ -402,9 +431,9 @@ TrainResult run_training(const TrainSetup& setup) {
           (long long)(progress.micro_in_epoch * now_blocks));
   }
   progress.run_id = out_dir.run_id;
-  progress.micro_batch_blocks = a.per_device_train_batch_size * dp.size();
+  progress.micro_batch_blocks = a.per_device_train_batch_size * a.data_parallel;
   const int64_t B = a.per_device_train_batch_size, GA = a.gradient_accumulation_steps;
-  const int D = dp.size();
+  const int D = static_cast<int>(a.data_parallel);
   const int64_t micro_per_epoch = DataParallel::micro_per_epoch(data.size(), B, D);  // global micro-batches
   const int64_t warmup = warmup_steps_for(a, progress.total_steps);
   if (dp.root()) fs::create_directories(a.output_dir);
@@ -460,14 +489,18 @@ TrainResult run_training(const TrainSetup& setup) {
 
   const bool tty = !quiet && isatty(STDOUT_FILENO);
   if (!quiet) {
-    const int64_t T = B * a.model_max_length;
+    const int64_t T = B * a.model_max_length / SP;  // this rank's rows
+    std::string ranks = D > 1 ? " x " + std::to_string(D) + " data-parallel ranks" : "";
+    if (SP > 1)
+      ranks += (D > 1 ? " of " : " x ") + std::to_string(SP) + " sequence-parallel ranks (" +
+               std::to_string(a.model_max_length / SP) + " tokens of each sequence per rank)";
     std::printf("training %lld steps (%lld %s %lld tokens, batch %lld x %lld accumulation%s)%s\n"
                 "memory: mini-sequence %s (MLP chunks of %lld rows, LM head in chunks of %lld rows), checkpointing "
                 "%s; planned peak %s at %s\n",
                 (long long)progress.total_steps, (long long)data.size(),
                 data.examples() ? "examples (right-padded per batch) of at most" : "blocks of",
                 (long long)a.model_max_length, (long long)B, (long long)GA,
-                D > 1 ? (" x " + std::to_string(D) + " data-parallel ranks").c_str() : "",
+                ranks.c_str(),
                 resume_flag ? (" resumed from " + resume).c_str() : "",
                 policy.mini_sequence ? "on" : "off", (long long)policy.mlp_chunk_rows(config, T),
                 (long long)policy.lm_head_chunk_rows(config, T), policy.checkpointing ? "on" : "off",
@@ -531,7 +564,7 @@ TrainResult run_training(const TrainSetup& setup) {
     int64_t n_global_micro = 0;
     for (int64_t k = 0; k < GA && progress.micro_in_epoch + k < micro_per_epoch; ++k, ++n_global_micro) {
       const std::vector<int64_t> blocks =
-          DataParallel::micro_blocks(order, progress.micro_in_epoch + k, B, D, dp.rank());
+          DataParallel::micro_blocks(order, progress.micro_in_epoch + k, B, D, dp_rank);
       if (!blocks.empty()) {
         micro.push_back(data.batch(blocks));
       } else if (a.optimizer_in_backward || (zero_opt && zero_opt->shards_grads())) {
@@ -543,9 +576,12 @@ TrainResult run_training(const TrainSetup& setup) {
       }
     }
     double counts[2] = {0.0, 0.0};  // targets, tokens
-    for (const auto& mb : micro)
-      counts[0] += static_cast<double>(mb.count_targets()), counts[1] += static_cast<double>(mb.rows());
+    if (sp_rank == 0)  // a group's ranks share its micro-batches: counted once
+      for (const auto& mb : micro)
+        counts[0] += static_cast<double>(mb.count_targets()), counts[1] += static_cast<double>(mb.rows());
     dp.sum(counts, 2);
+    if (SP > 1)  // an example batch (padded to its longest) gets a length that splits over the group
+      for (auto& mb : micro) pad_to_multiple(mb, SP);
     const auto n_targets = static_cast<int64_t>(counts[0]);
     tokens_this_run += static_cast<int64_t>(counts[1]);
     progress.tokens_seen += static_cast<int64_t>(counts[1]);

@@ -99,8 +99,10 @@ char* at(const Tensor& t, int64_t element) {
 
 class NcclCommunicator final : public dist::Communicator {
  public:
-  NcclCommunicator(dist::Communicator& mpi, int local_rank)
-      : mpi_(mpi), timeout_s_(dist::default_timeout_seconds()) {
+  // owned_mpi: the MPI communicator of a split(), which this one keeps (mpi is *owned_mpi then).
+  NcclCommunicator(dist::Communicator& mpi, int local_rank, std::unique_ptr<dist::Communicator> owned_mpi = nullptr)
+      : owned_mpi_(std::move(owned_mpi)), mpi_(mpi), local_rank_(local_rank),
+        timeout_s_(dist::default_timeout_seconds()) {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);
     MS_CHECK(err == cudaSuccess && count > 0, "rank ", mpi.rank(), ": no usable CUDA device (",
@@ -127,6 +129,14 @@ class NcclCommunicator final : public dist::Communicator {
   void set_timeout_seconds(double s) override {
     timeout_s_ = s;
     mpi_.set_timeout_seconds(s);
+  }
+  // The group's MPI communicator (host values, the NCCL id's broadcast) and a NCCL communicator over it.
+  std::unique_ptr<dist::Communicator> split(int color, int key) override {
+    std::unique_ptr<dist::Communicator> sub = mpi_.split(color, key);
+    dist::Communicator& ref = *sub;
+    auto c = std::make_unique<NcclCommunicator>(ref, local_rank_, std::move(sub));
+    c->set_timeout_seconds(timeout_s_);
+    return c;
   }
 
   void all_reduce_sum(const Tensor& x) override {
@@ -276,7 +286,9 @@ class NcclCommunicator final : public dist::Communicator {
     }
   }
 
+  std::unique_ptr<dist::Communicator> owned_mpi_;  // declared first: destroyed after the NCCL communicator
   dist::Communicator& mpi_;
+  int local_rank_;
   double timeout_s_;
   ncclComm_t comm_ = nullptr;
   void* staging_ = nullptr;
