@@ -49,7 +49,7 @@ declare -A BUDGET=(
   [sanitize]=60   # only after a failure; memcheck is 10-100x slower than a plain run
   [bench]=40      # plus whatever the earlier steps left unused (it runs last)
   [offload_perf]=280  # not in the default list: a random Mistral-7B (14.5 GB) and 3 runs of 3 steps at 32K
-  [nccl]=60       # not in the default list (GPU_CHECK_STEPS="deps build nccl"): 6 demo runs of 3 steps, + 2 with 2 GPUs
+  [nccl]=70       # not in the default list (GPU_CHECK_STEPS="deps build nccl"): 6 demo runs of 3 steps and 2 grads, + 4 with 2 GPUs
 )
 TOTAL_BUDGET=${GPU_CHECK_BUDGET:-540}
 # GPU_CHECK_BUDGET_<step>=S overrides one step (a dry run on a 2-core machine needs ~15 min for the build).
@@ -437,7 +437,8 @@ step_cli() {
 # With two or more GPUs also 2 ranks against 1 process with twice the accumulation (within 1e-6 is the CPU's bound; bf16 here, so
 # the check only reports the difference). Skipped without mpirun or without NCCL in the build. A dry run runs the
 # same commands on the CPU through the MPI communicator (2 ranks with --oversubscribe), to exercise mpirun and the
-# Open MPI that the deps step found or unpacked.
+# Open MPI that the deps step found or unpacked. Then `grad --sequence_parallel` (Ulysses) through the same
+# communicator.
 step_nccl() {
   local L=$OUT/cli.log R=$WORK/nccl gpus=0 ranks=1 via=NCCL
   [ "$DRY" = 1 ] && via=MPI
@@ -477,9 +478,32 @@ step_nccl() {
       fail
     fi
   done
+  # Sequence parallelism (docs/distributed.md): on one GPU only P = 1 can run, through NCCL: the head exchange's
+  # copies and its all-to-all with itself must leave the gradients of a run without a launcher bit for bit. With
+  # two ranks also P = 2 against one process (bf16 on the GPU: the losses are reported; the CPU's tests hold the
+  # 1e-6 bound).
+  "$PYTHON" -c "
+import json
+with open('$R/sp.jsonl', 'w') as f:
+    for l in open('$G/llama_basic/batch.jsonl'):
+        d = json.loads(l); f.write(json.dumps({k: v[:36] for k, v in d.items() if k in ('input_ids', 'labels')}) + '\n')"
+  local gargs=(grad --device "$DEV" --model "$G/llama_basic/model" --data "$R/sp.jsonl")
+  c "$L" "${mpirun[@]}" -np 1 "$BUILD/miniseq" "${gargs[@]}" --sequence_parallel 1 --out "$R/sp1.safetensors" > /dev/null
+  c "$L" "$BUILD/miniseq" "${gargs[@]}" --out "$R/sp0.safetensors" > /dev/null
+  if cmp -s "$R/sp1.safetensors" "$R/sp0.safetensors"; then
+    CHECKS_PASSED=$((CHECKS_PASSED + 1))
+    echo "nccl: grad --sequence_parallel 1 through $via = no launcher, bit for bit" >> "$L"
+  else
+    CHECKS_FAILED=$((CHECKS_FAILED + 1))
+    echo "nccl: grad --sequence_parallel 1 through $via differs from the run without a launcher" >> "$L"
+    fail
+  fi
   [ "$DRY" = 1 ] || gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
   { [ "$gpus" -ge 2 ] || [ "$DRY" = 1 ]; } && ranks=2
   if [ "$ranks" = 2 ]; then
+    c "$L" "${mpirun[@]}" -np 2 "$BUILD/miniseq" "${gargs[@]}" --sequence_parallel 2 --out "$R/sp2.safetensors" |
+      grep '^loss' | sed 's/^/nccl: grad --sequence_parallel 2: /' >> "$L"
+    "$BUILD/miniseq" "${gargs[@]}" --out "$R/sp0.safetensors" | grep '^loss' | sed 's/^/nccl: grad, one process: /' >> "$L"
     c "$L" "${mpirun[@]}" -np 2 "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --output_dir "$R/nccl2" > /dev/null
     c "$L" "$BUILD/miniseq" "${args[@]}" --zero_stage 2 --gradient_accumulation_steps 2 --output_dir "$R/ga2" \
       > /dev/null

@@ -11,6 +11,7 @@
 #include "miniseq/eval/perplexity.h"
 #include "miniseq/model/param_spec.h"
 #include "miniseq/model/planner.h"
+#include "miniseq/model/sequence_parallel.h"
 
 namespace miniseq::cli {
 
@@ -100,9 +101,13 @@ int cmd_memplan(const Args& args) {
               {"offload_checkpoints", FlagKind::Int, "0", "checkpointed inputs of the first N layers on the host (-1 = all)"},
               {"host_memory", FlagKind::String, "", "host memory budget for offloaded state, e.g. 128GiB"},
               {"data_parallel", FlagKind::Int, "1", "data-parallel ranks (the plan is one rank's: docs/distributed.md)"},
+              {"sequence_parallel", FlagKind::Int, "1",
+               "Ulysses: P ranks share each sequence (the plan is one rank's, S/P tokens of each sequence)"},
               {"zero_stage", FlagKind::Int, "0",
                "1: AdamW state and master weights sharded over the ranks (ZeRO-1); 2: also the gradients"},
               {"find_max_length", FlagKind::Bool, "False", "longest S that fits --memory, per policy"},
+              {"policy_ladder", FlagKind::Bool, "True",
+               "with --find_max_length: also the longest S of every memory policy of the ladder"},
               {"auto", FlagKind::Bool, "False", "choose chunk sizes that fit --memory with the fewest chunks"},
               {"json", FlagKind::Bool, "False", "print one JSON object instead of text"},
           }, lora_flag_specs("False")));
@@ -136,7 +141,12 @@ int cmd_memplan(const Args& args) {
   MS_CHECK(zero < 2 || grads == DType::F32,
            "memplan: --zero_stage 2 keeps fp32 gradient shards; use it with "
            "--grad_dtype float32");
-  target.zero_ranks = zero >= 1 ? D : 0;
+  const int64_t P = f.i64("sequence_parallel");
+  MS_CHECK(P >= 1, "memplan: --sequence_parallel must be >= 1");
+  const std::string heads = sequence_parallel_heads_problem(c.num_attention_heads, c.num_key_value_heads, P);
+  MS_CHECK(heads.empty(), "memplan: --sequence_parallel ", P, ": ", heads);
+  target.sequence_parallel = P > 1 ? P : 0;
+  target.zero_ranks = zero >= 1 ? D * P : 0;  // ZeRO shards over every rank (D x P)
   target.zero_grads = zero >= 2;
   const int64_t B = f.i64("per_device_train_batch_size");
   MS_CHECK(B >= 1, "memplan: --per_device_train_batch_size must be >= 1");
@@ -144,6 +154,8 @@ int cmd_memplan(const Args& args) {
   MS_CHECK(f.has("model_max_length") || find, "memplan: --model_max_length is required (or --find_max_length)");
   const int64_t S = f.has("model_max_length") ? f.i64("model_max_length") : 0;
   MS_CHECK(!f.has("model_max_length") || S >= 1, "memplan: --model_max_length must be >= 1");
+  MS_CHECK(S % P == 0, "memplan: --sequence_parallel ", P, " splits every sequence into equal shards: "
+           "--model_max_length ", S, " must be divisible by it");
   size_t budget = 0;
   if (f.has("memory")) budget = parse_memory(f.str("memory"));
   const size_t host_budget = f.has("host_memory") ? parse_memory(f.str("host_memory")) : 0;
@@ -173,6 +185,7 @@ int cmd_memplan(const Args& args) {
                         {"device", device},
                         {"batch", B},
                         {"data_parallel", D},
+                        {"sequence_parallel", P},
                         {"zero_stage", zero}};
   const bool text = !f.boolean("json");
   if (text)
@@ -187,10 +200,15 @@ int cmd_memplan(const Args& args) {
                 target.grads != target.grad_precision ? " (emulated in F32)" : "",
                 target.optimizer_in_backward ? " per group (optimizer in backward)" : "",
                 std::string(dtype_name(target.activations)).c_str(), std::string(dtype_name(target.moments)).c_str(),
-                zero >= 1 ? (", 1/" + std::to_string(D) + " of them and of the master" +
+                zero >= 1 ? (", 1/" + std::to_string(D * P) + " of them and of the master" +
                              (zero >= 2 ? " and gradients" : "") + " per rank (ZeRO-" + std::to_string(zero) + ")")
                                 .c_str()
                           : "");
+  if (text && P > 1)
+    std::printf("sequence parallel: one rank of %lld data-parallel group(s) of %lld; each rank holds S/%lld tokens of "
+                "every sequence, attention the whole sequence for %lld of the %lld heads\n",
+                (long long)D, (long long)P, (long long)P, (long long)(c.num_attention_heads / P),
+                (long long)c.num_attention_heads);
   if (text && target.lora.enabled)
     std::printf("LoRA r %lld, alpha %g, %zu target module(s), trainable_params '%s': %s trained parameters (the "
                 "rest frozen: no gradient, no optimizer state)\n",
@@ -202,15 +220,15 @@ int cmd_memplan(const Args& args) {
     const MemReport& r = run.device;
     out["policy"] = {{"mini_sequence", req.mini_sequence},
                      {"gradient_checkpointing", req.checkpointing},
-                     {"mlp_chunk_rows", req.mlp_chunk_rows(c, B * S)},
-                     {"lm_head_chunk_rows", req.lm_head_chunk_rows(c, B * S)}};
+                     {"mlp_chunk_rows", req.mlp_chunk_rows(c, B * S / P)},
+                     {"lm_head_chunk_rows", req.lm_head_chunk_rows(c, B * S / P)}};
     out.update(report_json(r));
     if (autoc) out["auto_fits"] = auto_ok, out["auto_policy"] = auto_name;
     if (run.host.arena_bytes > 0) out["host"] = report_json(run.host);
     if (text) {
       std::printf("S = %lld, requested policy: %s (MLP chunks of %lld rows, LM head in chunks of %lld rows)%s\n",
-                  (long long)S, policy_label(req).c_str(), (long long)req.mlp_chunk_rows(c, B * S),
-                  (long long)req.lm_head_chunk_rows(c, B * S),
+                  (long long)S, policy_label(req).c_str(), (long long)req.mlp_chunk_rows(c, B * S / P),
+                  (long long)req.lm_head_chunk_rows(c, B * S / P),
                   autoc ? (auto_ok ? ", chosen by --auto" : ", --auto found nothing that fits") : "");
       if (autoc && auto_ok) std::printf("memory policy chosen by --auto: %s\n", auto_name.c_str());
       std::printf("%s", r.str().c_str());
@@ -256,6 +274,8 @@ int cmd_memplan(const Args& args) {
       if (text) std::printf("  %-22s %lld tokens\n", policy_label(p).c_str(), (long long)m);
     }
     out["max_length"] = ml;
+  }
+  if (find && f.boolean("policy_ladder")) {
     // The memory policies beyond MsT, each with MsT and checkpointing on.
     nlohmann::json ladder = nlohmann::json::object();
     if (text)
@@ -269,6 +289,8 @@ int cmd_memplan(const Args& args) {
       if (text) std::printf("  %-48s %lld tokens\n", label.c_str(), (long long)m);
     }
     out["max_length_by_memory_policy"] = ladder;
+  }
+  if (find) {
     if (host_budget) out["host_memory_bytes"] = host_budget;
     out["memory_bytes"] = budget;
   }

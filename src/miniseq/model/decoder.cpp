@@ -270,10 +270,10 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   const Tensor q4 = s.q->view({st.B, st.S_attn, st.sp ? st.Hl : H, D});
   const Tensor k4 = s.k->view({st.B, st.S_attn, st.sp ? st.Hkvl : Hkv, D});
   const Tensor v4 = s.v->view({st.B, st.S_attn, st.sp ? st.Hkvl : Hkv, D});
+  if (!st.sp) s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
   s.lse = plan_.alloc("lse", {st.B, st.sp ? st.Hl : H, st.S_attn}, DType::F32, cat);
   AttentionParams ap = attention_params(st, l);
   if (st.kv) {  // decoding: the queries are the newest positions of the cached keys
-    s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
     const auto [kc, vc] = append_kv(*st.kv, l, s.k, s.v);
     ap.q_offset = kc.size(1) - st.S;
     be_.attention_forward(q4, kc, vc, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
@@ -285,7 +285,6 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
     HeadExchange(be_, plan_, *st.sp, st.B, st.S, H, D).to_sequence(s.attn_heads, s.attn);
     if (!for_backward) s.attn_heads.release();
   } else {
-    s.attn = plan_.alloc("attn", {st.T, st.qd}, act_, cat);
     be_.attention_forward(q4, k4, v4, s.attn->view({st.B, st.S, H, D}), s.lse, ap);
   }
   if (!for_backward) s.q.release(), s.k.release(), s.v.release(), s.lse.release();

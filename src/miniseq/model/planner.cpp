@@ -125,6 +125,25 @@ int64_t min_offload_layers(const ModelConfig& config, int64_t batch, int64_t seq
 
 int64_t find_max_length(const ModelConfig& config, int64_t batch, const StepPolicy& policy, const PlanTarget& target,
                         size_t budget, int64_t limit, size_t host_budget) {
+  // Sequence parallelism plans lengths divisible by P: the search runs over S/P.
+  const int64_t P = std::max<int64_t>(1, target.sequence_parallel);
+  if (P > 1) {
+    auto fits = [&](int64_t n) {
+      if (target.offload_layers < 0)
+        return min_offload_layers(config, batch, n * P, policy, target, budget, host_budget) >= 0;
+      return plan_run(config, batch, n * P, policy, target).fits(budget, host_budget);
+    };
+    if (!fits(1)) return 0;
+    int64_t lo = 1, bad = 2;
+    const int64_t lim = std::max<int64_t>(1, limit / P);
+    while (bad <= lim && fits(bad)) lo = bad, bad = std::min(bad * 2, lim + 1);
+    if (lo == lim) return lim * P;
+    while (bad - lo > 1) {  // invariant: fits(lo), !fits(bad) (or bad past the limit)
+      const int64_t mid = lo + (bad - lo) / 2;
+      (fits(mid) ? lo : bad) = mid;
+    }
+    return lo * P;
+  }
   auto fits = [&](int64_t s) {
     if (target.offload_layers < 0) return min_offload_layers(config, batch, s, policy, target, budget, host_budget) >= 0;
     return plan_run(config, batch, s, policy, target).fits(budget, host_budget);
