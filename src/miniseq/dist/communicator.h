@@ -62,8 +62,8 @@ class Communicator {
   // A collective that waits longer than this for the other ranks ends the process with a message (0: never).
   virtual void set_timeout_seconds(double /*seconds*/) {}
   // A communicator over the ranks that pass the same `color`, ranked by `key` (MPI_Comm_split): the sequence-
-  // parallel groups of a world (docs/distributed.md). Every rank of this communicator must call it. The result
-  // may outlive nothing of this one's: destroy it before this one.
+  // parallel groups of a world (docs/distributed.md). Every rank of this communicator must call it. The
+  // result may outlive nothing of this one's: destroy it before this one.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
   bool is_root() const { return rank() == 0; }

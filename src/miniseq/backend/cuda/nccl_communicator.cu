@@ -100,8 +100,11 @@ char* at(const Tensor& t, int64_t element) {
 class NcclCommunicator final : public dist::Communicator {
  public:
   // owned_mpi: the MPI communicator of a split(), which this one keeps (mpi is *owned_mpi then).
-  NcclCommunicator(dist::Communicator& mpi, int local_rank, std::unique_ptr<dist::Communicator> owned_mpi = nullptr)
-      : owned_mpi_(std::move(owned_mpi)), mpi_(mpi), local_rank_(local_rank),
+  NcclCommunicator(dist::Communicator& mpi, int local_rank,
+                   std::unique_ptr<dist::Communicator> owned_mpi = nullptr)
+      : owned_mpi_(std::move(owned_mpi)),
+        mpi_(mpi),
+        local_rank_(local_rank),
         timeout_s_(dist::default_timeout_seconds()) {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);
