@@ -3,12 +3,18 @@
 // at several sequence lengths: seconds, tokens/s, planned arena and measured peak RSS above the process
 // baseline.
 //   build/bench_step_cpu [--write FILE] [--json FILE] [--reps N] [--bf16] [--adamw] [--policies abc]
-//   [--sgemm] [--low_rank_training True [--lora_r 8 --lora_alpha 16 --lora_target_modules LIST
+//   [--sgemm] [--ops] [--warm N] [--low_rank_training True [--lora_r 8 --lora_alpha 16 --lora_target_modules
+//   LIST
 //   --trainable_params LIST]]  [S ...]                                     (default S = 512 … 16384)
 // --adamw: the timed step includes the AdamW update of every trained parameter (as PyTorch's training step
 // does);
 // --policies: which of (a) (b) (c) to run; --sgemm: first measures this machine's fp32 sgemm rate (OpenBLAS,
 // all threads) on the model's GEMM shapes and prints it (the reference for "fraction of the GEMM limit");
+// --ops: prints each timed step's wall time per op family (bench/op_timer.h, timers around the backend's
+// calls; "(between ops)" is the decoder's own time); without it the backend runs unwrapped.
+// --warm N: N untimed steps before the timed one (default 0: the timed step is the first, on arena pages it
+// touches for the first time; a training run's later steps, like PyTorch's timed steps after its warm-up,
+// find them touched). The loss checked is the first step's.
 // --json: the rows (and the sgemm rate) as one JSON object, for bench/paired_step.py.
 // --low_rank_training True (LoRA flags as `miniseq grad` takes them, cli/lora_flags.h; LongLoRA's LoRA+ by
 // default: r 8, alpha 16, q/k/v/o, embed and norms trained): every policy runs twice per repetition, full
@@ -46,6 +52,7 @@
 #include "miniseq/model/lora.h"
 #include "miniseq/model/planner.h"
 #include "miniseq/train/optimizer.h"
+#include "op_timer.h"
 
 using namespace miniseq;
 
@@ -76,6 +83,8 @@ double process_cpu_seconds() {
 
 bool g_bf16 = false;
 bool g_adamw = false;
+bool g_ops = false;
+int g_warm = 0;
 
 // fp32 sgemm GFLOP/s (best of 3) for y [M, N] = x [M, K] · W [N, K]ᵀ, as the linear layers call it.
 double sgemm_gflops(int M, int N, int K) {
@@ -104,12 +113,15 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p,
   target.lora = lora;
   const MemReport planned = plan_step(c, 1, S, p, target);
   const size_t baseline = current_rss_bytes();
-  double seconds, loss, cpu_seconds;
-  size_t peak;
+  double seconds = 0.0, loss = 0.0, cpu_seconds = 0.0;
+  size_t peak = 0;
   {
     MemoryPlan plan = MemoryPlan::real(Device::CPU, planned.arena_bytes);
-    auto be = make_cpu_backend();
-    if (g_bf16) set_cpu_math(*be, cpu::Math::BF16);
+    auto cpu_be = make_cpu_backend();
+    if (g_bf16) set_cpu_math(*cpu_be, cpu::Math::BF16);
+    std::optional<bench::OpTimer> timer;
+    if (g_ops) timer.emplace(*cpu_be, c.vocab_size);
+    Backend* be = timer ? static_cast<Backend*>(&*timer) : cpu_be.get();
     Decoder model(c, *be, plan, GradStorage::Persistent, lora);
     std::optional<AdamW> opt;  // laid out after the model, as the planner does
     if (g_adamw) opt.emplace(plan, trainable_specs(c, lora));
@@ -119,21 +131,31 @@ Row run(const ModelConfig& c, int64_t S, const char* label, const StepPolicy& p,
       float* w = t.f32();
       for (int64_t i = 0; i < t.numel(); ++i) w[i] = norm ? 1.0f : static_cast<float>(0.02 * wr.normal());
     });
-    if (lora.enabled) init_lora_weights(model.weights(), 7, be.get());  // as PEFT: A Kaiming-uniform, B = 0
-    model.zero_grads();
+    if (lora.enabled) init_lora_weights(model.weights(), 7, be);  // as PEFT: A Kaiming-uniform, B = 0
     if (opt) opt->reset(*be, model.trained_weights());
-    reset_peak_rss();
-    const double c0 = process_cpu_seconds();
-    const auto t0 = std::chrono::steady_clock::now();
-    loss = model.forward_backward(b, p, n) / static_cast<double>(n);
-    if (opt) {
-      AdamWHyper h;
-      h.lr = 1e-5;
-      opt->step(*be, model.trained_weights(), model.grads(), h);
+    for (int k = 0; k <= g_warm; ++k) {  // --warm: untimed steps first; the last one is timed
+      const bool timed = k == g_warm;
+      model.zero_grads();
+      if (timed) {
+        reset_peak_rss();
+        if (timer) timer->clear();
+      }
+      const double c0 = process_cpu_seconds();
+      const auto t0 = std::chrono::steady_clock::now();
+      const double step_loss = model.forward_backward(b, p, n) / static_cast<double>(n);
+      if (opt) {
+        AdamWHyper h;
+        h.lr = 1e-5;
+        h.step = k + 1;
+        opt->step(*be, model.trained_weights(), model.grads(), h);
+      }
+      if (k == 0) loss = step_loss;  // the first step's loss: the same weights for every policy
+      if (!timed) continue;
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      cpu_seconds = process_cpu_seconds() - c0;
+      peak = peak_rss_bytes();
+      if (timer) timer->print(seconds);
     }
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    cpu_seconds = process_cpu_seconds() - c0;
-    peak = peak_rss_bytes();
   }
   Row r{S,
         label,
@@ -175,6 +197,10 @@ int main(int argc, char** argv) {
       g_adamw = true;
     else if (!std::strcmp(argv[i], "--sgemm"))
       sgemm = true;
+    else if (!std::strcmp(argv[i], "--ops"))
+      g_ops = true;
+    else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc)
+      g_warm = std::max(0, std::atoi(argv[++i]));
     else if (!std::strncmp(argv[i], "--", 2) && i + 1 < argc)
       lora_args.insert(lora_args.end(), {argv[i], argv[i + 1]}), ++i;
     else

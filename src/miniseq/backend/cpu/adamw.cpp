@@ -6,12 +6,13 @@
 //   p ← p − (lr / (1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)   eps added AFTER the bias correction of v
 // The scalars (1 − β, 1 − lr·wd, bias corrections, lr / bc1) are computed in double as Python does, then
 // rounded to fp32 as torch does when it hands them to its fp32 kernels.
-// Moments may be stored in bf16 (memory policy): they are widened to fp32, updated, used for this step's update in
-// fp32, and stored rounded to nearest even. With a master copy the update runs on it and the param gets the result
-// in its own dtype (rounded to nearest even for bf16). Without a master copy, weights of bf16 precision
+// Moments may be stored in bf16 (memory policy): they are widened to fp32, updated, used for this step's
+// update in fp32, and stored rounded to nearest even. With a master copy the update runs on it and the param
+// gets the result in its own dtype (rounded to nearest even for bf16). Without a master copy, weights of bf16
+// precision
 // (--master_weights False; fp32 buffers holding bf16 values, precision.cpp) store the fp32 result rounded
-// stochastically with the counter-based bits of p.rounding_stream (core/stochastic_rounding.h, the same bits as
-// on CUDA), so E[stored] = the fp32 result and updates below half an ulp are not lost.
+// stochastically with the counter-based bits of p.rounding_stream (core/stochastic_rounding.h, the same bits
+// as on CUDA), so E[stored] = the fp32 result and updates below half an ulp are not lost.
 #include <cmath>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
@@ -31,8 +32,9 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
   const uint64_t stream = p.rounding_stream;
   // The stored weight: exact, or (bf16 precision without master) rounded stochastically.
   auto store = [stochastic, stream](float w, int64_t i) {
-    return stochastic ? bf16_to_f32(sr::f32_to_bf16_stochastic(w, sr::bits16(stream, static_cast<uint64_t>(i))))
-                      : w;
+    return stochastic
+               ? bf16_to_f32(sr::f32_to_bf16_stochastic(w, sr::bits16(stream, static_cast<uint64_t>(i))))
+               : w;
   };
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
   const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
@@ -58,6 +60,22 @@ void CpuBackend::adamw_step(const Tensor& param, const Tensor& grad, const Tenso
       pm[i] = f32_to_bf16(mi);
       pv[i] = f32_to_bf16(vi);
       pp[i] = store(w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps)), i);
+    }
+  } else if (!stochastic) {
+    // The common case (fp32 weights and moments), without the stochastic store in the loop body, which kept
+    // the compiler from vectorizing it (scalar sqrt and two divisions per element made AdamW compute bound).
+    // The same expressions, so the same bits.
+    float* pm = m.f32();
+    float* pv = v.f32();
+#pragma omp parallel for simd schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = pg[i] * gs;
+      const float w = pp[i] * decay;
+      const float mi = pm[i] + w1 * (g - pm[i]);
+      const float vi = pv[i] * b2 + w2 * (g * g);
+      pm[i] = mi;
+      pv[i] = vi;
+      pp[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
     }
   } else {
     float* pm = m.f32();
