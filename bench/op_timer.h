@@ -161,6 +161,9 @@ class OpTimer final : public Backend {
   void copy(const Tensor& d, const Tensor& s) override {
     time("copy", [&] { in_.copy(d, s); });
   }
+  void copy_columns(const Tensor& d, int64_t dc, const Tensor& s, int64_t sc, int64_t cols) override {
+    time("copy", [&] { in_.copy_columns(d, dc, s, sc, cols); });
+  }
   double sum_squares(const Tensor& x) override {
     return time("sum_squares", [&] { return in_.sum_squares(x); });
   }
