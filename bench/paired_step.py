@@ -57,7 +57,8 @@ def machine_facts():
     try:
         import torch
         import transformers
-        torch_v = f"torch {torch.__version__}, transformers {transformers.__version__}"
+        torch_v = f"torch {torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}), " \
+            f"transformers {transformers.__version__}"
     except ImportError:
         torch_v = "torch not importable"
     return {
@@ -65,7 +66,9 @@ def machine_facts():
         "cores": os.cpu_count(),
         "flags": {f: f in flags for f in wanted},
         "mem_total_gib": meminfo("MemTotal") / 2**30,
-        "openblas": pkg("libopenblas0-openmp"),
+        # OPENBLAS_CORETYPE, when the environment sets it, fixes OpenBLAS's kernels (Haswell: AVX2 only)
+        "openblas": pkg("libopenblas0-openmp") + (
+            " with OPENBLAS_CORETYPE=" + os.environ["OPENBLAS_CORETYPE"] if os.environ.get("OPENBLAS_CORETYPE") else ""),
         "tcmalloc": os.path.exists(TCMALLOC),
         "torch": torch_v,
         "kernel": platform.release(),
