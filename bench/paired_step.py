@@ -67,8 +67,8 @@ def machine_facts():
         "flags": {f: f in flags for f in wanted},
         "mem_total_gib": meminfo("MemTotal") / 2**30,
         # OPENBLAS_CORETYPE, when the environment sets it, fixes OpenBLAS's kernels (Haswell: AVX2 only)
-        "openblas": pkg("libopenblas0-openmp") + (
-            " with OPENBLAS_CORETYPE=" + os.environ["OPENBLAS_CORETYPE"] if os.environ.get("OPENBLAS_CORETYPE") else ""),
+        "openblas": pkg("libopenblas0-openmp") + (" with OPENBLAS_CORETYPE=" + os.environ["OPENBLAS_CORETYPE"]
+                                                  if os.environ.get("OPENBLAS_CORETYPE") else ""),
         "tcmalloc": os.path.exists(TCMALLOC),
         "torch": torch_v,
         "kernel": platform.release(),
