@@ -65,10 +65,10 @@ void Decoder::set_sequence_parallel(const SequenceParallel& sp) {
 
 ScratchShape Decoder::scratch_shape(const Step& st, int64_t loss_rows, bool backward) const {
   ScratchShape s;
-  // Attention's calls are the largest: [B, S_attn] positions for Hl heads (all of them without sequence
-  // parallelism); every other op has at most B·S_attn rows.
-  s.B = st.B, s.S = st.S_attn;
-  s.H = st.Hl, s.D = config_.head_dim;
+  // With sequence parallelism too: the ops run on this rank's S tokens (RoPE's table, the ids), and attention's
+  // row terms over Hl heads of S_attn positions are as many as H heads of S (Hl · S_attn = H · S).
+  s.B = st.B, s.S = st.S;
+  s.H = config_.num_attention_heads, s.D = config_.head_dim;
   s.norm_cols = std::max(config_.hidden_size, config_.head_dim);
   if (config_.qkv_bias || config_.o_bias) s.bias_cols = std::max({st.qd, st.kvd, st.d});
   s.loss_rows = loss_rows;
@@ -256,15 +256,16 @@ void Decoder::layer_forward(const Step& st, int l, const Tensor& x, Saved& s, bo
   if (st.sp) {  // sequence shards → head shards: [T, H·D] → [B·S_attn, Hl·D] (k, v likewise)
     HeadExchange xq(be_, plan_, *st.sp, st.B, st.S, H, D), xkv(be_, plan_, *st.sp, st.B, st.S, Hkv, D);
     const int64_t rows = st.B * st.S_attn;
-    Buffer qh = plan_.alloc("q_heads", {rows, st.Hl * D}, act_, cat);
-    xq.to_heads(s.q, qh);
-    s.q = std::move(qh);
-    Buffer kh = plan_.alloc("k_heads", {rows, st.Hkvl * D}, act_, cat);
-    xkv.to_heads(s.k, kh);
-    s.k = std::move(kh);
-    Buffer vh = plan_.alloc("v_heads", {rows, st.Hkvl * D}, act_, cat);
-    xkv.to_heads(s.v, vh);
-    s.v = std::move(vh);
+    // Each token-layout tensor is freed once packed, before its head-layout twin exists.
+    auto exchange = [&](HeadExchange& x, Buffer& t, const char* name, int64_t heads) {
+      Buffer send = x.pack(t);
+      t.release();
+      t = plan_.alloc(name, {rows, heads * D}, act_, cat);
+      x.to_heads(std::move(send), t);
+    };
+    exchange(xq, s.q, "q_heads", st.Hl);
+    exchange(xkv, s.k, "k_heads", st.Hkvl);
+    exchange(xkv, s.v, "v_heads", st.Hkvl);
   }
   // Attention's layout: [B, S_attn, Hl, D] (the token layout [B, S, H, D] without sequence parallelism).
   const Tensor q4 = s.q->view({st.B, st.S_attn, st.sp ? st.Hl : H, D});
@@ -374,17 +375,21 @@ void Decoder::layer_backward(const Step& st, int l, const Tensor& x_in, const Te
     // dq, dk, dv come back to this rank's tokens (the copies of replicated kv heads summed).
     HeadExchange xq(be_, plan_, *st.sp, st.B, st.S, H, D), xkv(be_, plan_, *st.sp, st.B, st.S, Hkv, D);
     const int64_t rows = st.B * st.S_attn;
-    Buffer dq_h = plan_.alloc("dq_heads", {rows, st.Hl * D}, act_, tr);
-    Buffer dk_h = plan_.alloc("dk_heads", {rows, st.Hkvl * D}, act_, tr);
-    Buffer dv_h = plan_.alloc("dv_heads", {rows, st.Hkvl * D}, act_, tr);
+    Buffer dq_h, dk_h, dv_h;
     {
-      Buffer dattn_h = plan_.alloc("dattn_heads", {rows, st.Hl * D}, act_, tr);
+      Buffer dattn_h;
       {
         Buffer dattn = plan_.alloc("dattn", {st.T, st.qd}, act_, tr);  // [T, qd]
         proj_backward(w.o, g.o, dx, s.attn, dattn, /*dx_accum=*/false);
         s.attn.release();
-        xq.to_heads(dattn, dattn_h);
+        Buffer send = xq.pack(dattn);
+        dattn.release();
+        dattn_h = plan_.alloc("dattn_heads", {rows, st.Hl * D}, act_, tr);
+        xq.to_heads(std::move(send), dattn_h);
       }
+      dq_h = plan_.alloc("dq_heads", {rows, st.Hl * D}, act_, tr);
+      dk_h = plan_.alloc("dk_heads", {rows, st.Hkvl * D}, act_, tr);
+      dv_h = plan_.alloc("dv_heads", {rows, st.Hkvl * D}, act_, tr);
       const Shape q4{st.B, st.S_attn, st.Hl, D}, k4{st.B, st.S_attn, st.Hkvl, D};
       be_.attention_backward(dattn_h->view(q4), s.q->view(q4), s.k->view(k4), s.v->view(k4),
                              s.attn_heads->view(q4), s.lse, dq_h->view(q4), dk_h->view(k4), dv_h->view(k4),

@@ -41,16 +41,24 @@ int64_t HeadExchange::first_head(int j) const {
 // all-to-all's block j goes to rank j: [B·S/P, w] (w = local_heads·D), this rank's tokens of rank j's heads.
 // Received block i is rank i's tokens of this rank's heads, [B, S/P, w]: with B = 1 the blocks in rank order
 // are y itself.
-void HeadExchange::to_heads(const Tensor& x, const Tensor& y) {
+Buffer HeadExchange::pack(const Tensor& x) {
   const int P = sp_.size;
-  const int64_t rows = B_ * Sl_, w = local_heads_ * D_, S = Sl_ * P;
-  MS_CHECK(x.numel() == rows * heads_ * D_ && y.numel() == B_ * S * w, "internal: head exchange of ",
-           x.shape.str(), " into ", y.shape.str());
+  const int64_t rows = B_ * Sl_, w = local_heads_ * D_;
+  MS_CHECK(x.numel() == rows * heads_ * D_, "internal: head exchange of ", x.shape.str());
   const Tensor x2 = x.view({rows, heads_ * D_});
   Buffer send = plan_.alloc("sp.send", {P * rows, w}, x.dtype, MemCategory::TransientActivations);
   for (int j = 0; j < P; ++j) be_.copy_columns(send->rows(j * rows, rows), 0, x2, first_head(j) * D_, w);
+  return send;
+}
+
+void HeadExchange::to_heads(Buffer send, const Tensor& y) {
+  const int P = sp_.size;
+  const int64_t rows = B_ * Sl_, w = local_heads_ * D_, S = Sl_ * P;
+  MS_CHECK(send->numel() == P * rows * w && y.numel() == B_ * S * w, "internal: head exchange of ",
+           send->shape.str(), " into ", y.shape.str());
+  const DType dt = send->dtype;
   std::optional<Buffer> recv;
-  if (B_ > 1) recv = plan_.alloc("sp.recv", {P * rows, w}, x.dtype, MemCategory::TransientActivations);
+  if (B_ > 1) recv = plan_.alloc("sp.recv", {P * rows, w}, dt, MemCategory::TransientActivations);
   const Tensor r = recv ? recv->tensor() : y.view({P * rows, w});
   if (sp_.comm) sp_.comm->all_to_all(send, r);
   send.release();

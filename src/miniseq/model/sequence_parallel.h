@@ -43,7 +43,11 @@ class HeadExchange {
   int64_t first_head(int j) const;                      // the first head rank j holds
   // x [B·S/P, heads·D] (this rank's tokens, all heads) → y [B·S, local_heads·D] (all tokens, this rank's
   // heads).
-  void to_heads(const Tensor& x, const Tensor& y);
+  void to_heads(const Tensor& x, const Tensor& y) { to_heads(pack(x), y); }
+  // The same in two steps, so that the caller can free x before y exists: pack copies x into the all-to-all's
+  // send buffer [P·B·S/P, local_heads·D] (block j: rank j's heads); to_heads(send, y) exchanges it into y.
+  Buffer pack(const Tensor& x);
+  void to_heads(Buffer send, const Tensor& y);
   // y [B·S, local_heads·D] → x [B·S/P, heads·D]; replicated heads (fewer heads than ranks) receive the sum of
   // their copies, in rank order.
   void to_sequence(const Tensor& y, const Tensor& x);
