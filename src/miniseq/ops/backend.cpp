@@ -1,4 +1,5 @@
 #include "miniseq/ops/backend.h"
+#include "miniseq/ops/copy_columns_check.h"
 #include "miniseq/ops/labels.h"
 
 #include <array>
@@ -26,10 +27,7 @@ void Backend::round_to_precision(const Tensor& t, DType precision) {
 
 void Backend::copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
                            int64_t cols) {
-  MS_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) == src.size(0) && dst.dtype == src.dtype &&
-               dst_col >= 0 && src_col >= 0 && cols >= 0 && dst_col + cols <= dst.size(1) &&
-               src_col + cols <= src.size(1),
-           "internal: copy_columns of ", cols, " columns from ", src.shape.str(), " into ", dst.shape.str());
+  check_copy_columns(dst, dst_col, src, src_col, cols);
   const size_t es = dtype_size(dst.dtype);
   for (int64_t r = 0; r < dst.size(0); ++r) {
     char* d = static_cast<char*>(dst.data) + static_cast<size_t>(r * dst.size(1) + dst_col) * es;

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "miniseq/backend/cpu/cpu_backend.h"
+#include "miniseq/ops/copy_columns_check.h"
 
 namespace miniseq {
 
@@ -42,10 +43,7 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
 
 void CpuBackend::copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
                               int64_t cols) {
-  MS_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) == src.size(0) && dst.dtype == src.dtype &&
-               dst_col >= 0 && src_col >= 0 && cols >= 0 && dst_col + cols <= dst.size(1) &&
-               src_col + cols <= src.size(1),
-           "internal: copy_columns of ", cols, " columns from ", src.shape.str(), " into ", dst.shape.str());
+  check_copy_columns(dst, dst_col, src, src_col, cols);
   const size_t es = dtype_size(dst.dtype);
   const int64_t R = dst.size(0), nd = dst.size(1), ns = src.size(1);
   char* d = static_cast<char*>(dst.data);

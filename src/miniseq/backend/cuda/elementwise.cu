@@ -3,6 +3,7 @@
 // order.
 #include "miniseq/backend/cuda/common.cuh"
 #include "miniseq/backend/cuda/cuda_ops.h"
+#include "miniseq/ops/copy_columns_check.h"
 
 namespace miniseq::cuda {
 
@@ -98,10 +99,7 @@ void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
 
 void CudaBackend::copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col,
                                int64_t cols) {
-  MS_CHECK(dst.ndim() == 2 && src.ndim() == 2 && dst.size(0) == src.size(0) && dst.dtype == src.dtype &&
-               dst_col >= 0 && src_col >= 0 && cols >= 0 && dst_col + cols <= dst.size(1) &&
-               src_col + cols <= src.size(1),
-           "internal: copy_columns of ", cols, " columns from ", src.shape.str(), " into ", dst.shape.str());
+  check_copy_columns(dst, dst_col, src, src_col, cols);
   const size_t es = dtype_size(dst.dtype);
   if (dst.size(0) == 0 || cols == 0) return;
   MS_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.data) + static_cast<size_t>(dst_col) * es,
