@@ -13,7 +13,7 @@
 namespace miniseq::cli {
 
 int cmd_tiny_model(const Args& args) {
-  Flags f("tiny-model", "miniseq tiny-model --out DIR [--arch llama|mistral|qwen2] [sizes]",
+  Flags f("tiny-model", "miniseq tiny-model --out DIR [--arch llama|mistral|qwen2|qwen3] [sizes]",
           {
               {"out", FlagKind::String, "", "directory to write (created)"},
               {"arch", FlagKind::String, "llama", "llama, mistral, qwen2 or qwen3"},
