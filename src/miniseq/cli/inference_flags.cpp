@@ -1,9 +1,7 @@
 #include "miniseq/cli/inference_flags.h"
 
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "miniseq/core/check.h"
 #include "miniseq/io/json_read.h"
@@ -39,10 +37,7 @@ ModelSource inference_model_source(const Flags& f, const char* command) {
   MS_CHECK(s.peft.empty(), command, ": --model ", s.model, " is a PEFT adapter (", kAdapterConfigFile,
            ", no config.json); give its base model as --model and the adapter as --peft_model");
   const std::string cfg_path = (dir / kAdapterConfigFile).string();
-  std::ifstream in(cfg_path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const jsonio::json cfg = jsonio::parse(text.str(), cfg_path);
+  const jsonio::json cfg = jsonio::parse_file(cfg_path);
   const jsonio::Obj obj(cfg, cfg_path, /*file_level=*/true);
   const std::string base = obj.str("base_model_name_or_path", "");
   MS_CHECK(!base.empty() && fs::is_directory(base), command, ": --model ", s.model, " is a PEFT adapter (",

@@ -20,15 +20,15 @@ std::string nlohmann_reason(const std::exception& e) {
   return excerpt(w, 160);
 }
 
-template <typename Json>
-Json parse_impl(std::string_view text, const std::string& where, const typename Json::parser_callback_t& cb,
-                const char* what) {
+// Runs parse() on text whose nesting check_depth accepted; every nlohmann error becomes "<where>: <what>: …".
+template <typename Parse>
+auto parse_checked(std::string_view text, const std::string& where, const char* what, Parse&& parse) {
   check_depth(text, where);
   try {
-    return Json::parse(text.begin(), text.end(), cb);
-  } catch (const typename Json::out_of_range& e) {  // 406: a number beyond the range of a double
+    return parse();
+  } catch (const nlohmann::json::out_of_range& e) {  // 406: a number beyond the range of a double
     fail(where, ": ", what, ": ", nlohmann_reason(e), " (beyond the range of a double)");
-  } catch (const typename Json::exception& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail(where, ": ", what, ": ", nlohmann_reason(e));
   }
 }
@@ -90,7 +90,7 @@ void check_depth(std::string_view text, const std::string& where) {
 
 json parse(std::string_view text, const std::string& where, const json::parser_callback_t& cb,
            const char* what) {
-  return parse_impl<json>(text, where, cb, what);
+  return parse_checked(text, where, what, [&] { return json::parse(text.begin(), text.end(), cb); });
 }
 
 namespace {
@@ -177,17 +177,12 @@ class OrderedBuilder : public nlohmann::json_sax<nlohmann::ordered_json> {
 }  // namespace
 
 nlohmann::ordered_json parse_ordered(std::string_view text, const std::string& where) {
-  check_depth(text, where);
-  nlohmann::ordered_json root;
-  OrderedBuilder builder(root);
-  try {
+  return parse_checked(text, where, "malformed JSON", [&] {
+    nlohmann::ordered_json root;
+    OrderedBuilder builder(root);
     nlohmann::ordered_json::sax_parse(text.begin(), text.end(), &builder);
-  } catch (const nlohmann::ordered_json::out_of_range& e) {
-    fail(where, ": malformed JSON: ", nlohmann_reason(e), " (beyond the range of a double)");
-  } catch (const nlohmann::ordered_json::exception& e) {
-    fail(where, ": malformed JSON: ", nlohmann_reason(e));
-  }
-  return root;
+    return root;
+  });
 }
 
 json parse_file(const std::string& path) {

@@ -60,6 +60,12 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+std::string join_list(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ",") + x;
+  return out;
+}
+
 void validate_lora(const LoraConfig& lora, double dropout, const std::string& where) {
   if (!lora.enabled) return;
   MS_CHECK(lora.r > 0, where, ": the LoRA rank r must be > 0, got ", lora.r);

@@ -40,6 +40,8 @@ struct LoraConfig {
 
 // "q_proj,k_proj" -> {"q_proj", "k_proj"} (commas, spaces ignored; empty entries dropped).
 std::vector<std::string> split_list(const std::string& s);
+// {"q_proj", "k_proj"} -> "q_proj,k_proj" (as the flags take it; "" for none).
+std::string join_list(const std::vector<std::string>& v);
 // Checks r > 0, α > 0, dropout 0 and the module names; `where` names the flag or file in the message.
 void validate_lora(const LoraConfig& lora, double dropout, const std::string& where);
 

@@ -61,12 +61,6 @@ struct HostSet {
   }
 };
 
-std::string join_list(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& x : v) out += (out.empty() ? "" : ",") + x;
-  return out;
-}
-
 bool lora_run(const SaveRequest& r) {
   return r.lora && r.lora->enabled;
 }

@@ -181,13 +181,10 @@ CheckedPlan plan_or_refuse(const ModelConfig& config, const TrainArgs& a, size_t
   if (a.lora.enabled) {
     char alpha[32];
     std::snprintf(alpha, sizeof alpha, "%g", a.lora.alpha);
+    const std::string keys = join_list(a.lora.trainable_params);
     run_flags += " --low_rank_training True --lora_r " + std::to_string(a.lora.r) + " --lora_alpha " + alpha +
-                 " --lora_target_modules ";
-    for (size_t i = 0; i < a.lora.target_modules.size(); ++i)
-      run_flags += (i ? "," : "") + a.lora.target_modules[i];
-    std::string keys;
-    for (const auto& k : a.lora.trainable_params) keys += (keys.empty() ? "" : ",") + k;
-    run_flags += " --trainable_params " + (keys.empty() ? std::string("''") : keys);
+                 " --lora_target_modules " + join_list(a.lora.target_modules) + " --trainable_params " +
+                 (keys.empty() ? std::string("''") : keys);
   }
   fail("the run needs ", gib(static_cast<double>(out.run.device.arena_bytes)), " (peak at ", out.run.device.peak_moment,
        ") but only ", gib(static_cast<double>(budget)), " is available (", where,
@@ -517,9 +514,7 @@ TrainResult run_training(const TrainSetup& setup) {
     else
       std::printf("attention: full causal (--use_full_attn True)\n");
     if (a.lora.enabled) {
-      std::string targets, keys;
-      for (const auto& m : a.lora.target_modules) targets += (targets.empty() ? "" : ",") + m;
-      for (const auto& k : a.lora.trainable_params) keys += (keys.empty() ? "" : ",") + k;
+      const std::string targets = join_list(a.lora.target_modules), keys = join_list(a.lora.trainable_params);
       std::printf(
           "LoRA%s: r %lld, alpha %g on %s%s%s; %lld of %lld parameters trained, the rest frozen (checkpoints "
           "hold the adapter%s, not the base model)\n",
