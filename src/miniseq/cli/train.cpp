@@ -189,9 +189,13 @@ int train_command(const Args& raw_args, bool sft) {
   }
   if (r.steps_this_run == 0)
     std::printf("no steps run: the run was already at step %lld\n", (long long)r.steps);
-  else
+  else if (r.logged)
     std::printf("logged loss %.4f -> %.4f over %lld steps of this run (step %lld of the run)\n", r.first_logged_loss,
                 r.last_logged_loss, (long long)r.steps_this_run, (long long)r.steps);
+  else  // stopped before its first --logging_steps step: the step losses, not zeros
+    std::printf(
+        "loss %.4f -> %.4f over %lld steps of this run (step %lld of the run; none was a logging step)\n",
+        r.first_loss, r.last_loss, (long long)r.steps_this_run, (long long)r.steps);
   // What MsT bought: the same run planned without it.
   StepPolicy no_mst = r.policy;
   no_mst.mini_sequence = false;

@@ -721,7 +721,7 @@ TrainResult run_training(const TrainSetup& setup) {
                             {"elapsed_seconds", elapsed}};
       progress.log_history.push_back(rec);
       if (!logged_any) result.first_logged_loss = rec["loss"].get<double>();
-      logged_any = true;
+      logged_any = result.logged = true;
       result.last_logged_loss = rec["loss"].get<double>();
       if (dp.root())
         write_metrics_jsonl((fs::path(a.output_dir) / "metrics.jsonl").string(), progress.log_history);

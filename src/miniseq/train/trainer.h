@@ -44,6 +44,7 @@ struct TrainResult {
   // The first and last "loss" this run wrote to metrics.jsonl (averages over --logging_steps): the summary line
   // quotes these, so it matches the log.
   double first_logged_loss = 0.0, last_logged_loss = 0.0;
+  bool logged = false;  // whether this run wrote any record (a run stopped before --logging_steps did not)
   bool interrupted = false;
   // A non-finite loss or gradient norm stopped the run at this step (0: it did not); nothing was saved from it.
   int64_t nonfinite_step = 0;
