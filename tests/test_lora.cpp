@@ -41,6 +41,24 @@ TEST(LoraTrainable, LongLoRASubstringRule) {
   EXPECT_EQ(trainable_specs(qwen3, LoraConfig{}).size(), param_specs(qwen3).size());
 }
 
+// A --trainable_params key that is in no parameter's name (a typo) is refused, not silently dropped.
+TEST(LoraTrainable, AKeyThatMatchesNothingIsAnError) {
+  ModelConfig qwen3 = load_model_config((test::golden_dir() / "qwen3_tied/model").string());
+  LoraConfig lora;
+  lora.enabled = true;
+  lora.trainable_params = {"embed", "nrom"};
+  try {
+    trainable_specs(qwen3, lora);
+    ADD_FAILURE() << "accepted 'nrom'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--trainable_params: 'nrom' is in the name of no parameter"),
+              std::string::npos)
+        << e.what();
+  }
+  lora.trainable_params = {"embed", "norm"};
+  EXPECT_NO_THROW(trainable_specs(qwen3, lora));
+}
+
 TEST(LoraInit, PeftKaimingUniformAndZeroB) {
   ParamSpec a{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
               {8, 400},

@@ -142,6 +142,17 @@ std::vector<ParamSpec> trainable_specs(const ModelConfig& config, const LoraConf
   std::vector<ParamSpec> out;
   for (auto& s : model_param_specs(config, lora))
     if (is_trainable(s, lora)) out.push_back(std::move(s));
+  // A key that matches nothing is a typo ("embd"): it would train the adapters alone without a word.
+  for (const auto& k : lora.trainable_params) {
+    bool matched = false;
+    for (const auto& s : out)
+      matched = matched || (s.role != ParamRole::LoraA && s.role != ParamRole::LoraB &&
+                            peft_param_name(s, lora).find(k) != std::string::npos);
+    MS_CHECK(matched, "--trainable_params: '", k,
+             "' is in the name of no parameter of this model (each key is a substring of names such as "
+             "model.embed_tokens.weight, model.layers.0.input_layernorm.weight, model.norm.weight; LongLoRA's "
+             "LoRA+ value is embed,norm)");
+  }
   return out;
 }
 
